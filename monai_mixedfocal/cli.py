@@ -1,0 +1,54 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The command line: ``python -m monai_mixedfocal <command> ...``.
+
+Each sub-command lives in the module that owns the concept; that module exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` (called with the parsed ``argparse.Namespace``, returning an exit code). Modules are
+imported only when the command line is built, so ``import monai_mixedfocal`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# sub-command modules, in the order shown by ``--help``
+COMMAND_MODULES: tuple[str, ...] = (
+    "monai_mixedfocal.data.cli",
+    "monai_mixedfocal.stats_cli",
+    "monai_mixedfocal.study",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_mixedfocal",
+        description="Mixed Focal loss family for MONAI: data, statistics and the loss study.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a real missing dependency inside the module: surface it
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The Mixed Focal loss family as MONAI losses (Yeung et al., "A Mixed Focal Loss Function for Handling Class
+Imbalanced Medical Image Segmentation", 2021).
+
+Every class is a ``torch.nn.modules.loss._Loss`` with MONAI's argument conventions (``include_background``,
+``to_onehot_y``, ``sigmoid``, ``softmax``, ``other_act``, ``reduction``, ``batch``, ``smooth_nr``, ``smooth_dr``), and
+none is named like a ``monai.losses`` class, so that short names in bundle configs cannot clash. In bundle configs,
+use the full dotted path: ``"_target_": "monai_mixedfocal.losses.MixedFocalLoss"``.
+"""
+
+from __future__ import annotations
+
+from monai_mixedfocal.losses._base import SegmentationLoss
+from monai_mixedfocal.losses.compound import ComboLoss, MixedFocalLoss
+from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
+from monai_mixedfocal.losses.region import CosineTverskyLoss, FocalTverskyLoss, ModifiedDiceLoss
+from monai_mixedfocal.losses.registry import LOSS_NAMES, PAPER_PRESETS, get_loss
+
+__all__ = [
+    "LOSS_NAMES",
+    "PAPER_PRESETS",
+    "CategoricalFocalLoss",
+    "ComboLoss",
+    "CosineTverskyLoss",
+    "FocalTverskyLoss",
+    "MixedFocalLoss",
+    "ModifiedDiceLoss",
+    "SegmentationLoss",
+    "get_loss",
+]

@@ -1,0 +1,164 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The base class of every loss: MONAI's common arguments, their validation, and the reductions.
+
+Reduction conventions (see ``docs/losses.md``):
+
+- region terms (Dice / Tversky family), one value per image and class ``[B, K]`` (``[K]`` with ``batch=True``):
+  ``"none"`` keeps them, shaped ``[B, K, 1, ...]`` like ``monai.losses.DiceLoss``; ``"mean"`` averages over images and
+  classes (the authors' code); ``"sum"`` sums them (the class sums printed in the paper, summed over the batch).
+- pixel-wise terms, one value per voxel and class: ``"none"`` keeps them ``[B, K, *spatial]``; ``"mean"`` sums over
+  classes and averages over voxels and images (the authors' ``K.mean(K.sum(ce, axis=-1))``); ``"sum"`` sums over
+  classes, averages over the voxels of each image and sums over images.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.utils import LossReduction
+from torch.nn.modules.loss import _Loss
+
+from monai_mixedfocal.losses._terms import Prepared, prepare
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn with the location of the first caller outside this package and ``torch`` (e.g. the user's ``loss(x, y)``).
+
+    ``forward`` is reached through ``nn.Module.__call__``, so a fixed ``stacklevel=2`` would point into torch.
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith((_PACKAGE_DIR, _TORCH_DIR)):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
+def check_unit_interval(name: str, value: float | None) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``None`` or a number in ``[0, 1]``."""
+    if value is not None and not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1]; got {value}.")
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value > 0`` (or ``>= 0`` with ``allow_zero``)."""
+    if not (value >= 0.0 if allow_zero else value > 0.0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value}.")
+
+
+def alpha_weights(alpha: float | Sequence[float]) -> float | torch.Tensor:
+    """Validate ``alpha``: a non-negative scalar, or a sequence of non-negative per-class weights (as a tensor)."""
+    if isinstance(alpha, (int, float)):
+        check_positive("alpha", float(alpha), allow_zero=True)
+        return float(alpha)
+    values = torch.as_tensor(alpha, dtype=torch.float64).flatten()
+    if values.numel() == 0:
+        raise ValueError("alpha must be a number or a non-empty sequence of per-class weights; got an empty sequence.")
+    if (values < 0).any() or not torch.isfinite(values).all():
+        raise ValueError(f"alpha weights must be finite and >= 0; got {values.tolist()}.")
+    return values
+
+
+class SegmentationLoss(_Loss):
+    """Base of the Mixed Focal loss family, with MONAI's common loss arguments.
+
+    Args:
+        include_background: if ``False``, channel 0 (background) is excluded from the loss.
+        to_onehot_y: the target holds class indices ``[B, 1, *spatial]`` (converted to one-hot internally, without
+            building a one-hot volume where a gather does).
+        sigmoid: apply a sigmoid to the input (logits); binary / multi-label form of the cross-entropy terms.
+        softmax: apply a softmax over channels to the input (logits); categorical form.
+        other_act: any other callable activation, e.g. ``torch.tanh``; its output is taken as probabilities.
+            With no activation at all the input is taken as probabilities (as in the authors' code).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (see the module docstring).
+        batch: pool TP/FN/FP over the batch before computing the index (region terms only).
+        smooth_nr: added to the numerator of the index.
+        smooth_dr: added to the denominator of the index.
+
+    Raises:
+        TypeError: if ``other_act`` is not callable.
+        ValueError: if more than one of ``sigmoid``, ``softmax``, ``other_act`` is set, for an unknown reduction, or a
+            negative smoothing term.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        batch: bool = False,
+        smooth_nr: float = 1e-6,
+        smooth_dr: float = 1e-6,
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if other_act is not None and not callable(other_act):
+            raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
+        if int(bool(sigmoid)) + int(bool(softmax)) + int(other_act is not None) > 1:
+            raise ValueError("Incompatible values: more than 1 of [sigmoid=True, softmax=True, other_act is not None].")
+        check_positive("smooth_nr", smooth_nr, allow_zero=True)
+        check_positive("smooth_dr", smooth_dr, allow_zero=True)
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.batch = batch
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+
+    def _prepare(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
+        """Warn like MONAI about flags that a single-channel input ignores, then :func:`prepare` the tensors."""
+        if input.ndim >= 2 and input.shape[1] == 1:
+            if self.softmax:
+                warn_caller("single channel prediction, `softmax=True` ignored.")
+            if self.to_onehot_y:
+                warn_caller("single channel prediction, `to_onehot_y=True` ignored.")
+            if not self.include_background:
+                warn_caller("single channel prediction, `include_background=False` ignored.")
+        return prepare(
+            input,
+            target,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            to_onehot_y=self.to_onehot_y,
+            include_background=self.include_background,
+        )
+
+    def _region_reduce(self, values: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+        """Reduce per-image, per-class values ``[B, K]`` (``[K]`` with ``batch=True``)."""
+        if self.reduction == LossReduction.MEAN.value:
+            return values.mean()
+        if self.reduction == LossReduction.SUM.value:
+            return values.sum()
+        return values.reshape(*values.shape, *([1] * spatial_dims))
+
+    def _pixel_reduce(self, term: torch.Tensor, prep: Prepared) -> torch.Tensor:
+        """Reduce a pixel-wise term (see :func:`monai_mixedfocal.losses._terms.pixel_focal_term` for its shapes)."""
+        if self.reduction == LossReduction.MEAN.value:
+            return term.sum() / (term.shape[0] * prep.num_voxels)
+        if self.reduction == LossReduction.SUM.value:
+            return term.sum() / prep.num_voxels
+        if term.shape[1] == 1 and prep.labels is not None:  # categorical with indices: place on the target channel
+            full = torch.zeros_like(prep.prob).scatter(1, prep.labels, term)
+            return full[:, prep.kept]
+        return term
+
+    @staticmethod
+    def _checked(loss: torch.Tensor) -> torch.Tensor:
+        """Return ``loss``, or raise instead of silently returning NaN / inf (inputs are checked before)."""
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                "the loss is not finite although the input is; please report this with the input that triggers it."
+            )
+        return loss

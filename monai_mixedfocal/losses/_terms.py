@@ -1,0 +1,319 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Shared building blocks of the loss family: one place for activations, targets, TP/FN/FP and the pixel terms.
+
+Every loss of the package is a thin formula on top of these functions (see ``docs/losses.md``):
+
+- :func:`prepare` turns ``(input, target)`` into a :class:`Prepared` bundle: probabilities ``p`` of every channel,
+  their logarithms (log space when logits are given), and the target either as class indices (the fast path: no
+  one-hot volume is built) or as a dense one-hot / soft tensor.
+- :func:`confusion_sums` computes the soft ``TP``, ``FN`` and ``FP`` per image and class (or pooled over the batch).
+- :func:`tversky_index` is the modified Dice similarity coefficient / Tversky index of Yeung et al., Eq. 9.
+- :func:`pixel_focal_term` is the per-voxel (modified) focal / cross-entropy term, Eqs. 2, 7, 17 and 21.
+
+Reference:
+    Yeung M, Sala E, Schönlieb C-B, Rundo L. "A Mixed Focal Loss Function for Handling Class Imbalanced Medical Image
+    Segmentation". arXiv:2102.04525 (2021).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# The authors' clip of probabilities before every log and before the focal Tversky loss.
+PROB_CLIP = 1e-7
+# Smallest base of a fractional power: keeps ``x ** g`` and its gradient finite at ``x = 0`` (the true limit of every
+# product it appears in is finite and this only drops terms below 1e-12).
+POW_EPS = 1e-12
+
+
+@dataclass
+class Prepared:
+    """Network output and ground truth in the form every term needs.
+
+    Attributes:
+        prob: probabilities ``[B, C, *spatial]`` of all ``C`` channels (float32 or float64).
+        prob_clipped: ``prob`` clipped to ``[1e-7, 1 - 1e-7]`` when the input was given as probabilities (the authors'
+            clip, used by the focal terms and the focal Tversky loss), else ``prob`` itself.
+        log_prob: ``log p`` with the same shape: exact log-softmax / log-sigmoid for logits, the log of the clipped
+            probability otherwise.
+        log_prob_neg: ``log(1 - p)`` for the binary form, else ``None``.
+        labels: class indices ``[B, 1, *spatial]`` (int64) when the target was given as indices and the categorical
+            form applies; ``None`` otherwise.
+        target: dense target ``[B, C, *spatial]`` (float) when ``labels`` is ``None``.
+        kept: channel indices kept by ``include_background`` (all channels, or ``1..C-1``).
+        binary: ``True`` for the binary (sigmoid / one channel) form of the cross-entropy terms.
+        clip: ``True`` when the input was taken as probabilities (no ``sigmoid`` / ``softmax`` flag).
+    """
+
+    prob: torch.Tensor
+    prob_clipped: torch.Tensor
+    log_prob: torch.Tensor
+    log_prob_neg: torch.Tensor | None
+    labels: torch.Tensor | None
+    target: torch.Tensor | None
+    kept: slice
+    binary: bool
+    clip: bool
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels of the network output (before ``include_background``)."""
+        return self.prob.shape[1]
+
+    @property
+    def num_kept(self) -> int:
+        """Number of channels after ``include_background``."""
+        return len(range(self.num_channels)[self.kept])
+
+    @property
+    def num_voxels(self) -> int:
+        """Number of spatial voxels of one image."""
+        return self.prob[0, 0].numel()
+
+
+def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> torch.Tensor:
+    """Validate the target against the input and return class indices (``to_onehot``) or the dense float target."""
+    if target.ndim != input.ndim:
+        raise ValueError(
+            f"target must have the same number of dimensions as input [B, C, *spatial]; "
+            f"got input shape {tuple(input.shape)} and target shape {tuple(target.shape)}."
+        )
+    if torch.is_floating_point(target) and not torch.isfinite(target).all():
+        raise ValueError("target contains NaN or inf values.")
+    num_classes = input.shape[1]
+    if to_onehot:
+        if target.shape[1] != 1 or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+            raise ValueError(
+                f"with to_onehot_y=True the target must be class indices of shape [B, 1, *spatial] = "
+                f"{(input.shape[0], 1, *input.shape[2:])}; got {tuple(target.shape)}."
+            )
+        if torch.is_floating_point(target) and not torch.equal(target, target.round()):
+            raise ValueError("with to_onehot_y=True the target must hold integer class indices; got fractional values.")
+        labels = target.long()
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"target class indices must lie in [0, {num_classes - 1}] for an input with {num_classes} channels; "
+                f"got values in [{low}, {high}]."
+            )
+        return labels
+    if target.shape != input.shape:
+        raise ValueError(f"ground truth has different shape ({tuple(target.shape)}) from input ({tuple(input.shape)}).")
+    target = target.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
+    low, high = float(target.min()), float(target.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"a one-hot / soft target must hold values in [0, 1]; got values in [{low:g}, {high:g}]. "
+            "Pass class indices with to_onehot_y=True for a label map."
+        )
+    return target
+
+
+def prepare(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    sigmoid: bool,
+    softmax: bool,
+    other_act: object | None,
+    to_onehot_y: bool,
+    include_background: bool,
+) -> Prepared:
+    """Apply the activation, turn the target into indices or a dense tensor, and select the kept channels.
+
+    The order follows ``monai.losses.DiceLoss``: activation on all channels, then one-hot of the target, then the
+    background channel is dropped (``include_background=False``). A single-channel output is treated as a binary
+    problem whatever the flags say (the callers warn at construction or call time, as MONAI does).
+
+    Args:
+        input: network output ``[B, C, *spatial]``: logits with ``sigmoid``/``softmax``, else probabilities (or the
+            input of ``other_act``).
+        target: ``[B, 1, *spatial]`` class indices (``to_onehot_y=True``) or ``[B, C, *spatial]`` one-hot / soft labels.
+        sigmoid: apply a sigmoid (binary / multi-label form of the cross-entropy terms).
+        softmax: apply a softmax over channels (categorical form).
+        other_act: any other callable activation; its output is taken as probabilities.
+        to_onehot_y: the target holds class indices.
+        include_background: keep channel 0.
+
+    Returns:
+        the :class:`Prepared` tensors.
+
+    Raises:
+        ValueError: for a shape mismatch, class indices out of range, fractional indices, NaN / inf values, or a dense
+            target outside [0, 1].
+    """
+    if input.ndim < 3:
+        raise ValueError(f"input must have shape [B, C, *spatial] (at least 3 dimensions); got {tuple(input.shape)}.")
+    # Compute in float32 (or float64 when asked): half-precision inputs under autocast keep a float32 loss.
+    x = input if input.dtype == torch.float64 else input.float()
+    with torch.no_grad():  # one cheap reduction; the exact (slower) test only when it fails
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+            raise ValueError("input contains NaN or inf values.")
+    num_channels = x.shape[1]
+    single = num_channels == 1
+    to_onehot = to_onehot_y and not single
+    target_t = _check_target(x, target, to_onehot)
+    binary = sigmoid or single
+
+    use_softmax = softmax and not single  # MONAI: softmax on one channel is skipped (the caller warns)
+    clip = not (sigmoid or use_softmax)
+    log_prob_neg = None
+    if use_softmax:
+        log_prob = F.log_softmax(x, dim=1)
+        prob = prob_clipped = log_prob.exp()
+    elif sigmoid:
+        prob = prob_clipped = torch.sigmoid(x)
+        log_prob = F.logsigmoid(x)
+        log_prob_neg = F.logsigmoid(-x)
+    else:
+        prob = other_act(x) if other_act is not None else x  # type: ignore[operator]
+        prob_clipped = prob.clamp(PROB_CLIP, 1.0 - PROB_CLIP)
+        log_prob = prob_clipped.log()
+        if binary:
+            log_prob_neg = torch.log1p(-prob_clipped)
+
+    labels = target_t if to_onehot else None
+    dense = None
+    if labels is not None and binary:  # multi-label sigmoid needs every channel's 0/1 target
+        dense = F.one_hot(labels[:, 0], num_channels).movedim(-1, 1).to(prob.dtype)
+        labels = None
+    elif labels is None:
+        dense = target_t.to(prob.dtype)
+    kept = slice(1, None) if (not include_background and not single) else slice(None)
+    return Prepared(prob, prob_clipped, log_prob, log_prob_neg, labels, dense, kept, binary, clip)
+
+
+def confusion_sums(
+    prep: Prepared, batch: bool = False, clip: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false negatives and false positives of the kept channels.
+
+    ``TP = sum_i y p``, ``FN = sum_i y (1 - p)``, ``FP = sum_i (1 - y) p``, summed over the voxels of each image
+    (and over the batch when ``batch=True``).
+
+    Args:
+        prep: the prepared input.
+        batch: pool the sums over the batch (nnU-Net's "batch Dice").
+        clip: clip probabilities to ``[1e-7, 1 - 1e-7]`` first when the input was given as probabilities (the authors'
+            focal Tversky code).
+
+    Returns:
+        ``(tp, fn, fp)``, each ``[B, K]`` (or ``[K]`` with ``batch=True``), ``K`` the number of kept channels.
+    """
+    prob = prep.prob_clipped if clip else prep.prob
+    b, c = prob.shape[:2]
+    flat = prob.reshape(b, c, -1)
+    pred_sum = flat.sum(-1)
+    if prep.labels is not None:
+        idx = prep.labels.reshape(b, -1)
+        tp = torch.zeros_like(pred_sum).scatter_add(1, idx, flat.gather(1, idx[:, None])[:, 0])
+        ref_sum = torch.zeros_like(pred_sum).scatter_add(1, idx, torch.ones_like(idx, dtype=flat.dtype))
+    else:
+        y = prep.target.reshape(b, c, -1)  # type: ignore[union-attr]
+        tp = (y * flat).sum(-1)
+        ref_sum = y.sum(-1)
+    tp, pred_sum, ref_sum = tp[:, prep.kept], pred_sum[:, prep.kept], ref_sum[:, prep.kept]
+    if batch:
+        tp, pred_sum, ref_sum = tp.sum(0), pred_sum.sum(0), ref_sum.sum(0)
+    return tp, ref_sum - tp, pred_sum - tp
+
+
+def tversky_index(
+    tp: torch.Tensor, fn: torch.Tensor, fp: torch.Tensor, delta: float, smooth_nr: float, smooth_dr: float
+) -> torch.Tensor:
+    """The modified Dice similarity coefficient / Tversky index, Yeung et al. Eq. 9 (with the typo corrected).
+
+    ``mTI = (TP + smooth_nr) / (TP + delta * FN + (1 - delta) * FP + smooth_dr)``: ``delta`` weights the false
+    negatives; ``delta = 0.5`` is the soft Dice coefficient (Eq. 10), ``delta = 0.7`` the Tversky index (Eq. 12).
+    """
+    return (tp + smooth_nr) / (tp + delta * fn + (1.0 - delta) * fp + smooth_dr)
+
+
+def safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
+    """``base ** exponent`` for a base in ``[0, 1]``, finite in value and gradient at 0 for any exponent > 0."""
+    if exponent == 1.0:
+        return base
+    return base.clamp_min(POW_EPS) ** exponent
+
+
+def _class_vector(values: torch.Tensor | None, prep: Prepared, like: torch.Tensor) -> torch.Tensor | None:
+    """A per-class weight vector over ALL channels (zeros on the dropped channels)."""
+    if values is None:
+        return None
+    full = torch.zeros(prep.num_channels, dtype=like.dtype, device=like.device)
+    full[prep.kept] = values.to(like)
+    return full
+
+
+def pixel_focal_term(
+    prep: Prepared,
+    alpha: torch.Tensor | float,
+    gamma: float,
+    beta: float | None,
+) -> torch.Tensor:
+    """The per-voxel (modified) focal / cross-entropy loss, summed over the kept classes.
+
+    Categorical form (softmax or probabilities):
+    ``P_i = sum_c alpha_c * w_c * (1 - p_c)^gamma * (-y_c log p_c)`` with ``w_c = beta`` on foreground channels and
+    ``1 - beta`` on the background channel 0 (all 1 when ``beta`` is None).
+    Binary form (sigmoid or one channel), per kept channel ``c``:
+    ``alpha_c * [beta (1 - p_c)^gamma (-y_c log p_c) + (1 - beta) p_c^gamma (-(1 - y_c) log(1 - p_c))]``.
+
+    With ``gamma = 0`` and ``alpha = 1`` this is the (weighted) cross entropy of Eq. 2 / Eq. 17; with ``beta`` given it
+    is the modified focal loss of Eq. 21 (corrected to be non-negative).
+
+    Args:
+        prep: the prepared input.
+        alpha: a scalar, or a tensor with one weight per kept channel.
+        gamma: the focal exponent (``>= 0``).
+        beta: the false-negative weight of Eq. 17, or ``None``.
+
+    Returns:
+        the per-voxel loss ``[B, 1, *spatial]`` when the categorical form has class indices, else the per-voxel,
+        per-class loss ``[B, K, *spatial]`` of the kept channels (sum it over dim 1 for the per-voxel loss).
+    """
+    alpha_t = alpha if isinstance(alpha, torch.Tensor) else None
+    scale = float(alpha) if alpha_t is None else 1.0
+    if prep.binary:
+        p = prep.prob_clipped[:, prep.kept]
+        y = prep.target[:, prep.kept]  # type: ignore[index]
+        pos = -y * prep.log_prob[:, prep.kept]
+        neg = -(1.0 - y) * prep.log_prob_neg[:, prep.kept]  # type: ignore[index]
+        if gamma != 0.0:
+            pos = safe_pow(1.0 - p, gamma) * pos
+            neg = safe_pow(p, gamma) * neg
+        if beta is not None:
+            pos, neg = beta * pos, (1.0 - beta) * neg
+        term = pos + neg
+        if alpha_t is not None:
+            term = term * alpha_t.to(term).view(1, -1, *([1] * (term.ndim - 2)))
+        return term * scale if scale != 1.0 else term
+
+    weights = _class_vector(alpha_t, prep, prep.prob)
+    if beta is not None:
+        class_w = torch.full((prep.num_channels,), beta, dtype=prep.prob.dtype, device=prep.prob.device)
+        class_w[0] = 1.0 - beta
+        weights = class_w if weights is None else weights * class_w
+    if prep.kept.start == 1:  # background dropped: zero weight on channel 0
+        weights = weights if weights is not None else torch.ones(prep.num_channels).to(prep.prob)
+        weights = weights.clone()
+        weights[0] = 0.0
+    if prep.labels is not None:
+        log_pt = prep.log_prob.gather(1, prep.labels)
+        term = -log_pt
+        if gamma != 0.0:
+            term = safe_pow(-torch.expm1(log_pt), gamma) * term
+        if weights is not None:
+            term = term * weights[prep.labels]
+        return term * scale if scale != 1.0 else term
+    term = -prep.target * prep.log_prob  # type: ignore[operator]
+    if gamma != 0.0:
+        term = safe_pow(1.0 - prep.prob_clipped, gamma) * term
+    if weights is not None:
+        term = term * weights.view(1, -1, *([1] * (term.ndim - 2)))
+    term = term[:, prep.kept]
+    return term * scale if scale != 1.0 else term

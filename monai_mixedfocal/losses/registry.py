@@ -1,0 +1,59 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The loss registry: every loss of the paper's study by name, with the paper's hyper-parameters.
+
+>>> from monai_mixedfocal.losses import get_loss
+>>> loss = get_loss("mixed_focal", softmax=True, to_onehot_y=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.nn.modules.loss import _Loss
+
+from monai_mixedfocal.losses.compound import ComboLoss, MixedFocalLoss
+from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
+from monai_mixedfocal.losses.region import CosineTverskyLoss, FocalTverskyLoss, ModifiedDiceLoss
+
+#: name -> (loss class, the paper's hyper-parameters; Yeung et al. 2021, Section II and III.B)
+PAPER_PRESETS: dict[str, tuple[Callable[..., _Loss], dict[str, Any]]] = {
+    "cross_entropy": (CategoricalFocalLoss, {"alpha": 1.0, "gamma": 0.0}),
+    "focal": (CategoricalFocalLoss, {"alpha": 0.25, "gamma": 2.0}),
+    "dice": (ModifiedDiceLoss, {"delta": 0.5}),
+    "tversky": (ModifiedDiceLoss, {"delta": 0.7}),
+    "focal_tversky": (FocalTverskyLoss, {"delta": 0.7, "gamma": 4.0 / 3.0}),
+    "cosine_tversky": (CosineTverskyLoss, {"delta": 0.7, "gamma": 1.0}),
+    "combo": (ComboLoss, {}),
+    "mixed_focal": (MixedFocalLoss, {}),
+}
+
+#: the valid names of :func:`get_loss`
+LOSS_NAMES: tuple[str, ...] = tuple(PAPER_PRESETS)
+
+
+def get_loss(name: str, **overrides: Any) -> _Loss:
+    """Build a loss of the registry by name, with the paper's hyper-parameters and any overrides.
+
+    Args:
+        name: one of :data:`LOSS_NAMES` (case-insensitive; ``-`` and spaces are read as ``_``).
+        overrides: constructor arguments that replace the preset's or add to them, e.g. ``softmax=True,
+            to_onehot_y=True`` or ``gamma=3.0``.
+
+    Returns:
+        the loss module.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid names).
+        TypeError: for an argument the loss does not take.
+
+    Example:
+        >>> from monai_mixedfocal.losses import get_loss
+        >>> loss = get_loss("focal_tversky", softmax=True, to_onehot_y=True)
+    """
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in PAPER_PRESETS:
+        raise ValueError(f"unknown loss name {name!r}; valid names are: {', '.join(LOSS_NAMES)}.")
+    cls, preset = PAPER_PRESETS[key]
+    return cls(**{**preset, **overrides})
