@@ -139,7 +139,9 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
         cells.loc[row["method"], label] = _cell(row["mean"], row["half_width"], int(row["n"]), digits, value)
         means.loc[row["method"], label] = row["mean"]
     rounded = means.round(digits)
-    best = rounded.eq(rounded.max(axis=0), axis=1) & rounded.notna() if value == "ci" else means.notna() & False
+    if value == "n":
+        return cells, pd.DataFrame(False, index=cells.index, columns=labels)
+    best = rounded.eq(rounded.max(axis=0), axis=1) & rounded.notna()
     return cells, best
 
 
@@ -169,7 +171,7 @@ def pairwise_matrix(pairs: pd.DataFrame, cls: str, methods: Sequence[str] | None
         A square DataFrame of strings indexed and labelled by method.
 
     Raises:
-        ValueError: if ``cls`` has no rows in ``pairs``.
+        ValueError: if ``cls`` has no rows in ``pairs`` or ``methods`` lacks a method of its tests.
     """
     sub = pairs[pairs["class"] == cls]
     if sub.empty:
@@ -179,8 +181,11 @@ def pairwise_matrix(pairs: pd.DataFrame, cls: str, methods: Sequence[str] | None
     matrix = pd.DataFrame("", index=pd.Index(methods, name="Method"), columns=list(methods))
     for m in methods:
         matrix.loc[m, m] = "-"
+    position = {m: k for k, m in enumerate(methods)}
+    absent = sorted(set(sub["method_a"]).union(sub["method_b"]) - set(position))
+    if absent:
+        raise ValueError(f"methods {absent} of the tests are missing from methods={list(methods)}")
     for row in sub.itertuples(index=False):
-        position = {m: k for k, m in enumerate(methods)}
         a, b, stat = row.method_a, row.method_b, row.statistic
         if position[a] < position[b]:  # keep the lower triangle: row after column
             a, b, stat = b, a, -stat
@@ -278,6 +283,17 @@ def _figure_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _panel_grid(n_panels: int, width: float, height: float, max_cols: int, **kwargs: Any) -> tuple[Figure, list[Any]]:
+    """A figure of ``n_panels`` axes of ``width x height`` inches, at most ``max_cols`` per row; spare axes hidden."""
+    ncols = max(1, min(max_cols, n_panels))
+    nrows = max(1, math.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        ax.axis("off")
+    return fig, flat[:n_panels]
+
+
 def boxplot_figure(df: pd.DataFrame, metric: str = "dsc") -> Figure:
     """Box plots of per-case ``metric`` per method, one panel per class, with the individual cases as dots.
 
@@ -290,14 +306,13 @@ def boxplot_figure(df: pd.DataFrame, metric: str = "dsc") -> Figure:
     """
     methods = list(pd.unique(df["method"]))
     classes = list(pd.unique(df["class"]))
-    fig, axes = plt.subplots(
-        1, len(classes), figsize=(max(4.0, 0.8 * len(methods) + 1.5) * len(classes), 4.5), squeeze=False, sharey=True
-    )
+    width = max(4.0, 0.8 * len(methods) + 1.5)
+    fig, axes = _panel_grid(len(classes), width, 4.5, max_cols=max(1, int(16 // width)), layout="constrained")
     rng = np.random.default_rng(0)  # fixed jitter: identical figures on identical data
     label = METRIC_LABELS.get(metric, metric)
-    for ax, cls in zip(axes[0], classes):
+    for ax, cls in zip(axes, classes):
         data = [df.loc[(df["class"] == cls) & (df["method"] == m), metric].dropna().to_numpy() for m in methods]
-        ax.boxplot([d if d.size else [np.nan] for d in data], showmeans=True, widths=0.6)
+        ax.boxplot([d if d.size else [np.nan] for d in data], showmeans=True, showfliers=False, widths=0.6)
         for k, d in enumerate(data, start=1):
             ax.plot(k + rng.uniform(-0.15, 0.15, d.size), d, ".", color="0.35", alpha=0.5, markersize=4)
         ax.set_xticks(
@@ -308,19 +323,21 @@ def boxplot_figure(df: pd.DataFrame, metric: str = "dsc") -> Figure:
             fontsize=8,
         )
         ax.set_title(f"{label} — {cls}")
+        ax.set_ylabel(f"per-case {label}")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"per-case {label}")
-    fig.suptitle(f"Per-case {label} per loss (box: quartiles, line: median, triangle: mean)", fontsize=10)
+    caption = "box: quartiles, whiskers: 1.5 IQR, line: median, triangle: mean, dots: cases"
+    fig.suptitle(f"Per-case {label} per loss ({caption})", fontsize=10)
     return fig
 
 
-def precision_recall_figure(summary: pd.DataFrame) -> Figure:
+def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> Figure:
     """Mean precision against mean recall per method (with CI error bars), one panel per class.
 
     Points above the dashed diagonal favour precision, below it recall (the paper's recall-precision balance).
 
     Args:
         summary: output of :func:`~monai_mixedfocal.stats.summary_table` with ``precision`` and ``recall`` rows.
+        confidence: the confidence level of ``summary`` (for the axis labels).
 
     Returns:
         The figure (caller closes it).
@@ -332,10 +349,8 @@ def precision_recall_figure(summary: pd.DataFrame) -> Figure:
     methods = list(dict.fromkeys(wide.index.get_level_values("method")))
     colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     markers = "osD^vP*Xh<>"
-    fig, axes = plt.subplots(
-        1, len(classes), figsize=(4.6 * len(classes) + 1.8, 4.4), squeeze=False, layout="constrained"
-    )
-    for ax, cls in zip(axes[0], classes):
+    fig, axes = _panel_grid(len(classes), 4.6, 4.4, max_cols=3, layout="constrained")
+    for ax, cls in zip(axes, classes):
         for k, method in enumerate(methods):
             if (cls, method) not in wide.index:
                 continue
@@ -356,11 +371,11 @@ def precision_recall_figure(summary: pd.DataFrame) -> Figure:
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_xlabel("mean recall (±95% CI)")
-        ax.set_ylabel("mean precision (±95% CI)")
+        ax.set_xlabel(f"mean recall (± {_pct(confidence)} CI)")
+        ax.set_ylabel(f"mean precision (± {_pct(confidence)} CI)")
         ax.set_title(f"Precision vs recall — {cls}")
         ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", fontsize=8, title="loss")
     return fig
 
@@ -380,9 +395,7 @@ def _check_overlays(overlays: OverlayInput) -> None:
             raise ValueError(f"overlays[{method!r}] must be a tuple (image_2d, label_2d, pred_2d)")
         shapes = [np.shape(a) for a in item]
         if any(len(s) != 2 for s in shapes) or len(set(shapes)) != 1 or (shape is not None and shapes[0] != shape):
-            raise ValueError(
-                f"overlays[{method!r}]: image, label and pred must be 2-D of one common shape, got {shapes}"
-            )
+            raise ValueError(f"overlays[{method!r}]: image, label and pred must be 2-D of one shape, got {shapes}")
         shape = shapes[0]
 
 
@@ -414,15 +427,9 @@ def overlay_figure(
         to_rgba(_CLASS_COLOURS[(k - 1) % len(_CLASS_COLOURS)], 0.55) for k in range(1, n_labels + 1)
     ]
     cmap = ListedColormap(colours)
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.2 * ncols, 3.5 * nrows + 0.4), squeeze=False, layout="constrained"
-    )
-    for ax in axes.ravel():
+    fig, axes = _panel_grid(len(panels), 3.2, 3.6, max_cols=4, layout="constrained")
+    for k, (ax, (title, image, lab)) in enumerate(zip(axes, panels)):
         ax.axis("off")
-    for k, (title, image, lab) in enumerate(panels):
-        ax = axes.ravel()[k]
         image = np.asarray(image, dtype=float)
         lo, hi = np.nanpercentile(image, [1, 99]) if image.size else (0, 1)
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
@@ -593,7 +600,7 @@ def write_report(
     files[f"boxplot_{test_metric}.png"] = _figure_bytes(boxplot_figure(df, test_metric))
     md += ["## Figures", "", f"![Per-case {label}](boxplot_{test_metric}.png)", ""]
     if {"precision", "recall"}.issubset(summary["metric"]):
-        files["precision_recall.png"] = _figure_bytes(precision_recall_figure(summary))
+        files["precision_recall.png"] = _figure_bytes(precision_recall_figure(summary, confidence))
         md += ["![Precision versus recall](precision_recall.png)", ""]
     else:
         md += ["(No precision-recall plot: the table lacks precision or recall.)", ""]

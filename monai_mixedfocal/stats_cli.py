@@ -15,10 +15,14 @@ The CSV needs the columns ``case``, ``method``, ``class`` and metric columns (``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal import stats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["register", "run"]
 
@@ -88,6 +92,22 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}".replace("\n", " "), file=sys.stderr)
         return 2
+    try:
+        _print_tables(args, df, summary, pairs, test_metric)
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if args.out is not None:
+        print(f"report written to {path}")
+    return 0
+
+
+def _print_tables(
+    args: argparse.Namespace, df: pd.DataFrame, summary: pd.DataFrame, pairs: pd.DataFrame, test_metric: str
+) -> None:
+    """Print Table 1, the case counts and the Table 2 matrices as plain Markdown."""
+    from monai_mixedfocal import report
+
     cells, _ = report.table1(summary)
     counts, _ = report.table1(summary, value="n")
     print(f"Table 1: mean ± {args.confidence * 100:g}% t confidence interval over cases")
@@ -101,6 +121,3 @@ def run(args: argparse.Namespace) -> int:
             report.markdown_table(report.pairwise_matrix(pairs, cls, list(dict.fromkeys(df["method"]))), escape=False)
         )
     print("Marks: * p < 0.05, ** p < 0.01, *** p < 0.001; (+)/(-): sign of the statistic, row method vs column method.")
-    if args.out is not None:
-        print(f"report written to {path}")
-    return 0

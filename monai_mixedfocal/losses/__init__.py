@@ -12,20 +12,37 @@ use the full dotted path: ``"_target_": "monai_mixedfocal.losses.MixedFocalLoss"
 from __future__ import annotations
 
 from monai_mixedfocal.losses._base import SegmentationLoss
+from monai_mixedfocal.losses.class_weights import (
+    ClassWeightedLoss,
+    ClassWeightsLogger,
+    EffectiveNumberWeights,
+    RunningClassWeights,
+)
 from monai_mixedfocal.losses.compound import ComboLoss, MixedFocalLoss
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
+from monai_mixedfocal.losses.poly import Poly1Loss
 from monai_mixedfocal.losses.region import CosineTverskyLoss, FocalTverskyLoss, ModifiedDiceLoss
 from monai_mixedfocal.losses.registry import LOSS_NAMES, PAPER_PRESETS, get_loss
+from monai_mixedfocal.losses.sigmoid_focal import AsymmetricSigmoidFocalLoss, SigmoidFocalLoss
+from monai_mixedfocal.losses.unified import UnifiedFocalLoss
 
 __all__ = [
     "LOSS_NAMES",
     "PAPER_PRESETS",
+    "AsymmetricSigmoidFocalLoss",
     "CategoricalFocalLoss",
+    "ClassWeightedLoss",
+    "ClassWeightsLogger",
     "ComboLoss",
     "CosineTverskyLoss",
+    "EffectiveNumberWeights",
     "FocalTverskyLoss",
     "MixedFocalLoss",
     "ModifiedDiceLoss",
+    "Poly1Loss",
+    "RunningClassWeights",
     "SegmentationLoss",
+    "SigmoidFocalLoss",
+    "UnifiedFocalLoss",
     "get_loss",
 ]

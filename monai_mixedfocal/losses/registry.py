@@ -15,7 +15,13 @@ from torch.nn.modules.loss import _Loss
 
 from monai_mixedfocal.losses.compound import ComboLoss, MixedFocalLoss
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
+from monai_mixedfocal.losses.poly import Poly1Loss
 from monai_mixedfocal.losses.region import CosineTverskyLoss, FocalTverskyLoss, ModifiedDiceLoss
+from monai_mixedfocal.losses.sigmoid_focal import AsymmetricSigmoidFocalLoss, SigmoidFocalLoss
+from monai_mixedfocal.losses.unified import UnifiedFocalLoss
+
+# The Unified Focal loss defaults of its authors' code (mlyg/unified-focal-loss, 2022)
+_UNIFIED: dict[str, Any] = {"lambda_focal": 0.5, "delta": 0.6, "gamma": 0.5}
 
 #: name -> (loss class, the paper's hyper-parameters; Yeung et al. 2021, Section II and III.B)
 PAPER_PRESETS: dict[str, tuple[Callable[..., _Loss], dict[str, Any]]] = {
@@ -27,6 +33,13 @@ PAPER_PRESETS: dict[str, tuple[Callable[..., _Loss], dict[str, Any]]] = {
     "cosine_tversky": (CosineTverskyLoss, {"delta": 0.7, "gamma": 1.0}),
     "combo": (ComboLoss, {}),
     "mixed_focal": (MixedFocalLoss, {}),
+    # Beyond the paper (docs/losses_beyond.md): Yeung et al. 2022, Lin et al. 2017, Ridnik et al. 2021, Leng et al. 2022
+    "unified_focal": (UnifiedFocalLoss, {**_UNIFIED, "asymmetric": False}),
+    "asymmetric_unified_focal": (UnifiedFocalLoss, {**_UNIFIED, "asymmetric": True}),
+    "sigmoid_focal": (SigmoidFocalLoss, {"alpha": 0.25, "gamma": 2.0}),
+    "asymmetric_focal": (AsymmetricSigmoidFocalLoss, {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05}),
+    "poly1_ce": (Poly1Loss, {"epsilon": 1.0, "alpha": 1.0, "gamma": 0.0}),
+    "poly1_focal": (Poly1Loss, {"epsilon": 1.0, "alpha": 0.25, "gamma": 2.0}),
 }
 
 #: the valid names of :func:`get_loss`

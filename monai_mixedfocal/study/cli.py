@@ -1,0 +1,117 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""``python -m monai_mixedfocal study``: the loss study from the command line.
+
+Examples::
+
+    python -m monai_mixedfocal study --dataset kits19 --data /data/kits19 --losses all --folds 5 --out results/
+    python -m monai_mixedfocal study --demo                       # generated data, CPU-sized schedule
+    python -m monai_mixedfocal study ... --dry-run                # print one command line per run (e.g. cluster jobs)
+    python -m monai_mixedfocal study ... --collect-only           # only collect finished runs and write the report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from monai_mixedfocal.data.errors import DataError
+
+
+def _override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (VALUE parsed as JSON when it is JSON, else kept as a string)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``study`` sub-command."""
+    parser = subparsers.add_parser(
+        "study",
+        help="train and evaluate losses x folds through the bundles, then write the statistics report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--demo", action="store_true", help="the embedded default: generated KiTS19-like data")
+    parser.add_argument("--dataset", choices=("kits19", "brats20"), help="the data set (and its bundle)")
+    parser.add_argument("--data", help="the data set folder in its real layout")
+    parser.add_argument("--losses", default=None, help="'all' (the paper's 7), 'every' (the registry) or a,b,c")
+    parser.add_argument("--folds", type=int, default=None, help="number of cross-validation folds (default 5)")
+    parser.add_argument("--only-folds", type=int, nargs="+", default=None, help="run only these validation folds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    parser.add_argument("--out", default=None, help="the study folder (default results/ or results/demo)")
+    parser.add_argument("--bundle", default=None, help="the bundle folder (default: this repository's)")
+    parser.add_argument(
+        "--override",
+        "-O",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a bundle override for every run, e.g. -O epochs=100 -O 'patch_size=[96,96,64]' (repeatable)",
+    )
+    parser.add_argument("--test", choices=("ranksum", "signedrank"), default="ranksum", help="pairwise test")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands of the unfinished runs and exit")
+    parser.add_argument("--collect-only", action="store_true", help="collect finished runs and write the report")
+    parser.set_defaults(func=main)
+
+
+def _spec(args: argparse.Namespace):
+    from monai_mixedfocal.study.demo import demo_spec
+    from monai_mixedfocal.study.study import StudySpec, parse_losses
+
+    changes: dict[str, Any] = {"test": args.test, "seed": args.seed}
+    if args.losses:
+        changes["losses"] = parse_losses(args.losses)
+    if args.folds:
+        changes["num_folds"] = args.folds
+    if args.only_folds is not None:
+        changes["folds"] = args.only_folds
+    if args.bundle:
+        changes["bundle_dir"] = args.bundle
+    if args.demo:
+        spec = demo_spec(args.out or "results/demo", **changes)
+        spec.overrides = {**spec.overrides, **dict(args.override)}
+        return spec
+    if not args.dataset or not args.data:
+        raise ValueError("--dataset and --data are required (or use --demo)")
+    changes.setdefault("losses", parse_losses("all"))
+    return StudySpec(
+        dataset=args.dataset,
+        data_root=args.data,
+        out_dir=args.out or "results",
+        overrides=dict(args.override),
+        **changes,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the ``study`` command; returns 0, 1 when a run failed, 2 for bad arguments or data."""
+    from monai_mixedfocal.study.study import collect_and_report, prepare_datalist, run_study
+
+    try:
+        spec = _spec(args)
+        if args.collect_only:
+            collect_and_report(spec)
+            return 0
+        if args.dry_run:
+            prepare_datalist(spec)
+            for run in spec.runs():
+                if not run.is_finished:
+                    print(run.shell_line())
+            return 0
+        progress, report = run_study(spec)
+    except (ValueError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if report is None:
+        print("no run finished; see the logs in the runs' folders", file=sys.stderr)
+        return 1
+    return 1 if progress.failed else 0

@@ -1,0 +1,80 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Collects the finished runs of a study into one per-case table, and one case's segmentations for the overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from monai_mixedfocal.report import pick_overlay_slice
+from monai_mixedfocal.study.runs import Run
+
+#: the metric columns of the per-case CSV carried into the study table
+METRICS: tuple[str, ...] = ("dsc", "precision", "recall", "iou")
+
+
+def collect_per_case(runs: Sequence[Run]) -> pd.DataFrame:
+    """Concatenate the per-case CSVs of the finished runs: columns ``case, method, class, fold`` and the metrics.
+
+    Classes absent from both the label and the prediction of a case (``absent`` column of the CSV) have undefined
+    metrics; they are kept as missing values, which the statistics skip and count.
+
+    Raises:
+        ValueError: if no run has finished, or a CSV lacks the expected columns.
+    """
+    frames = []
+    for run in runs:
+        if not run.is_finished:
+            continue
+        table = pd.read_csv(run.per_case_csv, dtype={"case": str})
+        missing = {"case", "class"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{run.per_case_csv}: missing column(s) {sorted(missing)}")
+        table = table[["case", "class", *[m for m in METRICS if m in table.columns]]].copy()
+        table.insert(1, "method", run.loss)
+        table.insert(3, "fold", run.fold)
+        frames.append(table)
+    if not frames:
+        raise ValueError("no finished run to collect: run the study first (or check the runs' logs)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _canonical(path: Path) -> np.ndarray:
+    """A NIfTI volume reoriented to RAS (axial slices along the last axis), whatever its on-disk orientation."""
+    return np.asanyarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+
+
+def _prediction_file(run: Run, case: str) -> Path | None:
+    matches = sorted(p for p in (run.root / "eval").rglob("*.nii*") if case in p.as_posix())
+    return matches[0] if matches else None
+
+
+def overlay_slices(
+    runs: Sequence[Run], case: str, image: Path, label: Path
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """One axial slice of ``case`` per loss (image, label, prediction), from the predictions the evaluation saved.
+
+    The slice shows the most of the rarest class of the label (:func:`monai_mixedfocal.report.pick_overlay_slice`).
+    Returns ``None`` when a loss has no saved prediction of the case.
+    """
+    predictions = {}
+    for run in runs:
+        found = _prediction_file(run, case)
+        if found is None:
+            return None
+        predictions[run.loss] = found
+    image_volume, label_volume = _canonical(image), _canonical(label)
+    index = pick_overlay_slice(label_volume, axis=-1)
+    slices = {}
+    for loss, path in predictions.items():
+        prediction = _canonical(path)
+        prediction = prediction[..., 0] if prediction.ndim == 4 else prediction
+        if prediction.shape != label_volume.shape:
+            return None
+        slices[loss] = (image_volume[..., index], label_volume[..., index], prediction[..., index])
+    return slices

@@ -1,0 +1,186 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The loss study of Yeung et al. made repeatable: losses x folds through the bundles, then the statistics report.
+
+:func:`run_study` writes one fold assignment (``datalist.json``) shared by every loss, runs (or resumes) one bundle run
+per (loss, fold), collects the per-case metrics into ``per_case.csv`` and writes the report (``report.md`` with Table 1
+and Table 2, CSV, LaTeX and PNG figures) into the output folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
+from monai_mixedfocal.losses import LOSS_NAMES
+from monai_mixedfocal.report import write_report
+from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
+from monai_mixedfocal.study.runner import StudyProgress, execute_runs
+from monai_mixedfocal.study.runs import Run, default_bundle_dir, plan_runs
+
+#: the paper's seven KiTS19 losses (Table 1)
+PAPER_LOSSES: tuple[str, ...] = (
+    "cross_entropy",
+    "focal",
+    "dice",
+    "tversky",
+    "focal_tversky",
+    "combo",
+    "mixed_focal",
+)
+_DATALISTS: dict[str, Callable[..., Any]] = {"kits19": kits19_datalist, "brats20": brats20_datalist}
+_CLASS_NAMES: dict[str, list[str]] = {"kits19": ["kidney", "tumor"], "brats20": ["enhancing tumor"]}
+
+
+def parse_losses(losses: str | Sequence[str]) -> list[str]:
+    """``"all"`` (the paper's seven), ``"every"`` (the whole registry), or names separated by commas."""
+    names = losses.split(",") if isinstance(losses, str) else list(losses)
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["all"]:
+        return list(PAPER_LOSSES)
+    if names == ["every"]:
+        return list(LOSS_NAMES)
+    unknown = [n for n in names if n not in LOSS_NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown loss name(s) {unknown or names}; use 'all', 'every' or names from: {', '.join(LOSS_NAMES)}."
+        )
+    return names
+
+
+@dataclass
+class StudySpec:
+    """What to run.
+
+    Attributes:
+        dataset: ``"kits19"`` or ``"brats20"`` (the bundle and the datalist reader).
+        data_root: the data set folder in its real layout.
+        out_dir: the study folder (``datalist.json``, ``runs/``, ``per_case.csv`` and the report).
+        losses: loss names.
+        num_folds: folds of the cross-validation.
+        folds: the validation folds to run (default: all).
+        seed: seed of the fold assignment.
+        bundle_dir: the bundle (default: this repository's bundle of ``dataset``).
+        overrides: bundle overrides for every run (e.g. ``{"epochs": 100}``).
+        test: ``"ranksum"`` (the paper's) or ``"signedrank"``.
+    """
+
+    dataset: str
+    data_root: Path
+    out_dir: Path
+    losses: list[str]
+    num_folds: int = 5
+    folds: list[int] | None = None
+    seed: int = 0
+    bundle_dir: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    test: str = "ranksum"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in _DATALISTS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(_DATALISTS)}.")
+        if self.num_folds < 2:
+            raise ValueError(f"--folds must be at least 2; got {self.num_folds}.")
+        bad = [k for k in self.folds or [] if not 0 <= k < self.num_folds]
+        if bad:
+            raise ValueError(f"fold(s) {bad} out of range for {self.num_folds} folds (0..{self.num_folds - 1}).")
+        self.data_root, self.out_dir = Path(self.data_root), Path(self.out_dir)
+        self.bundle_dir = Path(self.bundle_dir) if self.bundle_dir else default_bundle_dir(self.dataset)
+        if not (self.bundle_dir / "configs" / "train.json").is_file():
+            raise ValueError(f"{self.bundle_dir} is not a bundle (no configs/train.json); pass --bundle DIR.")
+
+    @property
+    def datalist_path(self) -> Path:
+        return self.out_dir / "datalist.json"
+
+    def runs(self) -> list[Run]:
+        """The study's runs, with the overrides that point each at the shared data and fold assignment."""
+        overrides = {
+            "dataset_dir": str(self.data_root.resolve()),
+            "datalist": str(self.datalist_path.resolve()),
+            "num_folds": self.num_folds,
+            **self.overrides,
+        }
+        folds = self.folds if self.folds is not None else list(range(self.num_folds))
+        return plan_runs(self.losses, folds, self.out_dir.resolve() / "runs", self.bundle_dir, overrides)
+
+
+def prepare_datalist(spec: StudySpec) -> Path:
+    """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds).
+
+    Raises:
+        ValueError: if an existing ``datalist.json`` was made with another number of folds or seed.
+    """
+    if spec.datalist_path.is_file():
+        content = read_datalist(spec.datalist_path)
+        if content.get("num_folds") != spec.num_folds or content.get("seed") != spec.seed:
+            raise ValueError(
+                f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
+                f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
+            )
+        return spec.datalist_path
+    kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
+    datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    return spec.datalist_path
+
+
+def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
+    """One validation case of the first fold evaluated by every loss, with each loss's segmentation slice."""
+    content = read_datalist(spec.datalist_path)
+    fold = runs[0].fold
+    fold_runs = [r for r in runs if r.fold == fold and r.is_finished]
+    base = spec.datalist_path.parent / content.get("dataset_root", ".")
+    for item in content["training"]:
+        if item.get("fold") != fold:
+            continue
+        slices = overlay_slices(fold_runs, item["case"], base / item["image"], base / item["label"])
+        if slices is not None:
+            return item["case"], slices
+    return None
+
+
+def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> Path:
+    """Collect the finished runs into ``per_case.csv`` and write the report; returns the path of ``report.md``."""
+    runs = spec.runs()
+    table = collect_per_case(runs)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = spec.out_dir / f".per_case.csv.{os.getpid()}"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, spec.out_dir / "per_case.csv")
+    overlay = _overlay_case(spec, runs)
+    report = write_report(
+        table,
+        spec.out_dir,
+        test=spec.test,
+        overlays=overlay[1] if overlay else None,
+        overlay_case=overlay[0] if overlay else None,
+        class_names=_CLASS_NAMES[spec.dataset],
+        title=f"Loss study on {spec.dataset}: {len(set(table['method']))} losses, {table['fold'].nunique()} fold(s)",
+    )
+    finished = sum(run.is_finished for run in runs)
+    echo(f"report: {report} ({finished}/{len(runs)} runs, {table['case'].nunique()} cases)")
+    return report
+
+
+def run_study(spec: StudySpec, echo: Callable[[str], None] = print) -> tuple[StudyProgress, Path | None]:
+    """Run (or resume) every run of the study, then collect and report what has finished.
+
+    Returns:
+        the progress counts (with the failed runs) and the report path (``None`` if no run has finished).
+    """
+    prepare_datalist(spec)
+    runs = spec.runs()
+    folds = len({run.fold for run in runs})
+    echo(f"study: {len(spec.losses)} loss(es) x {folds} fold(s) = {len(runs)} runs in {spec.out_dir}")
+    progress = execute_runs(runs, echo=echo)
+    for run in progress.failed:
+        echo(f"FAILED: {run.name} (log: {run.root})")
+    if not any(run.is_finished for run in runs):
+        return progress, None
+    return progress, collect_and_report(spec, echo=echo)

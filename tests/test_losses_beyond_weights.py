@@ -1,0 +1,219 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Tests of the adaptive class weights: effective number (Cui et al. 2019) from a datalist of NIfTI label maps with its
+cache, running label frequencies, the alpha-setting wrapper, the Ignite logger and the bundle-config usage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.bundle import ConfigParser
+
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.losses import (
+    CategoricalFocalLoss,
+    ClassWeightedLoss,
+    ClassWeightsLogger,
+    EffectiveNumberWeights,
+    RunningClassWeights,
+    SigmoidFocalLoss,
+    UnifiedFocalLoss,
+    get_loss,
+)
+from monai_mixedfocal.losses.class_weights import CACHE_SUFFIX, effective_number_weights
+
+
+def reference_effective_number(counts, beta):
+    """Cui et al. 2019: w_c = (1 - beta) / (1 - beta^n_c), normalised to sum C (plain float64 formula)."""
+    w = np.array([(1.0 - beta) / (1.0 - beta**n) for n in counts], dtype=np.float64)
+    return w * len(w) / w.sum()
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.99, 0.999, 0.9999])
+def test_effective_number_matches_the_formula(beta):
+    counts = [50000, 1200, 37, 1]
+    assert np.allclose(effective_number_weights(counts, beta), reference_effective_number(counts, beta), rtol=1e-12)
+
+
+def test_effective_number_limits_and_errors():
+    counts = [1e9, 1e6, 1e3]
+    assert np.allclose(effective_number_weights(counts, 0.0), 1.0)
+    # beta -> 1: inverse frequency; the stable form keeps this exact even for 1e9 voxels
+    inverse = 1.0 / np.asarray(counts)
+    inverse *= 3 / inverse.sum()
+    assert np.allclose(effective_number_weights(counts, 1 - 1e-13), inverse, rtol=1e-3)
+    # voxel counts saturate with beta = 0.9999: every class above ~1e5 voxels weighs about the same
+    saturated = effective_number_weights([1e9, 1e6], 0.9999)
+    assert saturated[1] / saturated[0] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no labelled voxel"):
+        effective_number_weights([10, 0, 3])
+    with pytest.raises(ValueError, match="beta"):
+        effective_number_weights([10, 3], beta=1.0)
+
+
+def _write_dataset(root, labels_per_case):
+    """Tiny NIfTI label maps and a datalist JSON in the package's format (one fold per case)."""
+    cases = []
+    for index, array in enumerate(labels_per_case):
+        path = root / f"case_{index}_seg.nii.gz"
+        nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.uint8), np.eye(4)), str(path))
+        cases.append({"case": f"case_{index}", "image": path.name, "label": path.name, "fold": index})
+    datalist = root / "datalist.json"
+    datalist.write_text(json.dumps({"num_folds": len(cases), "dataset_root": ".", "training": cases}))
+    return datalist
+
+
+def test_from_datalist_counts_caches_and_recounts(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.choice(3, size=(6, 5, 4), p=[0.9, 0.08, 0.02]) for _ in range(3)]
+    arrays[0][0, 0, 0] = 2  # every class present in the training folds
+    datalist = _write_dataset(tmp_path, arrays)
+    weights = EffectiveNumberWeights.from_datalist(datalist, num_classes=3, beta=0.99, fold=2)
+    counts = np.bincount(np.concatenate([arrays[0].ravel(), arrays[1].ravel()]), minlength=3)
+    assert weights.counts.tolist() == counts.tolist()
+    assert np.allclose(weights.weights().numpy(), reference_effective_number(counts, 0.99), rtol=1e-12)
+    cache = tmp_path / f"datalist.json{CACHE_SUFFIX}"
+    assert cache.is_file()
+    # the cache is read back: an edited cache entry is what the next call returns
+    content = json.loads(cache.read_text())
+    (entry,) = content["entries"].values()
+    entry["counts"] = [100.0, 10.0, 1.0]
+    cache.write_text(json.dumps(content))
+    assert EffectiveNumberWeights.from_datalist(datalist, 3, beta=0.99, fold=2).counts.tolist() == [100, 10, 1]
+    # a changed label file invalidates it
+    label = tmp_path / "case_0_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((6, 5, 4), 2, dtype=np.uint8), np.eye(4)), str(label))
+    os.utime(label, ns=(0, 123456789))
+    recounted = EffectiveNumberWeights.from_datalist(datalist, 3, beta=0.99, fold=2)
+    assert (
+        recounted.counts.tolist()
+        == np.bincount(np.concatenate([np.full(120, 2), arrays[1].ravel()]), minlength=3).tolist()
+    )
+    # every case when no fold is given; a list of label files works without a cache
+    all_counts = np.bincount(np.concatenate([np.full(120, 2), arrays[1].ravel(), arrays[2].ravel()]), minlength=3)
+    assert EffectiveNumberWeights.from_datalist(datalist, 3).counts.tolist() == all_counts.tolist()
+    files = [str(tmp_path / f"case_{i}_seg.nii.gz") for i in range(3)]
+    assert EffectiveNumberWeights.from_datalist(files, 3, cache=False).counts.tolist() == all_counts.tolist()
+
+
+def test_from_datalist_errors(tmp_path):
+    datalist = _write_dataset(tmp_path, [np.zeros((3, 3, 3)), np.full((3, 3, 3), 4)])
+    with pytest.raises(DataError, match=r"case_1_seg.nii.gz: label values must lie in \[0, 2\]"):
+        EffectiveNumberWeights.from_datalist(datalist, num_classes=3)
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        EffectiveNumberWeights.from_datalist(datalist, num_classes=3, fold=1)
+    with pytest.raises(DataError, match="not found"):
+        EffectiveNumberWeights.from_datalist(tmp_path / "missing.json", num_classes=3)
+    (tmp_path / "broken_seg.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match=r"broken_seg\.nii\.gz"):
+        EffectiveNumberWeights.from_datalist([tmp_path / "broken_seg.nii.gz"], num_classes=2, cache=False)
+    with pytest.raises(ValueError, match="num_classes"):
+        EffectiveNumberWeights.from_datalist(datalist, num_classes=0)
+
+
+def test_running_weights_follow_the_ema_of_batch_frequencies():
+    running = RunningClassWeights(momentum=0.8, power=0.5, eps=1e-6)
+    assert running.weights() is None
+    batches = [torch.randint(0, 3, (2, 1, 4, 4), generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    ema = None
+    for batch in batches:
+        running.update(batch, num_classes=3)
+        freq = np.bincount(batch.numpy().ravel(), minlength=3) / batch.numel()
+        ema = freq if ema is None else 0.8 * ema + 0.2 * freq
+    expected = (ema + 1e-6) ** -0.5
+    assert np.allclose(running.weights().numpy(), expected * 3 / expected.sum(), rtol=1e-12)
+    # one-hot targets count the same; the state round-trips
+    onehot = torch.nn.functional.one_hot(batches[0][:, 0], 3).movedim(-1, 1)
+    other = RunningClassWeights(momentum=0.8, power=0.5)
+    other.update(onehot, num_classes=3)
+    first = RunningClassWeights(momentum=0.8, power=0.5)
+    first.update(batches[0], num_classes=3)
+    assert torch.allclose(other.weights(), first.weights())
+    restored = RunningClassWeights()
+    restored.load_state_dict(running.state_dict())
+    assert torch.equal(restored.weights(), running.weights())
+    with pytest.raises(ValueError, match="momentum"):
+        RunningClassWeights(momentum=1.0)
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        RunningClassWeights().update(torch.full((1, 1, 2, 2), 5), num_classes=3)
+
+
+def test_losses_update_running_weights_only_in_training_steps():
+    loss = SigmoidFocalLoss(class_weights="running", class_weight_options={"momentum": 0.5}, to_onehot_y=True)
+    x, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))
+    loss(x, labels)
+    weights = loss.class_weights.weights().clone()
+    with torch.no_grad():
+        loss(x, torch.zeros_like(labels))  # validation under no_grad: unchanged
+    loss.eval()
+    loss(x, torch.zeros_like(labels))  # eval mode: unchanged
+    assert torch.equal(loss.class_weights.weights(), weights)
+    # the weights used equal fixed weights of the same values
+    fixed = SigmoidFocalLoss(class_weights=weights.tolist(), to_onehot_y=True)
+    assert float(loss(x, labels)) == pytest.approx(float(fixed(x, labels)), rel=1e-6)
+    # the unified loss: weights multiply the focal part's per-class weights
+    unified = UnifiedFocalLoss(softmax=True, to_onehot_y=True, class_weights=[1.0, 1.0, 1.0])
+    assert float(unified(x, labels)) == pytest.approx(
+        float(UnifiedFocalLoss(softmax=True, to_onehot_y=True)(x, labels))
+    )
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+def test_class_weighted_loss_sets_alpha(include_background):
+    x, labels = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randint(0, 3, (2, 1, 4, 4))
+    weights = [0.5, 1.0, 1.5]
+    common = {"softmax": True, "to_onehot_y": True, "include_background": include_background}
+    wrapped = ClassWeightedLoss(get_loss("focal", **common), weights)
+    kept = weights if include_background else weights[1:]
+    direct = CategoricalFocalLoss(alpha=[0.25 * w for w in kept], gamma=2.0, **common)
+    assert float(wrapped(x, labels)) == pytest.approx(float(direct(x, labels)), rel=1e-12)
+    mixed = ClassWeightedLoss(get_loss("mixed_focal", **common), "running")
+    mixed(x, labels)
+    running = mixed.class_weights.weights()
+    kept_running = running if include_background else running[1:]
+    assert mixed.loss.focal.alpha == pytest.approx((0.25 * kept_running).tolist())
+    with pytest.raises(TypeError, match="CategoricalFocalLoss"):
+        ClassWeightedLoss(get_loss("dice"), weights)
+    with pytest.raises(ValueError, match="3 channels"):
+        ClassWeightedLoss(get_loss("focal", **common), [1.0, 2.0])(x, labels)
+
+
+def test_ignite_logger_and_bundle_config(caplog):
+    config = {
+        "loss": {
+            "_target_": "monai_mixedfocal.losses.SigmoidFocalLoss",
+            "class_weights": "running",
+            "to_onehot_y": True,
+        },
+        "handler": {
+            "_target_": "monai_mixedfocal.losses.class_weights.ClassWeightsLogger",
+            "source": "@loss",
+            "class_names": ["background", "kidney", "tumour"],
+        },
+    }
+    parser = ConfigParser(config)
+    loss, handler = parser.get_parsed_content("loss"), parser.get_parsed_content("handler")
+    gen = torch.Generator().manual_seed(0)
+
+    def step(engine, batch):
+        x = torch.randn(2, 3, 4, 4, generator=gen, requires_grad=True)
+        value = loss(x, torch.randint(0, 3, (2, 1, 4, 4), generator=gen))
+        value.backward()
+        return value.item()
+
+    engine = Engine(step)
+    handler.attach(engine)
+    with caplog.at_level(logging.INFO):
+        engine.run(range(3), max_epochs=2)
+    assert [epoch for epoch, _ in handler.history] == [1, 2]
+    assert handler.history[-1][1] == pytest.approx(loss.class_weights.weights().tolist())
+    assert any("Epoch 2 class_weights (running): background=" in r.getMessage() for r in caplog.records)
+    with pytest.raises(TypeError, match="class_weights"):
+        ClassWeightsLogger(SigmoidFocalLoss())

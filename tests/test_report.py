@@ -1,0 +1,257 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Tests of :mod:`monai_mixedfocal.report` and the ``stats`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+
+from monai_mixedfocal import report, stats, stats_cli
+
+METHODS = ("focal", "dice", "mixed_focal")
+CLASSES = ("kidney", "tumour & cyst")  # a class name needing escaping and file-name sanitising
+
+
+def study_table(n_cases: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A small per-case table with DSC, precision, recall and IoU; mixed_focal is best on tumour."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, method in enumerate(METHODS):
+        for cls, base in zip(CLASSES, (0.9, 0.5)):
+            for i in range(n_cases):
+                dsc = float(np.clip(base + 0.12 * k * (cls != "kidney") + rng.normal(0, 0.05), 0, 1))
+                precision = np.nan if (k, i) == (0, 0) else float(np.clip(dsc + 0.05 * (1 - k), 0, 1))
+                recall = float(np.clip(dsc - 0.05 * (1 - k), 0, 1))
+                rows.append(
+                    {"case": f"case_{i:05d}", "fold": str(i % 2), "method": method, "class": cls, "dsc": dsc,
+                     "precision": precision, "recall": recall, "iou": dsc / (2 - dsc)}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def overlay_inputs(shape: tuple[int, int] = (48, 40)) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    image = np.random.default_rng(1).normal(size=shape)
+    label = np.zeros(shape, dtype=np.int64)
+    label[10:35, 8:30] = 1
+    label[18:26, 12:20] = 2
+    return {m: (image, label, np.roll(label, k, axis=1)) for k, m in enumerate(METHODS)}
+
+
+def assert_png_not_blank(path: Path, min_size: int = 200) -> None:
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) >= min_size, image.shape
+    rgb = image[..., :3]
+    assert rgb.std() > 0.02  # not a uniform canvas
+    assert (rgb.reshape(-1, 3).std(axis=1) > 0.05).any()  # some coloured pixels (boxes, markers or overlays)
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize(
+    ("p", "text"), [(1.0, "1.00"), (0.0841, "0.0841"), (0.00468, "0.00468"), (2.52e-5, "2.52e-05"), (np.nan, "n/a")]
+)
+def test_format_p_like_the_paper(p: float, text: str) -> None:
+    assert report.format_p(p) == text
+
+
+def test_table1_cells_and_best() -> None:
+    df = study_table()
+    cells, best = report.table1(stats.summary_table(df, metrics=["dsc", "precision", "iou"]))
+    assert list(cells.index) == list(METHODS)
+    assert list(cells.columns) == [
+        "DSC kidney", "Precision kidney", "IoU kidney", "DSC tumour & cyst", "Precision tumour & cyst",
+        "IoU tumour & cyst", "mIoU",
+    ]  # fmt: skip
+    values = df[(df["method"] == "dice") & (df["class"] == "kidney")]["dsc"]
+    half = sps.t.ppf(0.975, len(values) - 1) * sps.sem(values)
+    assert cells.loc["dice", "DSC kidney"] == f"{values.mean():.3f} ± {half:.3f}"
+    tumour = df[df["class"] == CLASSES[1]].groupby("method")["dsc"].mean()
+    assert best["DSC tumour & cyst"].tolist() == [m == tumour.idxmax() for m in METHODS]
+    counts, no_best = report.table1(stats.summary_table(df, metrics=["precision"]), value="n")
+    assert counts.loc["focal", "Precision kidney"] == str(len(values) - 1)  # one NaN skipped
+    assert not no_best.to_numpy().any()
+
+
+def test_table1_single_case_and_empty_cells() -> None:
+    df = pd.DataFrame({"case": ["a", "a"], "method": ["x", "y"], "class": "k", "dsc": [0.5, np.nan]})
+    cells, _ = report.table1(stats.summary_table(df))
+    assert cells.loc["x", "DSC k"] == "0.500 (n=1)"
+    assert cells.loc["y", "DSC k"] == "n/a"
+
+
+def test_pairwise_matrix_lower_triangle_with_signs() -> None:
+    df = study_table()
+    pairs = stats.pairwise_tests(df)
+    matrix = report.pairwise_matrix(pairs, CLASSES[1], list(METHODS))
+    assert [matrix.iat[i, i] for i in range(3)] == ["-"] * 3
+    assert matrix.loc["focal", "dice"] == "" and matrix.loc["focal", "mixed_focal"] == ""
+    row = pairs[(pairs["class"] == CLASSES[1]) & (pairs["method_a"] == "mixed_focal") & (pairs["method_b"] == "focal")]
+    row = row.iloc[0]
+    assert matrix.loc["mixed_focal", "focal"] == f"{report.format_p(row['p_adjusted'])}{row['mark']} (+)"
+    # reversed order: the same test seen from the other side flips the sign
+    flipped = report.pairwise_matrix(pairs, CLASSES[1], list(reversed(METHODS)))
+    assert flipped.loc["focal", "mixed_focal"].endswith("(-)")
+    with pytest.raises(ValueError, match="no pairwise tests"):
+        report.pairwise_matrix(pairs, "liver")
+    with pytest.raises(ValueError, match="missing from methods"):
+        report.pairwise_matrix(pairs, "kidney", ["focal", "dice"])
+
+
+def test_markdown_and_latex_escaping() -> None:
+    cells = pd.DataFrame({"a_b": ["0.01* (+)", "x|y"]}, index=pd.Index(["m_1", "m&2"], name="Method"))
+    best = pd.DataFrame({"a_b": [True, False]}, index=cells.index)
+    md = report.markdown_table(cells, best)
+    lines = md.splitlines()
+    assert len(lines) == 4 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
+    assert "**0.01\\* (+)**" in md and "x\\|y" in md and "a\\_b" in md
+    assert "0.01* (+)" in report.markdown_table(cells, escape=False)
+    assert report.latex_escape("a_b & 50% ± $x^2$ {}#~\\") == (
+        r"a\_b \& 50\% $\pm$ \$x\textasciicircum{}2\$ \{\}\#\textasciitilde{}\textbackslash{}"
+    )
+    tex = report.latex_table(cells, best, caption="c_1", label="tab:x")
+    assert r"\textbf{0.01* (+)}" in tex and r"m\&2 & x|y \\" in tex and r"\caption{c\_1}" in tex
+    assert tex.count(r"\begin{tabular}{lc}") == 1 and r"\bottomrule" in tex
+
+
+# ------------------------------------------------------------------------------------------ write_report
+
+
+def test_write_report_files(tmp_path: Path) -> None:
+    df = study_table()
+    path = report.write_report(df, tmp_path / "out", overlays=overlay_inputs(), overlay_case="case_00003", title="T")
+    out = tmp_path / "out"
+    assert path == out / "report.md"
+    expected = {
+        "report.md", "summary.csv", "summary.tex", "pairwise_kidney.csv", "pairwise_tumour_cyst.csv",
+        "boxplot_dsc.png", "precision_recall.png", "overlays.png",
+    }  # fmt: skip
+    assert {p.name for p in out.iterdir()} == expected  # no temporary file left behind
+    text = path.read_text()
+    assert text.startswith("# T\n")
+    assert "Wilcoxon rank-sum" in text and "Student-t" in text and "'holm'" in text
+    assert "| Method" in text and "| mixed\\_focal" in text and "## Table 2 (tumour & cyst)" in text
+    assert "8 cases, 2 folds, 3 methods" in text and "mIoU" in text
+    summary = pd.read_csv(out / "summary.csv")
+    pd.testing.assert_frame_equal(summary, stats.summary_table(df), check_dtype=False)
+    pairs = pd.read_csv(out / "pairwise_tumour_cyst.csv")
+    direct = stats.pairwise_tests(df)
+    np.testing.assert_allclose(pairs["p_adjusted"], direct[direct["class"] == CLASSES[1]]["p_adjusted"])
+    tex = (out / "summary.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 3 and r"mixed\_focal" in tex and r"tumour \& cyst" in tex
+    for name in ("boxplot_dsc.png", "precision_recall.png", "overlays.png"):
+        assert_png_not_blank(out / name)
+
+
+def test_write_report_signedrank_subset_and_no_pr_plot(tmp_path: Path) -> None:
+    df = study_table().drop(columns=["precision"])
+    path = report.write_report(df, tmp_path, test="signedrank", metrics=["dsc", "recall"], test_metric="recall")
+    text = path.read_text()
+    assert "signed-rank" in text and "Recall" in text and "No precision-recall plot" in text
+    assert (tmp_path / "boxplot_recall.png").exists() and not (tmp_path / "precision_recall.png").exists()
+    assert "IoU" not in text
+
+
+def test_write_report_bad_input_writes_nothing(tmp_path: Path) -> None:
+    bad = overlay_inputs()
+    bad["dice"] = (bad["dice"][0], bad["dice"][1], np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="2-D of one shape"):
+        report.write_report(study_table(), tmp_path / "a", overlays=bad)
+    with pytest.raises(ValueError, match="unknown test"):
+        report.write_report(study_table(), tmp_path / "a", test="ttest")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        report.write_report(study_table(), tmp_path / "file")
+
+
+# ------------------------------------------------------------------------------------------------- slices
+
+
+def test_pick_overlay_slice_rarest_class() -> None:
+    volume = np.zeros((16, 16, 10), dtype=np.int64)
+    volume[2:14, 2:14, 1:9] = 1  # large class everywhere
+    volume[5:7, 5:7, 6] = 2  # rare class: 4 voxels on slice 6
+    volume[5:6, 5:6, 3] = 2  # and 1 voxel on slice 3
+    assert report.pick_overlay_slice(volume) == 6
+    assert report.pick_overlay_slice(torch.as_tensor(volume)[None]) == 6  # channel-first tensor
+    assert report.pick_overlay_slice(np.moveaxis(volume, 2, 0), axis=0) == 6
+
+
+def test_pick_overlay_slice_edge_cases() -> None:
+    with pytest.warns(UserWarning, match="no foreground"):
+        assert report.pick_overlay_slice(np.zeros((4, 4, 9))) == 4
+    with pytest.raises(ValueError, match="3-D"):
+        report.pick_overlay_slice(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="axis"):
+        report.pick_overlay_slice(np.zeros((4, 4, 4)), axis=3)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monai_mixedfocal", "stats", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_prints_tables_and_writes_report(tmp_path: Path) -> None:
+    csv = tmp_path / "per_case.csv"
+    study_table().to_csv(csv, index=False)
+    result = run_cli(str(csv), "--out", str(tmp_path / "rep"), "--test", "signedrank", "--metrics", "dsc", "recall")
+    assert result.returncode == 0, result.stderr
+    assert "Table 1" in result.stdout and "Table 2 (tumour & cyst)" in result.stdout
+    assert "DSC kidney" in result.stdout and "Precision" not in result.stdout.split("Table 2")[0]
+    assert "signedrank" in result.stdout
+    assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "overlays.png").exists() is False
+
+
+def run_in_process(*args: str) -> int:
+    """The ``stats`` command through its own parser, without a subprocess."""
+    parser = argparse.ArgumentParser()
+    stats_cli.register(parser.add_subparsers())
+    namespace = parser.parse_args(["stats", *args])
+    return namespace.func(namespace)
+
+
+def test_cli_bad_input_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "dup.csv"
+    csv.write_text("case,method,class,dsc\na,x,k,0.5\na,x,k,0.6\n")
+    for args, fragment in [
+        ((str(csv),), "dup.csv"),
+        ((str(tmp_path / "nope.csv"),), "nope.csv"),
+        ((str(csv).replace("dup", "ok"), "--metrics", "hd95"), "unknown metric"),
+    ]:
+        if "ok" in args[0]:
+            study_table().to_csv(args[0], index=False)
+        assert run_in_process(*args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_in_process_prints_paired_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "per_case.csv"
+    study_table().to_csv(csv, index=False)
+    assert run_in_process(str(csv), "--test", "signedrank", "--test-metric", "iou", "--correction", "bonferroni") == 0
+    out = capsys.readouterr().out
+    assert "Table 2 (kidney): bonferroni-adjusted p-values, signedrank test on IoU" in out
+    assert "mIoU" in out and "0.500" not in out.split("Cases used")[1].split("Table 2")[0]
+
+
+@pytest.mark.slow
+def test_cli_subprocess_bad_input(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path / "nope.csv"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "nope.csv" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

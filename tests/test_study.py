@@ -1,0 +1,187 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The loss study: plan, commands, resumable execution, collection and the end-to-end demo through the bundles."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
+from monai_mixedfocal.study.runner import execute_runs, format_seconds, run_logged
+from monai_mixedfocal.study.runs import PER_CASE_CSV, Run, default_bundle_dir, format_override, plan_runs
+from monai_mixedfocal.study.study import PAPER_LOSSES, StudySpec, parse_losses
+
+BUNDLE = default_bundle_dir("kits19")
+# a study small enough for CI: tiny network, tiny patches, 1 epoch of 2 iterations
+TINY = [
+    "-O", "epochs=1",
+    "-O", "iterations_per_epoch=2",
+    "-O", "patch_size=[32,32,16]",
+    "-O", "network_def#features=[4,4,8,8,16,4]",
+    "-O", "num_workers=0",
+]  # fmt: skip
+
+
+def _study(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai_mixedfocal", "study", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, **kwargs)
+
+
+def test_parse_losses() -> None:
+    assert parse_losses("all") == list(PAPER_LOSSES)
+    assert parse_losses("dice, mixed_focal") == ["dice", "mixed_focal"]
+    with pytest.raises(ValueError, match=r"unknown loss name.*nope.*mixed_focal"):
+        parse_losses("dice,nope")
+
+
+def test_format_override_round_trips_through_python_literals() -> None:
+    for value in ([8, 16, 32], (64, 64, 32), True, {"a": [1, 2]}, 3e-4, 7):
+        text = format_override(value)
+        expected = list(value) if isinstance(value, tuple) else value
+        assert ast.literal_eval(text) == expected
+    assert format_override("mixed_focal") == "mixed_focal"
+
+
+def test_plan_is_fold_major_with_one_folder_per_run(tmp_path: Path) -> None:
+    runs = plan_runs(["dice", "focal"], [0, 1], tmp_path, BUNDLE, {"epochs": 2})
+    assert [(r.loss, r.fold) for r in runs] == [("dice", 0), ("focal", 0), ("dice", 1), ("focal", 1)]
+    assert len({r.root for r in runs}) == 4
+    train, evaluate = runs[0].train_command(), runs[0].evaluate_command()
+    assert train[1:5] == ["-m", "monai.bundle", "run", "training"]
+    assert ast.literal_eval(evaluate[evaluate.index("--config_file") + 1])[-1].endswith("evaluate.json")
+    for cmd in (train, evaluate):
+        assert cmd[cmd.index("--bundle_root") + 1] == str(runs[0].root)
+        assert cmd[cmd.index("--loss") + 1] == "dice" and cmd[cmd.index("--epochs") + 1] == "2"
+
+
+def test_spec_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown dataset"):
+        StudySpec(dataset="lits", data_root=tmp_path, out_dir=tmp_path, losses=["dice"])
+    with pytest.raises(ValueError, match=r"fold\(s\) \[5\] out of range"):
+        StudySpec(dataset="kits19", data_root=tmp_path, out_dir=tmp_path, losses=["dice"], folds=[5])
+    with pytest.raises(ValueError, match="not a bundle"):
+        StudySpec(dataset="kits19", data_root=tmp_path, out_dir=tmp_path, losses=["dice"], bundle_dir=tmp_path)
+
+
+def test_run_logged_reports_epochs_from_the_log(tmp_path: Path) -> None:
+    script = "import time\nfor e in (1, 2):\n    print(f'Epoch: {e}/2, Iter: 3/3 -- train_loss: 0.5', flush=True)\n"
+    script += "    time.sleep(2.5)\n"
+    seen: list[tuple[int, int, int, int]] = []
+    code = run_logged([sys.executable, "-c", script], tmp_path / "run.log", seen.append)
+    assert code == 0
+    assert [s[0] for s in seen] == [1, 2] and seen[0][1] == 2
+    assert "Epoch: 2/2" in (tmp_path / "run.log").read_text()
+    assert format_seconds(75) == "1m15s" and format_seconds(3700) == "1h01m" and format_seconds(3) == "3s"
+
+
+def test_failed_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
+    good = Run("dice", 0, tmp_path / "good", BUNDLE)
+    good.per_case_csv.parent.mkdir(parents=True)
+    good.per_case_csv.write_text("case,class,dsc\na,kidney,0.5\n")
+    # a real bundle command that fails at start: the dataset folder does not exist
+    bad = Run("dice", 1, tmp_path / "bad", BUNDLE, {"dataset_dir": str(tmp_path / "missing"), "num_workers": 0})
+    lines: list[str] = []
+    progress = execute_runs([bad, good], echo=lines.append)
+    assert progress.failed == [bad] and progress.done == 1
+    assert bad.has_failed and not bad.is_finished and "training FAILED" in "\n".join(lines)
+    assert "finished earlier, skipped" in "\n".join(lines)
+
+
+def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
+    runs = plan_runs(["dice", "focal"], [0], tmp_path / "runs", BUNDLE, {})
+    label = np.zeros((6, 5, 4), dtype=np.uint8)
+    label[2:4, 1:3, 1] = 1
+    label[3, 2, 1] = 2
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
+    nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, affine), tmp_path / "image.nii.gz")
+    for i, run in enumerate(runs):
+        run.per_case_csv.parent.mkdir(parents=True)
+        rows = "case,class,dsc,precision,recall,iou,absent\n"
+        rows += f"case_00001,kidney,0.{i + 5},0.5,0.5,0.4,False\ncase_00001,tumor,,,,,True\n"
+        run.per_case_csv.write_text(rows)
+        pred_dir = run.root / "eval" / "case_00001"
+        pred_dir.mkdir()
+        nib.save(nib.Nifti1Image((label > 0).astype(np.uint8), affine), pred_dir / "imaging_seg.nii.gz")
+    table = collect_per_case(runs)
+    assert list(table.columns) == ["case", "method", "class", "fold", "dsc", "precision", "recall", "iou"]
+    assert table["method"].tolist() == ["dice", "dice", "focal", "focal"] and table["dsc"].isna().sum() == 2
+    slices = overlay_slices(runs, "case_00001", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")
+    assert slices is not None and set(slices) == {"dice", "focal"}
+    image, lab, pred = slices["dice"]
+    assert lab.max() == 2 and pred.max() == 1 and image.shape == lab.shape == (6, 5)
+    assert overlay_slices(runs, "case_00002", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz") is None
+
+
+def test_collect_without_finished_runs_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no finished run"):
+        collect_per_case(plan_runs(["dice"], [0], tmp_path, BUNDLE, {}))
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    result = _study("--dataset", "kits19", "--data", str(tmp_path / "none"), "--out", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    result = _study("--demo", "--losses", "dice,nope", "--out", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_dry_run_prints_one_line_per_run(tmp_path: Path) -> None:
+    result = _study("--demo", "--out", str(tmp_path / "s"), "--dry-run", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 * 2 and all(" -m monai.bundle run training " in line for line in lines)
+    assert (tmp_path / "s" / "datalist.json").is_file() and not (tmp_path / "s" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_and_reports_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    args = ["--demo", "--losses", "dice", *TINY]
+    reference = _study(*args, "--out", str(tmp_path / "ref"), cwd=tmp_path)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "monai_mixedfocal", "study", *args, "--out", str(out)]
+    first = out / "runs" / "dice" / "fold_0" / "eval" / PER_CASE_CSV
+    second_log = out / "runs" / "dice" / "fold_1" / "train.log"
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while not second_log.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # killed mid-way: during the second run's training start
+    process.wait()
+    assert first.is_file() and not (out / "runs" / "dice" / "fold_1" / "eval" / PER_CASE_CSV).exists()
+    finished_at = first.stat().st_mtime_ns
+
+    resumed = _study(*args, "--out", str(out), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "[1/2] dice/fold_0: finished earlier, skipped" in resumed.stdout
+    assert first.stat().st_mtime_ns == finished_at  # the finished run was not redone
+    expected = pd.read_csv(tmp_path / "ref" / "per_case.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "per_case.csv"), expected)
+    assert (out / "summary.csv").read_text() == (tmp_path / "ref" / "summary.csv").read_text()
+
+
+@pytest.mark.slow
+def test_demo_study_end_to_end(tmp_path: Path) -> None:
+    """The README's main job, with a shortened schedule: 3 losses x 2 folds, every table and figure."""
+    result = _study("--demo", "--out", str(tmp_path / "demo"), *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "demo"
+    table = pd.read_csv(out / "per_case.csv")
+    assert set(table["method"]) == {"cross_entropy", "dice", "mixed_focal"} and set(table["fold"]) == {0, 1}
+    assert table.groupby("method")["case"].nunique().eq(10).all()  # every generated case validated once per loss
+    report = (out / "report.md").read_text()
+    assert "## Table 1" in report and report.count("## Table 2") == 2
+    for name in ("summary.csv", "summary.tex", "boxplot_dsc.png", "precision_recall.png", "overlays.png"):
+        assert (out / name).stat().st_size > 1000, name
