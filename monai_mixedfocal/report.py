@@ -29,7 +29,6 @@ import io
 import math
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from monai_mixedfocal import stats
+from monai_mixedfocal.utils import atomic_write_bytes
 
 __all__ = [
     "METRIC_LABELS",
@@ -492,18 +492,6 @@ def _file_stem(cls: str, used: set[str]) -> str:
     return candidate
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (default permissions), then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _pct(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
@@ -612,5 +600,5 @@ def write_report(
 
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        _write_atomic(out / name, data)
+        atomic_write_bytes(out / name, data)
     return out / "report.md"

@@ -120,7 +120,7 @@ def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
     slices = overlay_slices(runs, "case_00001", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")
     assert slices is not None and set(slices) == {"dice", "focal"}
     image, lab, pred = slices["dice"]
-    assert lab.max() == 2 and pred.max() == 1 and image.shape == lab.shape == (6, 5)
+    assert lab.max() == 2 and pred.max() == 1 and image.shape == lab.shape == (5, 6)
     assert overlay_slices(runs, "case_00002", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz") is None
 
 

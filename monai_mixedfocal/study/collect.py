@@ -76,5 +76,7 @@ def overlay_slices(
         prediction = prediction[..., 0] if prediction.ndim == 4 else prediction
         if prediction.shape != label_volume.shape:
             return None
-        slices[loss] = (image_volume[..., index], label_volume[..., index], prediction[..., index])
-    return slices
+        # RAS arrays index (x, y): rotate so that anterior is up, as radiologists display axial slices
+        views = (image_volume[..., index], label_volume[..., index], prediction[..., index])
+        slices[loss] = tuple(np.rot90(view) for view in views)
+    return slices  # type: ignore[return-value]

@@ -9,7 +9,6 @@ and Table 2, CSV, LaTeX and PNG figures) into the output folder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from monai_mixedfocal.report import write_report
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import StudyProgress, execute_runs
 from monai_mixedfocal.study.runs import Run, default_bundle_dir, plan_runs
+from monai_mixedfocal.utils import atomic_write_bytes
 
 #: the paper's seven KiTS19 losses (Table 1)
 PAPER_LOSSES: tuple[str, ...] = (
@@ -150,9 +150,7 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
     runs = spec.runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = spec.out_dir / f".per_case.csv.{os.getpid()}"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, spec.out_dir / "per_case.csv")
+    atomic_write_bytes(spec.out_dir / "per_case.csv", table.to_csv(index=False).encode())
     overlay = _overlay_case(spec, runs)
     report = write_report(
         table,

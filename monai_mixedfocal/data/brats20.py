@@ -1,0 +1,166 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""BraTS20 datalist: T1-CE images and binary enhancing-tumour (ET) masks.
+
+Layout: ``MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX/BraTS20_Training_XXX_{t1,t1ce,t2,flair,seg}.nii[.gz]``,
+possibly nested one level deeper (``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/...`` as in common mirrors).
+Case 355's mask is named ``W39_1998.09.19_Segm.nii`` in the official release. Labels: 0 background, 1 necrotic /
+non-enhancing core, 2 oedema, 4 enhancing tumour. Only T1-CE is used and the target is ET (label 4) as a binary mask;
+cases without an ET voxel are excluded by default (342 of the 369 remain).
+
+MONAI Label and the bundles train from binary label files, so the 4 -> 1 remap is done here, once: the masks are
+written as uint8 0/1 NIfTI files with the segmentation's affine into ``labels_dir`` and the datalist's ``"label"``
+points at them (the original segmentation stays available as ``"seg"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from monai_mixedfocal.data.datalist import Datalist
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.data.io import (
+    NIFTI_SUFFIXES,
+    check_label_values,
+    check_pair,
+    load_array,
+    read_nifti_header,
+    save_nifti,
+)
+
+__all__ = [
+    "BRATS20_ET_LABEL",
+    "BRATS20_LABELS",
+    "BRATS20_LABEL_VALUES",
+    "BRATS20_SEG_ALIASES",
+    "brats20_datalist",
+    "find_brats20_cases",
+]
+
+BRATS20_LABEL_VALUES: tuple[int, ...] = (0, 1, 2, 4)
+"""Label values of a BraTS20 segmentation: background, necrotic core, oedema, enhancing tumour."""
+BRATS20_ET_LABEL = 4
+BRATS20_LABELS: dict[str, str] = {"0": "background", "1": "enhancing tumor"}
+"""Labels of the binary masks the datalist points at."""
+BRATS20_SEG_ALIASES: dict[str, str] = {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}
+"""Segmentations that do not follow the ``<case>_seg.nii`` naming in the official release."""
+
+_CASE_RE = re.compile(r"^BraTS20_Training_(\d{3})$")
+_MAX_DEPTH = 3
+
+
+def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
+    """The ``BraTS20_Training_XXX`` folders under ``root`` (searched up to three levels deep), sorted by name.
+
+    Raises:
+        DataError: the root is missing, holds no case folder, or holds the same case twice.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: BraTS20 root does not exist or is not a folder")
+    for depth in range(_MAX_DEPTH + 1):
+        pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
+        found = sorted((p for p in root.glob(pattern) if p.is_dir() and _CASE_RE.match(p.name)), key=lambda p: p.name)
+        if found:
+            names = [p.name for p in found]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise DataError(f"{root}: case folder(s) {duplicates[:3]} found more than once; point at one copy")
+            return found
+    raise DataError(f"{root}: no BraTS20_Training_XXX folders (expected MICCAI_BraTS2020_TrainingData or its parent)")
+
+
+def _find_file(case_dir: Path, stem: str) -> Path | None:
+    """``<stem>.nii.gz`` or ``<stem>.nii`` in ``case_dir``; both present is ambiguous."""
+    present = [case_dir / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES if (case_dir / f"{stem}{suffix}").is_file()]
+    if len(present) > 1:
+        raise DataError(f"{case_dir}: both {present[0].name} and {present[1].name}; keep one")
+    return present[0] if present else None
+
+
+def _find_seg(case_dir: Path) -> Path | None:
+    seg = _find_file(case_dir, f"{case_dir.name}_seg")
+    if seg is None and case_dir.name in BRATS20_SEG_ALIASES:
+        alias = case_dir / BRATS20_SEG_ALIASES[case_dir.name]
+        seg = _find_file(case_dir, alias.name.split(".nii")[0])
+    return seg
+
+
+def _et_mask_path(labels_dir: Path, case: str) -> Path:
+    return labels_dir / f"{case}_et.nii.gz"
+
+
+def _et_voxels(seg_path: Path, mask_path: Path, validate: bool) -> int:
+    """Number of ET voxels; (re)writes the binary mask unless an up-to-date one exists."""
+    if mask_path.is_file() and mask_path.stat().st_mtime >= seg_path.stat().st_mtime:
+        try:
+            return int(np.count_nonzero(load_array(mask_path, read_nifti_header(mask_path))))
+        except DataError:
+            pass  # a damaged mask is simply rebuilt from the segmentation below
+    seg_image = read_nifti_header(seg_path, check_complete=validate)
+    seg = load_array(seg_path, seg_image)
+    check_label_values(seg_path, seg, BRATS20_LABEL_VALUES, "BraTS20")
+    mask = (seg == BRATS20_ET_LABEL).astype(np.uint8)
+    save_nifti(mask_path, mask, seg_image.affine, header=seg_image.header)
+    return int(mask.sum())
+
+
+def brats20_datalist(
+    root: str | os.PathLike,
+    exclude_empty: bool = True,
+    validate: bool = True,
+    labels_dir: str | os.PathLike | None = None,
+) -> Datalist:
+    """List the BraTS20 training cases (T1-CE + binary ET mask), writing the masks, and report every exclusion.
+
+    Every segmentation is read (to find ET and to check that its values are in {0, 1, 2, 4}); the binary masks are
+    written atomically as ``<labels_dir>/<case>_et.nii.gz`` and reused while newer than their segmentation.
+
+    Args:
+        root: ``MICCAI_BraTS2020_TrainingData``, or a folder holding it up to two levels deeper; paths in the result are
+            relative to ``root``.
+        exclude_empty: leave out cases without an enhancing-tumour voxel (as in the paper).
+        validate: also check the T1-CE header (readable, complete, same 3-D shape as the segmentation).
+        labels_dir: where to write the binary masks; default ``<root>/labels_et`` (the command line puts them beside
+            the datalist JSON instead).
+
+    Returns:
+        The :class:`~monai_mixedfocal.data.datalist.Datalist` (source ``"brats20"``); each case has ``"image"``
+        (T1-CE), ``"label"`` (binary ET mask) and ``"seg"`` (original segmentation).
+
+    Raises:
+        DataError: a missing root, no case folders, a case folder without T1-CE, an unreadable, truncated or mismatched
+            file, or a label value outside {0, 1, 2, 4}.
+    """
+    root = Path(root)
+    case_dirs = find_brats20_cases(root)
+    labels_dir = root / "labels_et" if labels_dir is None else Path(labels_dir)
+    datalist = Datalist(base_dir=root, source="brats20", labels=dict(BRATS20_LABELS))
+    for case_dir in case_dirs:
+        case = case_dir.name
+        image = _find_file(case_dir, f"{case}_t1ce")
+        if image is None:
+            raise DataError(f"{case_dir}: case folder without {case}_t1ce.nii or {case}_t1ce.nii.gz")
+        seg = _find_seg(case_dir)
+        if seg is None:
+            datalist.exclude(case, f"no segmentation ({case}_seg.nii[.gz])")
+            continue
+        if validate:
+            check_pair(image, seg, ndim=3)
+        mask = _et_mask_path(labels_dir, case)
+        if _et_voxels(seg, mask, validate) == 0 and exclude_empty:
+            datalist.exclude(case, f"no enhancing-tumour voxel (label {BRATS20_ET_LABEL}) in {seg.name}")
+            continue
+        datalist.cases.append(
+            {
+                "case": case,
+                "image": datalist.relative(image),
+                "label": datalist.relative(mask),
+                "seg": datalist.relative(seg),
+            }
+        )
+    return datalist

@@ -1,0 +1,141 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The ``datalist`` and ``synthesize`` sub-commands of ``python -m monai_mixedfocal``.
+
+Examples::
+
+    python -m monai_mixedfocal synthesize kits19 /data/kits_like --cases 8 --seed 0
+    python -m monai_mixedfocal datalist kits19 /data/kits_like --out /data/kits_like/datalist.json --folds 5 --seed 0
+    python -m monai_mixedfocal datalist brats20 /data/BraTS2020 --out runs/brats20_datalist.json
+
+Errors (bad data or arguments) print one line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from monai_mixedfocal.data.brats20 import brats20_datalist
+from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, write_datalist
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist
+from monai_mixedfocal.data.msd import msd_datalist
+from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
+from monai_mixedfocal.data.synthetic_kits19 import synthesize_kits19
+
+__all__ = ["register", "run_datalist", "run_synthesize", "summarize"]
+
+EXIT_ERROR = 2
+_SHOWN_IDS = 12
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn data and argument errors into a one-line message on stderr and exit status 2."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (DataError, ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_ERROR
+
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
+def _build(args: argparse.Namespace) -> Datalist:
+    if args.source == "kits19":
+        exclude = () if args.keep_all else KITS19_EXCLUDED_CASES
+        return kits19_datalist(args.root, exclude=exclude, validate=args.validate, check_labels=args.check_labels)
+    if args.source == "brats20":
+        labels_dir = args.labels_dir or Path(args.out).parent / "labels_et"
+        return brats20_datalist(
+            args.root, exclude_empty=not args.keep_all, validate=args.validate, labels_dir=labels_dir
+        )
+    return msd_datalist(args.root, validate=args.validate, check_labels=args.check_labels)
+
+
+def summarize(datalist: Datalist, content: dict) -> str:
+    """Human-readable summary: cases kept per fold and the exclusions grouped by reason."""
+    folds = Counter(item["fold"] for item in content["training"])
+    lines = [
+        f"{datalist.name}: {len(datalist.cases)} cases kept, {len(datalist.excluded)} excluded "
+        f"({content['num_folds']} folds, seed {content['seed']})",
+        "  per fold: " + ", ".join(f"fold {fold}: {folds[fold]}" for fold in range(content["num_folds"])),
+    ]
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for item in datalist.excluded:
+        by_reason[item["reason"]].append(item["case"])
+    for reason, cases in by_reason.items():
+        shown = ", ".join(cases[:_SHOWN_IDS]) + (
+            f", ... ({len(cases) - _SHOWN_IDS} more)" if len(cases) > _SHOWN_IDS else ""
+        )
+        lines.append(f"  excluded {len(cases)}: {reason}: {shown}")
+    return "\n".join(lines)
+
+
+@_guarded
+def run_datalist(args: argparse.Namespace) -> int:
+    """``datalist``: list the cases, assign the folds and write the JSON; prints a summary."""
+    datalist = _build(args)
+    out = Path(args.out)
+    path = write_datalist(out, datalist, num_folds=args.folds, seed=args.seed, overwrite=args.force)
+    print(summarize(datalist, datalist_to_json(datalist, out.parent, num_folds=args.folds, seed=args.seed)))
+    print(f"wrote {path}")
+    return 0
+
+
+@_guarded
+def run_synthesize(args: argparse.Namespace) -> int:
+    """``synthesize``: write generated cases in the real layout."""
+    common = {"cases": args.cases, "seed": args.seed, "case_ids": args.case_ids}
+    if args.shape is not None:
+        common["shape"] = tuple(args.shape)
+    if args.source == "kits19":
+        folders = synthesize_kits19(args.out_dir, **common)
+    else:
+        folders = synthesize_brats20(args.out_dir, no_enhancing=args.no_enhancing or (), **common)
+    print(f"wrote {len(folders)} {args.source}-like cases under {args.out_dir}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``datalist`` and ``synthesize`` sub-commands to the top-level parser's ``subparsers``."""
+    parser = subparsers.add_parser(
+        "datalist",
+        help="list a data set's cases, assign seeded folds, write a load_decathlon_datalist JSON",
+        description="List the labelled cases (reporting exclusions), assign seeded folds and write the datalist JSON "
+        "atomically. BraTS20 also writes binary enhancing-tumour masks (default: labels_et/ beside the JSON).",
+    )
+    parser.add_argument("source", choices=("kits19", "brats20", "msd"), help="data set layout")
+    parser.add_argument(
+        "root", type=Path, help="data set root (kits19 repo or data/, BraTS20 folder, MSD dataset.json)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default 0)")
+    parser.add_argument("--keep-all", action="store_true", help="no default exclusions (KiTS19 list, BraTS20 no-ET)")
+    parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the NIfTI header checks")
+    parser.add_argument("--check-labels", action="store_true", help="read every label map and check its values")
+    parser.add_argument("--labels-dir", type=Path, default=None, help="BraTS20: where to write the binary ET masks")
+    parser.add_argument("--force", action="store_true", help="replace an existing datalist with different folds")
+    parser.set_defaults(func=run_datalist)
+
+    parser = subparsers.add_parser(
+        "synthesize",
+        help="write generated KiTS19-like or BraTS20-like cases in the real layout",
+        description="Write deterministic generated cases in the real KiTS19 or BraTS20 layout (CPU-small defaults).",
+    )
+    parser.add_argument("source", choices=("kits19", "brats20"), help="layout to generate")
+    parser.add_argument("out_dir", type=Path, help="output root")
+    parser.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, help="array shape (KiTS19: slices H W)")
+    parser.add_argument("--case-ids", type=int, nargs="+", default=None, help="explicit case numbers")
+    parser.add_argument("--no-enhancing", type=int, nargs="+", default=None, help="BraTS20: cases without ET")
+    parser.set_defaults(func=run_synthesize)

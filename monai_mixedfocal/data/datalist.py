@@ -1,0 +1,228 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The :class:`Datalist` of a data source, its JSON form (MONAI ``load_decathlon_datalist`` format) and fold splits.
+
+A datalist JSON looks like::
+
+    {"name": "KiTS19", "source": "kits19", "num_folds": 5, "seed": 0, "dataset_root": "..",
+     "labels": {"0": "background", "1": "kidney", "2": "tumor"}, "numTraining": 204,
+     "excluded": [{"case": "case_00015", "reason": "..."}],
+     "training": [{"case": "case_00000", "image": "data/case_00000/imaging.nii.gz",
+                   "label": "data/case_00000/segmentation.nii.gz", "fold": 3}, ...]}
+
+Paths are relative to the data set root, so ``monai.data.load_decathlon_datalist(path, base_dir=ROOT)`` resolves them;
+``dataset_root`` records where that root is relative to the JSON file, which :func:`split_datalist` uses by default.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.data.folds import assign_folds
+from monai_mixedfocal.data.io import atomic_write_json, read_training_json
+
+__all__ = ["PATH_KEYS", "Datalist", "datalist_to_json", "read_datalist", "split_datalist", "write_datalist"]
+
+PATH_KEYS: tuple[str, ...] = ("image", "label", "seg")
+"""Keys of a case whose values are file paths relative to the data set root."""
+
+_NAMES = {"kits19": "KiTS19", "brats20": "BraTS20", "msd": "MSD"}
+
+
+@dataclass
+class Datalist:
+    """The labelled cases of one data set and the cases left out, with the reason for each.
+
+    Attributes:
+        cases: one dict per kept case, with ``"case"`` (id), ``"image"`` and ``"label"`` (paths relative to
+            ``base_dir``) and source-specific extras (BraTS20: ``"seg"``, the original segmentation).
+        excluded: ``{"case", "reason"}`` for every case that was found but left out.
+        base_dir: the data set root the paths are relative to.
+        source: ``"kits19"``, ``"brats20"`` or ``"msd"``.
+        labels: label value (as a string) to class name, e.g. ``{"0": "background", "1": "kidney", "2": "tumor"}``.
+        name: display name (defaults to the source's).
+    """
+
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    base_dir: Path = Path()
+    source: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.base_dir = Path(self.base_dir)
+        if not self.name:
+            self.name = _NAMES.get(self.source, self.source)
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Ids of the kept cases, in listing order."""
+        return [str(case["case"]) for case in self.cases]
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to :attr:`base_dir`, with forward slashes (``..`` allowed for files outside the root)."""
+        return Path(os.path.relpath(Path(path).absolute(), self.base_dir.absolute())).as_posix()
+
+    def exclude(self, case: str, reason: str) -> None:
+        """Record that ``case`` was left out, and why."""
+        self.excluded.append({"case": str(case), "reason": reason})
+
+
+def datalist_to_json(
+    datalist: Datalist, json_dir: str | os.PathLike, num_folds: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """The JSON object :func:`write_datalist` writes, with a fold per case (see :func:`assign_folds`).
+
+    Args:
+        datalist: the cases.
+        json_dir: the folder the JSON will live in (to record ``dataset_root`` relative to it).
+        num_folds: number of folds.
+        seed: fold shuffling seed.
+
+    Returns:
+        The ``load_decathlon_datalist``-compatible object.
+
+    Raises:
+        DataError: the datalist has fewer cases than folds or duplicate ids.
+    """
+    try:
+        folds = assign_folds(datalist.case_ids, num_folds=num_folds, seed=seed)
+    except ValueError as err:
+        raise DataError(f"{datalist.base_dir}: cannot assign {num_folds} folds: {err}") from err
+    training = [{**case, "fold": folds[str(case["case"])]} for case in sorted(datalist.cases, key=lambda c: c["case"])]
+    root = os.path.relpath(datalist.base_dir.absolute(), Path(json_dir).absolute())
+    return {
+        "name": datalist.name,
+        "source": datalist.source,
+        "num_folds": num_folds,
+        "seed": seed,
+        "dataset_root": Path(root).as_posix(),
+        "labels": dict(datalist.labels),
+        "numTraining": len(training),
+        "excluded": list(datalist.excluded),
+        "training": training,
+    }
+
+
+def write_datalist(
+    path: str | os.PathLike, datalist: Datalist, num_folds: int = 5, seed: int = 0, overwrite: bool = True
+) -> Path:
+    """Assign folds and write the datalist JSON atomically.
+
+    The same cases and seed always give the same file, so re-running for a root reproduces the folds every loss uses.
+
+    Args:
+        path: the JSON file to write.
+        datalist: the cases (from :func:`~monai_mixedfocal.data.kits19_datalist` and friends).
+        num_folds: number of folds.
+        seed: fold shuffling seed.
+        overwrite: if ``False``, refuse to replace an existing file whose content differs (different cases, folds or
+            seed), so a study cannot silently change its folds; an identical file is left untouched.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: ``overwrite=False`` and a different datalist exists, or folds cannot be assigned.
+    """
+    path = Path(path)
+    content = datalist_to_json(datalist, path.parent, num_folds=num_folds, seed=seed)
+    if path.exists() and not overwrite:
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: exists but cannot be read as JSON ({err}); remove it or overwrite it") from err
+        if existing == content:
+            return path
+        raise DataError(
+            f"{path}: exists with different cases or folds (seed {existing.get('seed')!r}, "
+            f"{len(existing.get('training', []))} cases); overwrite it explicitly to change the folds"
+        )
+    return atomic_write_json(path, content)
+
+
+def read_datalist(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a datalist JSON written by :func:`write_datalist`.
+
+    Raises:
+        DataError: the file is missing, not JSON, or lacks a ``training`` list of cases with ``image`` and ``fold``.
+    """
+    content = read_training_json(path, "datalist")
+    _check_items(content["training"], str(path))
+    return content
+
+
+def _check_items(items: Sequence[Any], where: str) -> None:
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "image" not in item:
+            raise DataError(f"{where}: training item {index} is not a dict with an 'image' entry")
+        fold = item.get("fold")
+        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+            raise DataError(f"{where}: training item {index} ({item.get('case', item['image'])}) has no valid 'fold'")
+
+
+def _resolve(item: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    item = copy.deepcopy(item)
+    for key in PATH_KEYS:
+        value = item.get(key)
+        if isinstance(value, str):
+            item[key] = os.path.normpath(base_dir / value)
+        elif isinstance(value, list):
+            item[key] = [os.path.normpath(base_dir / v) for v in value]
+    return item
+
+
+def split_datalist(
+    path_or_list: str | os.PathLike | Sequence[dict[str, Any]], fold: int, base_dir: str | os.PathLike | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a datalist into training cases (every other fold) and validation cases (``fold``).
+
+    Args:
+        path_or_list: a datalist JSON (from :func:`write_datalist`) or a list of case dicts with a ``fold`` each.
+        fold: the validation fold, ``0 .. num_folds - 1``.
+        base_dir: the data set root to resolve the relative paths against. For a JSON file it defaults to the
+            ``dataset_root`` recorded in it (relative to the JSON's folder); for a list, paths are left as they are.
+
+    Returns:
+        ``(train_list, val_list)``: new dicts; ``image``, ``label`` and ``seg`` become absolute paths when resolved.
+
+    Raises:
+        DataError: the file or list is empty or malformed, or ``fold`` is out of range.
+
+    Example:
+        >>> train, val = split_datalist("datalist.json", fold=0)  # doctest: +SKIP
+    """
+    if isinstance(path_or_list, (str, os.PathLike)):
+        path = Path(path_or_list)
+        content = read_datalist(path)
+        items: list[dict[str, Any]] = content["training"]
+        where = str(path)
+        num_folds = content.get("num_folds")
+        if base_dir is None:
+            base_dir = path.parent / content.get("dataset_root", ".")
+    else:
+        items = list(path_or_list)
+        where = "datalist"
+        _check_items(items, where)
+        num_folds = None
+    if not items:
+        raise DataError(f"{where}: the datalist has no cases")
+    if not isinstance(num_folds, int) or isinstance(num_folds, bool):
+        num_folds = max(item["fold"] for item in items) + 1
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+        raise DataError(f"{where}: fold must be an integer in 0..{num_folds - 1}, got {fold!r}")
+    if base_dir is not None:
+        items = [_resolve(item, Path(base_dir)) for item in items]
+    else:
+        items = copy.deepcopy(items)
+    train = [item for item in items if item["fold"] != fold]
+    val = [item for item in items if item["fold"] == fold]
+    return train, val

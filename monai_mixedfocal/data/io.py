@@ -1,0 +1,243 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""File helpers shared by the data module: atomic writes, NIfTI header checks and voxel reads with clear errors.
+
+Every read problem becomes a :class:`~monai_mixedfocal.data.errors.DataError` naming the file; every write goes to a
+temporary file in the destination folder first and is moved into place with :func:`os.replace`, so a crash never leaves
+a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_label_values",
+    "check_pair",
+    "is_nifti",
+    "load_array",
+    "read_nifti_header",
+    "read_training_json",
+    "save_nifti",
+]
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+_GZIP_CHUNK = 1 << 22
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_training_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Read a JSON object holding a ``training`` list (an MSD ``dataset.json`` or a datalist).
+
+    Args:
+        path: the JSON file.
+        what: what the file is, for the messages (``"dataset.json"``, ``"datalist"``).
+
+    Raises:
+        DataError: the file is missing, not JSON, or not an object with a ``training`` list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a valid JSON {what} ({err})") from err
+    if not isinstance(content, dict) or not isinstance(content.get("training"), list):
+        raise DataError(f"{path}: expected a JSON object with a 'training' list")
+    return content
+
+
+def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, header: Any = None) -> Path:
+    """Save ``array`` as NIfTI-1 atomically and byte-reproducibly (gzip with a zero time stamp for ``.nii.gz``).
+
+    Args:
+        path: destination ending in ``.nii`` or ``.nii.gz``.
+        array: voxel data; its dtype is the on-disk dtype.
+        affine: 4 x 4 voxel-to-world (RAS+, mm) matrix, written to both the qform and the sform (code 1, scanner).
+        header: optional header to copy (for example the source segmentation's), its dtype is replaced by ``array``'s.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: if ``path`` does not end in ``.nii`` or ``.nii.gz``.
+    """
+    if not is_nifti(path):
+        raise ValueError(f"expected a NIfTI path ending in .nii or .nii.gz, got {str(path)!r}")
+    image = nib.Nifti1Image(array, affine, header=header)
+    image.set_data_dtype(array.dtype)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    data = image.to_bytes()
+    if str(path).lower().endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    return atomic_write_bytes(path, data)
+
+
+def _expected_size(image: nib.Nifti1Image) -> int:
+    """Bytes of the uncompressed single-file NIfTI: header, extensions and voxel data."""
+    header = image.header
+    offset = getattr(image.dataobj, "offset", None)  # a loaded image's header has its vox_offset reset to 0
+    offset = int(header.get_data_offset()) if offset is None else int(offset)
+    return offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+
+
+def _gzip_size(path: Path) -> int:
+    """Decompress ``path`` in chunks and return its uncompressed size; raises on a truncated or corrupt stream."""
+    size = 0
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(_GZIP_CHUNK):
+            size += len(chunk)
+    return size
+
+
+def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
+    """Raise :class:`DataError` when ``path`` is shorter than its header says (a truncated download or copy).
+
+    For ``.nii.gz`` the gzip trailer (uncompressed size modulo 2**32) is compared with the header first, which costs a
+    4-byte read; only when they disagree is the whole stream decompressed to decide.
+    """
+    expected = _expected_size(image)
+    if str(path).lower().endswith(".gz"):
+        with path.open("rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            trailer = int.from_bytes(handle.read(4), "little")
+        if trailer == expected % 2**32:
+            return
+        try:
+            actual = _gzip_size(path)
+        except _READ_ERRORS as err:
+            raise DataError(f"{path}: truncated or corrupt gzip stream ({err})") from err
+    else:
+        actual = path.stat().st_size
+    if actual < expected:
+        raise DataError(f"{path}: truncated NIfTI, {actual} bytes of the {expected} its header describes")
+
+
+def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> nib.Nifti1Image:
+    """Open a NIfTI file lazily (header only) and check that it is readable and, optionally, complete.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        check_complete: also detect a truncated file without reading the voxels (see :func:`_check_complete`).
+
+    Returns:
+        The lazily loaded nibabel image (voxels not read).
+
+    Raises:
+        DataError: the file is missing, not NIfTI, unreadable or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = nib.load(path)
+    except _READ_ERRORS as err:
+        raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
+    if not isinstance(image, nib.Nifti1Image):
+        raise DataError(f"{path}: expected a NIfTI-1/2 image, got {type(image).__name__}")
+    if check_complete:
+        _check_complete(path, image)
+    return image
+
+
+def load_array(path: str | os.PathLike, image: nib.Nifti1Image | None = None) -> np.ndarray:
+    """Read the voxels of a NIfTI file, turning any read failure into a :class:`DataError` naming the file.
+
+    Args:
+        path: the file.
+        image: an already opened image for ``path`` (from :func:`read_nifti_header`), to avoid opening it twice.
+
+    Returns:
+        The voxel array in its on-disk dtype (scaling ignored, which is right for label maps).
+
+    Raises:
+        DataError: the file is missing, unreadable, truncated or corrupt.
+    """
+    image = read_nifti_header(path, check_complete=False) if image is None else image
+    try:
+        return np.asanyarray(image.dataobj)
+    except _READ_ERRORS as err:
+        raise DataError(f"{path}: cannot read the voxel data, the file is truncated or corrupt ({err})") from err
+
+
+def check_label_values(
+    path: str | os.PathLike, array: np.ndarray, allowed: Collection[int], dataset: str
+) -> np.ndarray:
+    """Check that a label map only holds values the data set defines.
+
+    Args:
+        path: the label file (for the message).
+        array: its voxels.
+        allowed: the label values the data set defines.
+        dataset: the data set name (for the message).
+
+    Returns:
+        The sorted unique values found.
+
+    Raises:
+        DataError: naming the file, the undefined values and the defined ones.
+    """
+    values = np.unique(array)
+    undefined = sorted(set(values.tolist()) - {float(v) for v in allowed})
+    if undefined:
+        shown = ", ".join(f"{v:g}" for v in undefined[:10])
+        defined = ", ".join(map(str, sorted(allowed)))
+        raise DataError(f"{path}: label value(s) {shown} not defined for {dataset} (defined: {defined})")
+    return values
+
+
+def check_pair(
+    image_path: str | os.PathLike, label_path: str | os.PathLike, ndim: int | None = 3
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """Open an image and its label map (headers only) and check that they are complete and share a voxel grid.
+
+    The label's shape must equal the image's leading dimensions (a multi-channel MSD image keeps its channels last).
+
+    Args:
+        image_path: the image file.
+        label_path: the label file.
+        ndim: the number of spatial dimensions the label must have, or ``None`` for 2-D or 3-D.
+
+    Returns:
+        The two lazily loaded images.
+
+    Raises:
+        DataError: naming the file and the problem (missing, unreadable, truncated, wrong dimensionality, shape
+            mismatch).
+    """
+    image = read_nifti_header(image_path)
+    label = read_nifti_header(label_path)
+    label_shape, image_shape = tuple(label.shape), tuple(image.shape)
+    allowed_ndim = (2, 3) if ndim is None else (ndim,)
+    if len(label_shape) not in allowed_ndim:
+        raise DataError(
+            f"{label_path}: expected a {' or '.join(map(str, allowed_ndim))}-D label, got shape {label_shape}"
+        )
+    if image_shape[: len(label_shape)] != label_shape or (ndim is not None and len(image_shape) != ndim):
+        raise DataError(
+            f"{label_path}: label shape {label_shape} does not match image shape {image_shape} of {image_path}"
+        )
+    return image, label

@@ -1,0 +1,118 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""KiTS19 datalist from the layout of the ``neheller/kits19`` repository.
+
+Layout: ``data/case_XXXXX/imaging.nii.gz`` and ``segmentation.nii.gz``. Cases without a segmentation (the 90 test
+cases, 210-299) are excluded, as are cases 15, 23, 37, 68, 125 and 133 by default (as in Yeung et al.), which leaves
+204 cases of the 210 labelled ones. Labels: 0 background, 1 kidney, 2 tumour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from monai_mixedfocal.data.datalist import Datalist
+from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.data.io import check_label_values, check_pair, load_array
+
+__all__ = ["KITS19_EXCLUDED_CASES", "KITS19_LABELS", "kits19_case_id", "kits19_datalist"]
+
+KITS19_EXCLUDED_CASES: tuple[int, ...] = (15, 23, 37, 68, 125, 133)
+"""Labelled cases left out by default, as in the paper (204 of 210 remain)."""
+
+KITS19_LABELS: dict[str, str] = {"0": "background", "1": "kidney", "2": "tumor"}
+
+IMAGE_NAME = "imaging.nii.gz"
+LABEL_NAME = "segmentation.nii.gz"
+_CASE_RE = re.compile(r"^case_(\d{5})$")
+
+
+def kits19_case_id(case: int | str) -> str:
+    """The folder name of a case: ``15``, ``"15"`` and ``"case_00015"`` all give ``"case_00015"``.
+
+    Raises:
+        ValueError: ``case`` is neither a non-negative number nor a ``case_XXXXX`` name.
+    """
+    text = str(case)
+    if _CASE_RE.match(text):
+        return text
+    if text.isdigit() and not isinstance(case, bool):
+        return f"case_{int(text):05d}"
+    raise ValueError(f"expected a KiTS19 case number or 'case_XXXXX' name, got {case!r}")
+
+
+def _exclusion_reason(case: str) -> str:
+    if case in {kits19_case_id(c) for c in KITS19_EXCLUDED_CASES}:
+        return "in the exclusion list (KITS19_EXCLUDED_CASES, left out in the paper)"
+    return "in the exclusion list"
+
+
+def _data_dir(root: Path) -> Path:
+    if not root.exists():
+        raise DataError(f"{root}: KiTS19 root does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: KiTS19 root is not a folder")
+    return root / "data" if (root / "data").is_dir() else root
+
+
+def kits19_datalist(
+    root: str | os.PathLike,
+    exclude: Iterable[int | str] = KITS19_EXCLUDED_CASES,
+    validate: bool = True,
+    check_labels: bool = False,
+) -> Datalist:
+    """List the labelled KiTS19 cases under ``root``, reporting every case left out and why.
+
+    Args:
+        root: the kits19 repository folder or its ``data/`` folder; paths in the result are relative to ``root``.
+        exclude: case numbers (or ``case_XXXXX`` names) to leave out; ``()`` keeps every labelled case.
+        validate: open both NIfTI headers of each kept case and check that they are readable, complete (not truncated)
+            and of equal 3-D shape. Reads headers only, so listing all 210 cases stays fast.
+        check_labels: also read every segmentation and check that its values are in {0, 1, 2} (reads all voxels).
+
+    Returns:
+        The :class:`~monai_mixedfocal.data.datalist.Datalist` (source ``"kits19"``).
+
+    Raises:
+        DataError: a missing root, no case folders, a case folder without ``imaging.nii.gz``, or (with ``validate`` /
+            ``check_labels``) an unreadable, truncated or mismatched file or an undefined label value.
+
+    Example:
+        >>> datalist = kits19_datalist("kits19")  # doctest: +SKIP
+        >>> len(datalist.cases), datalist.excluded[0]  # doctest: +SKIP
+        (204, {'case': 'case_00015', 'reason': 'in the exclusion list (KITS19_EXCLUDED_CASES, left out in the paper)'})
+    """
+    root = Path(root)
+    data_dir = _data_dir(root)
+    try:
+        excluded_ids = {kits19_case_id(case) for case in exclude}
+    except ValueError as err:
+        raise DataError(f"{root}: bad exclusion list: {err}") from err
+    case_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and _CASE_RE.match(p.name))
+    if not case_dirs:
+        raise DataError(f"{data_dir}: no case_XXXXX folders (expected the kits19 repository or its data/ folder)")
+    datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))
+    for case_dir in case_dirs:
+        image, label = case_dir / IMAGE_NAME, case_dir / LABEL_NAME
+        if not image.is_file():
+            raise DataError(
+                f"{case_dir}: case folder without {IMAGE_NAME} (for the kits19 repository, download the images "
+                "with its get_imaging script first)"
+            )
+        if not label.is_file():
+            datalist.exclude(case_dir.name, f"no {LABEL_NAME} (unlabelled test case)")
+            continue
+        if case_dir.name in excluded_ids:
+            datalist.exclude(case_dir.name, _exclusion_reason(case_dir.name))
+            continue
+        if validate or check_labels:
+            _, label_image = check_pair(image, label, ndim=3)
+            if check_labels:
+                check_label_values(label, load_array(label, label_image), [int(k) for k in KITS19_LABELS], "KiTS19")
+        datalist.cases.append(
+            {"case": case_dir.name, "image": datalist.relative(image), "label": datalist.relative(label)}
+        )
+    return datalist

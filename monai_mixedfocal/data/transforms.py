@@ -1,0 +1,144 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The paper's deterministic preprocessing as lists of standard MONAI dictionary transforms.
+
+Axis order: :class:`~monai.transforms.Orientationd` to ``RAS`` puts the KiTS19 slice (inferior-superior) axis LAST,
+whatever the array order on disk (KiTS19 stores (slices, H, W) with I, P, L axis codes). The paper's slice-first
+spacing 3.22 x 1.62 x 1.62 mm is therefore ``pixdim=(1.62, 1.62, 3.22)`` here, and its 80 x 160 x 160 patch becomes
+``(160, 160, 80)``. Orientation always comes from the affine, never from the array order.
+
+The lists are plain MONAI transforms (``LoadImaged`` first), so bundle configs can call the factories
+(``"$monai_mixedfocal.data.kits19_deterministic_transforms()"``), MONAI Label finds the loader, and
+:class:`~monai.transforms.Invertd` can undo the spatial steps (orientation, spacing) on predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.transforms import (
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    ScaleIntensityRanged,
+    Spacingd,
+)
+
+__all__ = [
+    "BRATS20_PATCH_SIZE",
+    "KITS19_HU_RANGE",
+    "KITS19_PATCH_SIZE",
+    "KITS19_PIXDIM",
+    "brats20_deterministic_transforms",
+    "kits19_deterministic_transforms",
+]
+
+KITS19_PIXDIM: tuple[float, float, float] = (1.62, 1.62, 3.22)
+"""The paper's 3.22 x 1.62 x 1.62 mm (slice axis first) in RAS order (slice axis last)."""
+KITS19_HU_RANGE: tuple[float, float] = (-79.0, 304.0)
+KITS19_PATCH_SIZE: tuple[int, int, int] = (160, 160, 80)
+"""The paper's 80 x 160 x 160 patch in RAS order."""
+BRATS20_PATCH_SIZE: tuple[int, int, int] = (96, 96, 96)
+
+
+RAS_LABELS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("I", "S"))
+"""Axis labels of nibabel's RAS+ world (the space MONAI's NIfTI readers load into), given explicitly to Orientationd."""
+
+
+def _keys(image_key: str, label_key: str | None) -> list[str]:
+    if not isinstance(image_key, str) or not image_key:
+        raise ValueError(f"image_key must be a non-empty string, got {image_key!r}")
+    if label_key is not None and (not isinstance(label_key, str) or not label_key or label_key == image_key):
+        raise ValueError(f"label_key must be None or a non-empty string other than image_key, got {label_key!r}")
+    return [image_key] if label_key is None else [image_key, label_key]
+
+
+def _loading(keys: list[str], axcodes: str) -> list[MapTransform]:
+    """Load, channel first, and reorient from the affine."""
+    if not isinstance(axcodes, str) or len(axcodes) != 3:
+        raise ValueError(f"axcodes must be a 3-letter orientation code such as 'RAS', got {axcodes!r}")
+    return [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes=axcodes, labels=RAS_LABELS),
+    ]
+
+
+def _typing(keys: list[str]) -> EnsureTyped:
+    return EnsureTyped(keys, dtype=torch.float32, track_meta=True)
+
+
+def kits19_deterministic_transforms(
+    pixdim: Sequence[float] = KITS19_PIXDIM,
+    axcodes: str = "RAS",
+    hu_range: Sequence[float] = KITS19_HU_RANGE,
+    image_key: str = "image",
+    label_key: str | None = "label",
+) -> list[MapTransform]:
+    """KiTS19 preprocessing: orientation, resampling, HU clipping and a per-image z-score.
+
+    Steps: ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``Spacingd(pixdim, bilinear /
+    nearest)`` -> clip HU to ``hu_range`` (``ScaleIntensityRanged`` with an identity mapping and ``clip=True``) ->
+    ``NormalizeIntensityd`` (z-score over the whole image) -> ``EnsureTyped`` (float32 MetaTensors, label values kept).
+
+    Args:
+        pixdim: output voxel size in mm, in ``axcodes`` order (default: the paper's spacing, slice axis last).
+        axcodes: target orientation.
+        hu_range: ``(low, high)`` HU window to clip to before the z-score.
+        image_key: the image key.
+        label_key: the label key, or ``None`` for images only (inference).
+
+    Returns:
+        The transforms, to wrap in :class:`monai.transforms.Compose` (append random crops / augmentation after them).
+
+    Raises:
+        ValueError: a bad ``pixdim``, ``axcodes``, ``hu_range`` or key.
+
+    Example:
+        >>> from monai.transforms import Compose
+        >>> preprocess = Compose(kits19_deterministic_transforms())
+        >>> # sample = preprocess({"image": "data/case_00000/imaging.nii.gz", "label": ".../segmentation.nii.gz"})
+    """
+    pixdim = tuple(float(p) for p in pixdim)
+    if len(pixdim) != 3 or min(pixdim) <= 0:
+        raise ValueError(f"pixdim must be three positive voxel sizes in mm, got {pixdim}")
+    low, high = (float(v) for v in hu_range)
+    if not low < high:
+        raise ValueError(f"hu_range must be (low, high) with low < high, got {tuple(hu_range)}")
+    keys = _keys(image_key, label_key)
+    return [
+        *_loading(keys, axcodes),
+        Spacingd(keys, pixdim=pixdim, mode=["bilinear", "nearest"][: len(keys)]),
+        ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=low, b_max=high, clip=True),
+        NormalizeIntensityd(image_key),
+        _typing(keys),
+    ]
+
+
+def brats20_deterministic_transforms(
+    axcodes: str = "RAS", image_key: str = "image", label_key: str | None = "label"
+) -> list[MapTransform]:
+    """BraTS20 preprocessing: orientation and a z-score over the brain (non-zero) voxels; the 1 mm grid is kept.
+
+    Steps: ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` ->
+    ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` -> ``EnsureTyped`` (float32 MetaTensors, label values
+    kept). The label is the binary enhancing-tumour mask from :func:`~monai_mixedfocal.data.brats20_datalist`.
+
+    Args:
+        axcodes: target orientation.
+        image_key: the image (T1-CE) key.
+        label_key: the label key, or ``None`` for images only.
+
+    Returns:
+        The transforms, to wrap in :class:`monai.transforms.Compose`.
+    """
+    keys = _keys(image_key, label_key)
+    return [
+        *_loading(keys, axcodes),
+        NormalizeIntensityd(image_key, nonzero=True, channel_wise=True),
+        _typing(keys),
+    ]

@@ -1,0 +1,123 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""BraTS20 datalist on generated cases: .nii / .nii.gz, nested mirrors, case 355, no-ET exclusion, binary ET masks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_mixedfocal.data import DataError, brats20_datalist, synthesize_brats20
+from monai_mixedfocal.data.io import save_nifti
+
+SHAPE = (24, 24, 16)
+MIRROR = "BraTS2020_TrainingData"
+
+
+@pytest.fixture(scope="module")
+def brats_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cases 1-2 (.nii.gz), 3 without ET, 355 (.nii, W39 mask name), all nested one level deeper as in mirrors."""
+    root = tmp_path_factory.mktemp("brats") / MIRROR
+    synthesize_brats20(root, case_ids=[1, 2, 3], no_enhancing=[3], shape=SHAPE)
+    synthesize_brats20(root, case_ids=[355], shape=SHAPE, suffix=".nii")
+    return root.parent
+
+
+@pytest.fixture
+def copy_root(brats_root: Path, tmp_path: Path) -> Path:
+    shutil.copytree(brats_root, tmp_path / "brats")
+    return tmp_path / "brats"
+
+
+def _case_dir(root: Path, case: int) -> Path:
+    return root / MIRROR / "MICCAI_BraTS2020_TrainingData" / f"BraTS20_Training_{case:03d}"
+
+
+def test_layout_nested_mirror_and_exclusions(brats_root: Path, tmp_path: Path) -> None:
+    datalist = brats20_datalist(brats_root, labels_dir=tmp_path / "labels_et")
+    assert datalist.case_ids == ["BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_355"]
+    assert datalist.excluded == [
+        {
+            "case": "BraTS20_Training_003",
+            "reason": "no enhancing-tumour voxel (label 4) in BraTS20_Training_003_seg.nii.gz",
+        }
+    ]
+    case_355 = datalist.cases[-1]
+    assert case_355["seg"].endswith("BraTS20_Training_355/W39_1998.09.19_Segm.nii")
+    assert case_355["image"].endswith("BraTS20_Training_355_t1ce.nii")
+    assert datalist.cases[0]["image"].endswith("BraTS20_Training_001_t1ce.nii.gz")
+    assert datalist.labels == {"0": "background", "1": "enhancing tumor"}
+    # the same cases from the MICCAI folder itself
+    inner = brats20_datalist(brats_root / MIRROR / "MICCAI_BraTS2020_TrainingData", labels_dir=tmp_path / "labels_et")
+    assert inner.case_ids == datalist.case_ids
+    assert inner.cases[0]["image"] == "BraTS20_Training_001/BraTS20_Training_001_t1ce.nii.gz"
+
+
+def test_binary_et_masks_match_label_4(brats_root: Path, tmp_path: Path) -> None:
+    datalist = brats20_datalist(brats_root, labels_dir=tmp_path / "et")
+    for case in datalist.cases:
+        mask_image = nib.load(datalist.base_dir / case["label"])
+        seg_image = nib.load(datalist.base_dir / case["seg"])
+        mask = np.asarray(mask_image.dataobj)
+        assert mask.dtype == np.uint8
+        np.testing.assert_array_equal(mask, (np.asarray(seg_image.dataobj) == 4).astype(np.uint8))
+        np.testing.assert_allclose(mask_image.affine, seg_image.affine)
+        assert 0 < mask.mean() < 0.01
+    assert not [p for p in (tmp_path / "et").iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_keep_empty_cases(brats_root: Path, tmp_path: Path) -> None:
+    datalist = brats20_datalist(brats_root, exclude_empty=False, labels_dir=tmp_path / "et")
+    assert len(datalist.cases) == 4 and not datalist.excluded
+    empty = next(case for case in datalist.cases if case["case"] == "BraTS20_Training_003")
+    assert not np.asarray(nib.load(datalist.base_dir / empty["label"]).dataobj).any()
+
+
+def test_masks_reused_when_up_to_date_and_rebuilt_when_stale(copy_root: Path) -> None:
+    brats20_datalist(copy_root)
+    mask = copy_root / "labels_et" / "BraTS20_Training_001_et.nii.gz"
+    first = mask.stat().st_mtime_ns
+    brats20_datalist(copy_root)
+    assert mask.stat().st_mtime_ns == first  # reused
+    seg = _case_dir(copy_root, 1) / "BraTS20_Training_001_seg.nii.gz"
+    os.utime(seg, ns=(first + 10**9, first + 10**9))
+    brats20_datalist(copy_root)
+    assert mask.stat().st_mtime_ns != first  # rebuilt from the newer segmentation
+
+
+def test_undefined_label_value(copy_root: Path) -> None:
+    seg = _case_dir(copy_root, 2) / "BraTS20_Training_002_seg.nii.gz"
+    image = nib.load(seg)
+    data = np.asarray(image.dataobj).copy()
+    data[0, 0, 0] = 3
+    save_nifti(seg, data, image.affine)
+    with pytest.raises(
+        DataError, match=r"BraTS20_Training_002_seg\.nii\.gz: label value\(s\) 3 not defined for BraTS20"
+    ):
+        brats20_datalist(copy_root)
+
+
+def test_missing_t1ce_truncated_and_mismatched_files(copy_root: Path) -> None:
+    t1ce = _case_dir(copy_root, 355) / "BraTS20_Training_355_t1ce.nii"
+    t1ce.write_bytes(t1ce.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"BraTS20_Training_355_t1ce\.nii: truncated NIfTI"):
+        brats20_datalist(copy_root)
+    t1ce.unlink()
+    with pytest.raises(DataError, match=r"BraTS20_Training_355: case folder without BraTS20_Training_355_t1ce"):
+        brats20_datalist(copy_root)
+    seg = _case_dir(copy_root, 1) / "BraTS20_Training_001_seg.nii.gz"
+    save_nifti(seg, np.zeros((24, 24, 15), np.int16), nib.load(seg).affine)
+    with pytest.raises(DataError, match=r"BraTS20_Training_001_seg\.nii\.gz: label shape"):
+        brats20_datalist(copy_root)
+
+
+def test_missing_or_empty_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        brats20_datalist(tmp_path / "missing")
+    with pytest.raises(DataError, match="no BraTS20_Training_XXX folders"):
+        brats20_datalist(tmp_path)

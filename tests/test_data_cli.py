@@ -1,0 +1,71 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The ``synthesize`` and ``datalist`` commands, through ``python -m monai_mixedfocal`` and in-process ``main``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monai_mixedfocal.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monai_mixedfocal", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_synthesize_then_datalist_in_a_subprocess(tmp_path: Path) -> None:
+    root = tmp_path / "kits"
+    ids = ["0", "1", "2", "3", "4", "15"]
+    result = _run("synthesize", "kits19", str(root), "--case-ids", *ids, "--shape", "16", "32", "32")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (root / "data").iterdir())[-1] == "case_00015"
+    out = tmp_path / "lists" / "datalist.json"
+    result = _run("datalist", "kits19", str(root), "--out", str(out), "--folds", "5", "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    assert "KiTS19: 5 cases kept, 1 excluded" in result.stdout
+    assert "fold 0: 1, fold 1: 1, fold 2: 1, fold 3: 1, fold 4: 1" in result.stdout
+    assert "excluded 1: in the exclusion list" in result.stdout and "case_00015" in result.stdout
+    content = json.loads(out.read_text())
+    assert content["dataset_root"] == "../kits" and len(content["training"]) == 5
+    assert content["excluded"][0]["case"] == "case_00015"
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    result = _run("datalist", "kits19", str(tmp_path / "missing"), "--out", str(tmp_path / "d.json"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert str(tmp_path / "missing") in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_folds_are_protected_and_brats_masks_go_beside_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "brats"
+    small = ["--shape", "24", "24", "16"]
+    assert main(["synthesize", "brats20", str(root), "--cases", "4", "--no-enhancing", "2", *small]) == 0
+    out = tmp_path / "runs" / "brats20.json"
+    assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "BraTS20: 3 cases kept, 1 excluded" in printed and "BraTS20_Training_002" in printed
+    first = out.read_bytes()
+    masks = sorted(p.name for p in (tmp_path / "runs" / "labels_et").iterdir())
+    assert masks == [f"BraTS20_Training_00{i}_et.nii.gz" for i in range(1, 5)]
+    assert all(item["label"].startswith("../runs/labels_et/") for item in json.loads(first)["training"])
+    assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3"]) == 0
+    assert out.read_bytes() == first  # same seed: same folds
+    assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3", "--seed", "1"]) == 2
+    assert "exists with different cases or folds" in capsys.readouterr().err
+    assert out.read_bytes() == first
+    assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3", "--seed", "1", "--force"]) == 0
+    assert json.loads(out.read_text())["seed"] == 1
+    assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "9", "--force"]) == 2
+    assert "cannot assign 9 folds" in capsys.readouterr().err
+    assert main(["synthesize", "kits19", str(tmp_path / "k"), "--cases", "0"]) == 2

@@ -1,0 +1,129 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Fold assignment, the datalist JSON (MONAI load_decathlon_datalist format), atomic writes and fold splits."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from monai.data import load_decathlon_datalist
+
+from monai_mixedfocal.data import (
+    DataError,
+    Datalist,
+    assign_folds,
+    kits19_datalist,
+    read_datalist,
+    split_datalist,
+    synthesize_kits19,
+    write_datalist,
+)
+from monai_mixedfocal.data.io import atomic_write_bytes
+
+IDS = [f"case_{i:05d}" for i in range(204)]
+
+
+def test_assign_folds_deterministic_balanced_and_order_independent() -> None:
+    folds = assign_folds(IDS, num_folds=5, seed=0)
+    assert folds == assign_folds(list(reversed(IDS)), num_folds=5, seed=0)
+    assert sorted(Counter(folds.values()).values()) == [40, 41, 41, 41, 41]
+    other = assign_folds(IDS, num_folds=5, seed=1)
+    assert other != folds and sorted(Counter(other.values()).values()) == [40, 41, 41, 41, 41]
+    assert list(folds) == sorted(IDS)
+
+
+@pytest.mark.parametrize(
+    ("ids", "num_folds", "seed", "message"),
+    [
+        (IDS[:3], 5, 0, "at least num_folds=5"),
+        (["a", "a", "b"], 2, 0, "unique"),
+        (IDS, 1, 0, "num_folds must be an integer >= 2"),
+        (IDS, True, 0, "num_folds must be an integer >= 2"),
+        (IDS, 5, -1, "seed must be a non-negative integer"),
+    ],
+)
+def test_assign_folds_rejects_bad_arguments(ids: list[str], num_folds: int, seed: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        assign_folds(ids, num_folds=num_folds, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def kits_datalist(tmp_path_factory: pytest.TempPathFactory) -> Datalist:
+    root = tmp_path_factory.mktemp("kits19")
+    synthesize_kits19(root, cases=7, shape=(16, 32, 32))
+    return kits19_datalist(root)
+
+
+def test_json_loads_with_monai_and_reproduces_folds(kits_datalist: Datalist, tmp_path: Path) -> None:
+    path = write_datalist(tmp_path / "lists" / "datalist.json", kits_datalist, num_folds=3, seed=4)
+    content = json.loads(path.read_text())
+    assert {"name", "source", "num_folds", "seed", "labels", "excluded", "training"} <= set(content)
+    assert content["num_folds"] == 3 and content["seed"] == 4 and content["source"] == "kits19"
+    expected = assign_folds(kits_datalist.case_ids, num_folds=3, seed=4)
+    assert {item["case"]: item["fold"] for item in content["training"]} == expected
+    items = load_decathlon_datalist(path, base_dir=kits_datalist.base_dir)
+    assert len(items) == 7 and all(Path(item["image"]).is_file() and Path(item["label"]).is_file() for item in items)
+    again = write_datalist(tmp_path / "again.json", kits_datalist, num_folds=3, seed=4)
+    assert json.loads(again.read_text())["training"] == content["training"]
+
+
+def test_split_datalist_from_file_and_list(kits_datalist: Datalist, tmp_path: Path) -> None:
+    path = write_datalist(tmp_path / "elsewhere" / "datalist.json", kits_datalist, num_folds=3)
+    seen = []
+    for fold in range(3):
+        train, val = split_datalist(path, fold)
+        assert val and len(train) + len(val) == 7
+        assert {item["fold"] for item in val} == {fold} and fold not in {item["fold"] for item in train}
+        assert all(Path(item["image"]).is_file() for item in train + val)  # resolved via dataset_root
+        seen += [item["case"] for item in val]
+    assert sorted(seen) == kits_datalist.case_ids
+    items = read_datalist(path)["training"]
+    train, val = split_datalist(items, 1)
+    assert [item["image"] for item in val] == [item["image"] for item in items if item["fold"] == 1]
+    assert not Path(val[0]["image"]).is_absolute()
+    train, val = split_datalist(items, 1, base_dir=kits_datalist.base_dir)
+    assert Path(val[0]["image"]).is_file()
+
+
+def test_split_datalist_errors(kits_datalist: Datalist, tmp_path: Path) -> None:
+    path = write_datalist(tmp_path / "datalist.json", kits_datalist, num_folds=3)
+    with pytest.raises(DataError, match=r"fold must be an integer in 0\.\.2, got 3"):
+        split_datalist(path, 3)
+    with pytest.raises(DataError, match="no cases"):
+        split_datalist([], 0)
+    with pytest.raises(DataError, match="datalist file not found"):
+        split_datalist(tmp_path / "missing.json", 0)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"bad\.json: not a valid JSON datalist"):
+        split_datalist(tmp_path / "bad.json", 0)
+    with pytest.raises(DataError, match="no valid 'fold'"):
+        split_datalist([{"image": "a.nii.gz"}], 0)
+
+
+def test_write_is_atomic_and_protects_existing_folds(kits_datalist: Datalist, tmp_path: Path) -> None:
+    path = write_datalist(tmp_path / "datalist.json", kits_datalist, seed=0)
+    before = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    write_datalist(path, kits_datalist, seed=0, overwrite=False)  # identical: left untouched
+    assert path.stat().st_mtime_ns == mtime
+    with pytest.raises(DataError, match="exists with different cases or folds"):
+        write_datalist(path, kits_datalist, seed=1, overwrite=False)
+    too_few = Datalist(cases=kits_datalist.cases[:2], base_dir=kits_datalist.base_dir, source="kits19")
+    with pytest.raises(DataError, match="cannot assign 5 folds"):
+        write_datalist(path, too_few)
+    assert path.read_bytes() == before  # a failed write leaves the old file as it was
+    assert sorted(os.listdir(tmp_path)) == ["datalist.json"]  # and no temporary file behind
+    write_datalist(path, kits_datalist, seed=1)
+    assert json.loads(path.read_text())["seed"] == 1
+
+
+def test_atomic_write_failure_mid_write_keeps_old_file(tmp_path: Path) -> None:
+    path = atomic_write_bytes(tmp_path / "file.json", b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(path, "text is not bytes")  # type: ignore[arg-type]  # fails after the temp file exists
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file.json"]

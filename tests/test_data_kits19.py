@@ -1,0 +1,110 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""KiTS19 datalist on generated cases in the real layout: exclusions, root forms and every bad-input error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_mixedfocal.data import KITS19_EXCLUDED_CASES, DataError, kits19_datalist, synthesize_kits19
+from monai_mixedfocal.data.io import save_nifti
+
+SHAPE = (16, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def kits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cases 0, 1, 2, 15, 23 and an unlabelled test case 210."""
+    root = tmp_path_factory.mktemp("kits19")
+    synthesize_kits19(root, case_ids=[0, 1, 2, 15, 23, 210], shape=SHAPE)
+    (root / "data" / "case_00210" / "segmentation.nii.gz").unlink()
+    (root / "data" / "kits.json").write_text("[]")  # the real data/ folder holds other files too
+    return root
+
+
+@pytest.fixture
+def copy_root(kits_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    return root
+
+
+def test_exclusions_are_reported_with_reasons(kits_root: Path) -> None:
+    datalist = kits19_datalist(kits_root)
+    assert datalist.case_ids == ["case_00000", "case_00001", "case_00002"]
+    reasons = {item["case"]: item["reason"] for item in datalist.excluded}
+    assert set(reasons) == {"case_00015", "case_00023", "case_00210"}
+    assert "KITS19_EXCLUDED_CASES" in reasons["case_00015"]
+    assert "segmentation" in reasons["case_00210"]
+    assert datalist.labels == {"0": "background", "1": "kidney", "2": "tumor"}
+    assert datalist.source == "kits19"
+    assert 15 in KITS19_EXCLUDED_CASES and len(KITS19_EXCLUDED_CASES) == 6
+
+
+def test_paths_relative_to_given_root_repo_or_data_folder(kits_root: Path) -> None:
+    repo = kits19_datalist(kits_root)
+    data = kits19_datalist(kits_root / "data")
+    assert repo.cases[0]["image"] == "data/case_00000/imaging.nii.gz"
+    assert data.cases[0]["label"] == "case_00000/segmentation.nii.gz"
+    for datalist in (repo, data):
+        assert all((datalist.base_dir / case["image"]).is_file() for case in datalist.cases)
+
+
+def test_custom_exclusion_list(kits_root: Path) -> None:
+    datalist = kits19_datalist(kits_root, exclude=("case_00001", 2), validate=False)
+    assert datalist.case_ids == ["case_00000", "case_00015", "case_00023"]
+    assert {"case_00001", "case_00002", "case_00210"} == {item["case"] for item in datalist.excluded}
+    with pytest.raises(DataError, match="exclusion list"):
+        kits19_datalist(kits_root, exclude=["kidney"])
+
+
+def test_missing_root_and_empty_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nowhere.*does not exist"):
+        kits19_datalist(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no case_XXXXX folders"):
+        kits19_datalist(tmp_path)
+
+
+def test_case_folder_without_image(copy_root: Path) -> None:
+    (copy_root / "data" / "case_00001" / "imaging.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"case_00001.*without imaging\.nii\.gz"):
+        kits19_datalist(copy_root)
+
+
+def test_truncated_image_is_detected_from_headers(copy_root: Path) -> None:
+    image = copy_root / "data" / "case_00002" / "imaging.nii.gz"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"case_00002/imaging\.nii\.gz: truncated"):
+        kits19_datalist(copy_root)
+    assert len(kits19_datalist(copy_root, validate=False).cases) == 3  # headers not checked
+
+
+def test_garbage_file_is_reported(copy_root: Path) -> None:
+    label = copy_root / "data" / "case_00000" / "segmentation.nii.gz"
+    label.write_bytes(b"not a nifti file at all")
+    with pytest.raises(DataError, match=r"case_00000/segmentation\.nii\.gz: cannot read the NIfTI header"):
+        kits19_datalist(copy_root)
+
+
+def test_shape_mismatch(copy_root: Path) -> None:
+    label = copy_root / "data" / "case_00001" / "segmentation.nii.gz"
+    image = nib.load(label)
+    save_nifti(label, np.zeros((16, 32, 30), np.uint8), image.affine)
+    with pytest.raises(DataError, match=r"case_00001/segmentation\.nii\.gz: label shape \(16, 32, 30\) does not match"):
+        kits19_datalist(copy_root)
+
+
+def test_undefined_label_value_with_check_labels(copy_root: Path) -> None:
+    label = copy_root / "data" / "case_00000" / "segmentation.nii.gz"
+    image = nib.load(label)
+    data = np.asarray(image.dataobj).copy()
+    data[0, 0, 0] = 3
+    save_nifti(label, data, image.affine)
+    assert len(kits19_datalist(copy_root).cases) == 3  # headers only by default
+    with pytest.raises(DataError, match=r"case_00000/segmentation\.nii\.gz: label value\(s\) 3 not defined for KiTS19"):
+        kits19_datalist(copy_root, check_labels=True)

@@ -1,0 +1,72 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""MSD-style dataset.json datalists: 2-D and 3-D, multi-channel images, any class count, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_mixedfocal.data import DataError, msd_datalist, write_datalist
+from monai_mixedfocal.data.io import save_nifti
+
+
+def _make(root: Path, shapes: list[tuple[int, ...]], labels: dict, label_shape: tuple[int, ...] | None = None) -> Path:
+    """Write one image / label pair per shape and the dataset.json; labels hold values 0..len(labels)-1."""
+    training = []
+    for index, shape in enumerate(shapes):
+        spatial = label_shape or shape[:3]  # multi-channel images keep their channels last
+        rng = np.random.default_rng(index)
+        save_nifti(root / "imagesTr" / f"img_{index:03d}.nii.gz", rng.normal(size=shape).astype(np.float32), np.eye(4))
+        label = rng.integers(0, len(labels), size=spatial).astype(np.uint8)
+        save_nifti(root / "labelsTr" / f"img_{index:03d}.nii.gz", label, np.eye(4))
+        training.append({"image": f"./imagesTr/img_{index:03d}.nii.gz", "label": f"./labelsTr/img_{index:03d}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"name": "Toy", "labels": labels, "training": training}))
+    return root
+
+
+def test_3d_multichannel_and_folds(tmp_path: Path) -> None:
+    labels = {"0": "background", "1": "edema", "2": "core", "3": "enhancing"}
+    root = _make(tmp_path, [(8, 8, 6, 2)] * 5, labels)
+    datalist = msd_datalist(root, check_labels=True)
+    assert datalist.name == "Toy" and datalist.labels == labels and datalist.source == "msd"
+    assert datalist.case_ids == [f"img_{i:03d}" for i in range(5)]
+    assert datalist.cases[0] == {
+        "case": "img_000",
+        "image": "imagesTr/img_000.nii.gz",
+        "label": "labelsTr/img_000.nii.gz",
+    }
+    content = json.loads(write_datalist(tmp_path / "datalist.json", datalist).read_text())
+    assert sorted(item["fold"] for item in content["training"]) == [0, 1, 2, 3, 4]
+
+
+def test_2d_and_nnunet_style_labels(tmp_path: Path) -> None:
+    root = _make(tmp_path, [(16, 16)] * 2, {"background": 0, "vessel": 1})
+    datalist = msd_datalist(root / "dataset.json", check_labels=True)
+    assert datalist.labels == {"0": "background", "1": "vessel"}
+    assert len(datalist.cases) == 2
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"dataset\.json file not found"):
+        msd_datalist(tmp_path)
+    root = _make(tmp_path / "a", [(8, 8, 6)] * 2, {"0": "background", "1": "organ"})
+    (root / "labelsTr" / "img_001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"labelsTr/img_001\.nii\.gz: label file of training item 1 not found"):
+        msd_datalist(root)
+    root = _make(tmp_path / "b", [(8, 8, 6)], {"0": "background", "1": "organ"}, label_shape=(8, 8, 5))
+    with pytest.raises(DataError, match=r"labelsTr/img_000\.nii\.gz: label shape \(8, 8, 5\) does not match"):
+        msd_datalist(root)
+    root = _make(tmp_path / "c", [(8, 8, 6)], {"0": "background", "1": "a", "2": "b"})
+    (root / "dataset.json").write_text(json.dumps({**json.loads((root / "dataset.json").read_text()), "labels": {}}))
+    assert msd_datalist(root, check_labels=True).labels == {}  # no labels map: nothing to check against
+    content = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**content, "labels": {"0": "background", "1": "a"}}))
+    with pytest.raises(DataError, match=r"img_000\.nii\.gz: label value\(s\) 2 not defined for Toy"):
+        msd_datalist(root, check_labels=True)
+    (root / "dataset.json").write_text(json.dumps({**content, "training": []}))
+    with pytest.raises(DataError, match="non-empty 'training' list"):
+        msd_datalist(root)

@@ -1,0 +1,112 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Deterministic preprocessing: spacing, orientation from the affine (not the array order), HU clip, z-scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, Invertd, NormalizeIntensityd
+
+from monai_mixedfocal.data import (
+    brats20_deterministic_transforms,
+    kits19_deterministic_transforms,
+    synthesize_brats20,
+    synthesize_kits19,
+)
+from monai_mixedfocal.data.io import save_nifti
+
+SHAPE = (20, 48, 48)
+
+
+@pytest.fixture(scope="module")
+def kits_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = synthesize_kits19(tmp_path_factory.mktemp("kits"), case_ids=[4], shape=SHAPE)[0]
+    return {"image": str(folder / "imaging.nii.gz"), "label": str(folder / "segmentation.nii.gz")}
+
+
+def _rewrite(case: dict[str, str], out: Path, axcodes: tuple[str, str, str], keep_affine: bool = False) -> dict:
+    """The same case with its arrays permuted and flipped to ``axcodes``; the affine follows unless ``keep_affine``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for key, path in case.items():
+        image = nib.load(path)
+        ornt = nib.orientations.ornt_transform(nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(axcodes))
+        moved = image.as_reoriented(ornt)
+        affine = image.affine if keep_affine else moved.affine
+        written[key] = str(save_nifti(out / Path(path).name, np.asarray(moved.dataobj), affine))
+    return written
+
+
+def test_kits19_spacing_orientation_and_intensity(kits_case: dict[str, str]) -> None:
+    out = Compose(kits19_deterministic_transforms())(dict(kits_case))
+    image, label = out["image"], out["label"]
+    assert image.shape == label.shape and image.shape[0] == 1 and image.dtype == torch.float32
+    np.testing.assert_allclose(image.pixdim.numpy(), (1.62, 1.62, 3.22), atol=1e-5)
+    assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
+    source = nib.load(kits_case["image"])
+    assert image.shape[3] == pytest.approx(SHAPE[0] * source.header.get_zooms()[0] / 3.22, abs=1.5)  # slices last
+    assert abs(float(image.mean())) < 1e-4 and float(image.std()) == pytest.approx(1.0, abs=1e-3)
+    assert set(torch.unique(label).tolist()) == {0.0, 1.0, 2.0}
+    unnormalized = Compose([t for t in kits19_deterministic_transforms() if not isinstance(t, NormalizeIntensityd)])
+    clipped = unnormalized(dict(kits_case))["image"]
+    assert float(clipped.min()) == pytest.approx(-79.0) and float(clipped.max()) == pytest.approx(304.0)
+
+
+def test_orientation_comes_from_the_affine(kits_case: dict[str, str], tmp_path: Path) -> None:
+    preprocess = Compose(kits19_deterministic_transforms())
+    reference = preprocess(dict(kits_case))
+    permuted = preprocess(_rewrite(kits_case, tmp_path / "ras", ("R", "A", "S")))
+    assert nib.load(tmp_path / "ras" / "imaging.nii.gz").shape == (SHAPE[2], SHAPE[1], SHAPE[0])
+    for key in ("image", "label"):
+        np.testing.assert_allclose(permuted[key].numpy(), reference[key].numpy(), atol=1e-4)
+        np.testing.assert_allclose(permuted[key].affine.numpy(), reference[key].affine.numpy(), atol=1e-4)
+    # control: the permuted array with the ORIGINAL affine is a different image, so the check above can fail
+    wrong = preprocess(_rewrite(kits_case, tmp_path / "wrong", ("R", "A", "S"), keep_affine=True))
+    assert wrong["image"].shape != reference["image"].shape or not np.allclose(wrong["image"], reference["image"])
+
+
+def test_spatial_steps_invert_to_the_original_grid(kits_case: dict[str, str]) -> None:
+    preprocess = Compose(kits19_deterministic_transforms())
+    data = preprocess(dict(kits_case))
+    data["pred"] = data["label"].clone()
+    restored = Invertd("pred", transform=preprocess, orig_keys="label", nearest_interp=True)(data)["pred"]
+    original = nib.load(kits_case["label"])
+    assert tuple(restored.shape[1:]) == original.shape
+    np.testing.assert_allclose(restored.affine.numpy(), original.affine, atol=1e-4)
+    agreement = (restored[0].numpy() == np.asarray(original.dataobj)).mean()
+    assert agreement > 0.97
+
+
+def test_image_only_variant_and_bad_arguments(kits_case: dict[str, str]) -> None:
+    out = Compose(kits19_deterministic_transforms(label_key=None))({"image": kits_case["image"]})
+    np.testing.assert_allclose(out["image"].pixdim.numpy(), (1.62, 1.62, 3.22), atol=1e-5)
+    with pytest.raises(ValueError, match="pixdim"):
+        kits19_deterministic_transforms(pixdim=(1.0, 1.0))
+    with pytest.raises(ValueError, match="hu_range"):
+        kits19_deterministic_transforms(hu_range=(304, -79))
+    with pytest.raises(ValueError, match="axcodes"):
+        kits19_deterministic_transforms(axcodes="RA")
+
+
+def test_brats20_brain_zscore_without_resampling(tmp_path: Path) -> None:
+    folder = synthesize_brats20(tmp_path, case_ids=[7], shape=(32, 32, 24))[0]
+    seg = folder / "BraTS20_Training_007_seg.nii.gz"
+    source = nib.load(seg)
+    label = save_nifti(tmp_path / "et.nii.gz", (np.asarray(source.dataobj) == 4).astype(np.uint8), source.affine)
+    out = Compose(brats20_deterministic_transforms())(
+        {"image": str(folder / "BraTS20_Training_007_t1ce.nii.gz"), "label": str(label)}
+    )
+    image = out["image"][0]
+    raw = np.asarray(nib.load(folder / "BraTS20_Training_007_t1ce.nii.gz").dataobj)
+    assert tuple(image.shape) == raw.shape  # the 1 mm grid is kept
+    np.testing.assert_allclose(out["image"].pixdim.numpy(), (1.0, 1.0, 1.0))
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    brain = image != 0
+    assert int(brain.sum()) == int((raw != 0).sum())  # background stays exactly 0
+    assert abs(float(image[brain].mean())) < 1e-4 and float(image[brain].std()) == pytest.approx(1.0, abs=1e-3)
+    assert set(torch.unique(out["label"]).tolist()) == {0.0, 1.0}
