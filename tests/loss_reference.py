@@ -31,8 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -510,19 +509,3 @@ def resolve(kwargs: dict[str, Any], n_kept: int) -> dict[str, Any]:
     if kwargs.get("alpha") == "per_class":
         return {**kwargs, "alpha": tuple(0.2 + 0.3 * k for k in range(n_kept))}
     return dict(kwargs)
-
-
-@contextmanager
-def single_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block (restored afterwards).
-
-    The tests evaluate thousands of losses on tensors of a few dozen elements; there, the intra-op thread pool costs
-    far more than the arithmetic (a 2x3x3x4 log_softmax takes ~0.3 ms with 2 threads, 4 us with 1, and tens of ms
-    on a loaded machine).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -8,7 +8,6 @@ Inputs are small (at most 36 elements) so that the whole module runs in a few se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,17 +20,10 @@ from loss_reference import (
     make_labels,
     make_logits,
     resolve,
-    single_torch_thread,
     variant_id,
 )
 
 import monai_mixedfocal.losses as mfl
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 def build_loss(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:

@@ -18,13 +18,11 @@ that argument removed. MONAI's expected numbers are not used: both losses are ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from loss_reference import single_torch_thread
 from monai.losses import DiceLoss, TverskyLoss
 
 from monai_mixedfocal.losses import ModifiedDiceLoss
@@ -42,12 +40,6 @@ _X_PERFECT = [[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [[1.0, 0.0, 1.0], [0.0, 1.0, 0
 _Y_PERFECT = [[[0.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]]
 _X_2x2 = [[[-1.0, 0.0, 1.0], [1.0, 0.0, -1.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
 _Y_2x2 = [[[1.0, 0.0, 0.0]], [[1.0, 1.0, 0.0]]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 def _log_softmax(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from loss_reference import (
     make_logits,
     reference,
     resolve,
-    single_torch_thread,
     variant_id,
 )
 from monai.losses import DiceLoss, TverskyLoss
@@ -41,12 +39,6 @@ import monai_mixedfocal.losses as mfl
 
 TOL = 1e-6
 MODES = ("softmax", "sigmoid", "prob", "other_act")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 def is_compound(name: str) -> bool:

@@ -1,0 +1,339 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Argument and input validation of the loss family: every bad input gets a clear error naming the problem.
+
+Each test checks the exception type AND a fragment of its message (the value or shapes received and what was expected).
+The MONAI warnings for flags that a single-channel input ignores must point at the caller's line (this file), not into
+the package or ``torch.nn.Module.__call__``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+import torch
+from torch.nn.modules.loss import _Loss
+
+from monai_mixedfocal.losses import (
+    LOSS_NAMES,
+    PAPER_PRESETS,
+    CategoricalFocalLoss,
+    ComboLoss,
+    CosineTverskyLoss,
+    FocalTverskyLoss,
+    MixedFocalLoss,
+    ModifiedDiceLoss,
+    SigmoidFocalLoss,
+    get_loss,
+)
+
+ALL_CLASSES: tuple[type[_Loss], ...] = (
+    ModifiedDiceLoss,
+    FocalTverskyLoss,
+    CosineTverskyLoss,
+    CategoricalFocalLoss,
+    ComboLoss,
+    MixedFocalLoss,
+)
+CLASS_IDS = [cls.__name__ for cls in ALL_CLASSES]
+COMPOUND_CLASSES: tuple[type[_Loss], ...] = (ComboLoss, MixedFocalLoss)
+# Classes with a false-negative weight ``delta``.
+DELTA_CLASSES = tuple(cls for cls in ALL_CLASSES if cls is not CategoricalFocalLoss)
+# Classes whose constructor takes ``alpha`` as (non-negative) focal class weights.
+ALPHA_WEIGHT_CLASSES: tuple[type[_Loss], ...] = (CategoricalFocalLoss, MixedFocalLoss)
+
+
+def _logits(channels: int = 3, batch: int = 2, spatial: tuple[int, ...] = (4, 4)) -> torch.Tensor:
+    return torch.randn(batch, channels, *spatial, generator=torch.Generator().manual_seed(0))
+
+
+def _labels(batch: int = 2, spatial: tuple[int, ...] = (4, 4), high: int = 3) -> torch.Tensor:
+    return torch.randint(0, high, (batch, 1, *spatial), generator=torch.Generator().manual_seed(1))
+
+
+# --------------------------------------------------------------------------------------------------- forward: shapes
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_shape_mismatch_shows_both_shapes(cls: type[_Loss]) -> None:
+    loss = cls(softmax=True)
+    with pytest.raises(ValueError, match=re.escape("(2, 3, 4, 4)")) as info:
+        loss(_logits(), torch.zeros(2, 3, 4, 5))
+    assert "(2, 3, 4, 5)" in str(info.value)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_target_with_wrong_channel_count(cls: type[_Loss]) -> None:
+    """A dense target must have the input's channels; an index target (to_onehot_y) must have one channel."""
+    with pytest.raises(ValueError, match=re.escape("(2, 2, 4, 4)")):
+        cls(softmax=True)(_logits(), torch.zeros(2, 2, 4, 4))
+    with pytest.raises(ValueError, match="to_onehot_y") as info:
+        cls(softmax=True, to_onehot_y=True)(_logits(), torch.zeros(2, 3, 4, 4))
+    assert "(2, 3, 4, 4)" in str(info.value)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_target_with_wrong_number_of_dimensions(cls: type[_Loss]) -> None:
+    """A [B, H, W] label map (no channel axis) is rejected with both shapes, as MONAI rejects it."""
+    with pytest.raises(ValueError, match=re.escape("(2, 4, 4)")):
+        cls(softmax=True, to_onehot_y=True)(_logits(), _labels()[:, 0])
+
+
+def test_input_without_spatial_dimensions() -> None:
+    with pytest.raises(ValueError, match=re.escape("(2, 3)")):
+        ModifiedDiceLoss(softmax=True)(torch.randn(2, 3), torch.zeros(2, 3))
+
+
+# --------------------------------------------------------------------------------------------- forward: label values
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize(
+    ("bad_value", "fragment"),
+    [(3, r"\[0, 2\].*3"), (7, r"\[0, 2\].*7"), (-1, r"\[0, 2\].*-1")],
+    ids=["equal_to_C", "above_C", "negative"],
+)
+def test_label_values_out_of_range(cls: type[_Loss], bad_value: int, fragment: str) -> None:
+    """The message names the valid range [0, C-1] and the bad value received."""
+    labels = _labels()
+    labels[1, 0, 2, 3] = bad_value
+    with pytest.raises(ValueError, match=fragment):
+        cls(softmax=True, to_onehot_y=True)(_logits(), labels)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_non_integer_label_values(cls: type[_Loss]) -> None:
+    labels = _labels().float()
+    labels[0, 0, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="integer"):
+        cls(softmax=True, to_onehot_y=True)(_logits(), labels)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_dense_target_outside_unit_interval(cls: type[_Loss]) -> None:
+    """A label map passed without to_onehot_y is caught (values > 1 in a one-hot target)."""
+    target = torch.zeros(2, 3, 4, 4)
+    target[0, 0, 0, 0] = 2.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cls(softmax=True)(_logits(), target)
+
+
+# ------------------------------------------------------------------------------------------- forward: NaN / inf values
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("activation", [{"softmax": True}, {"sigmoid": True}, {}], ids=["softmax", "sigmoid", "probs"])
+def test_non_finite_input(cls: type[_Loss], bad: float, activation: dict) -> None:
+    inputs = _logits() if activation else torch.softmax(_logits(), dim=1)
+    inputs[0, 1, 2, 2] = bad
+    with pytest.raises(ValueError, match=r"input contains NaN ?(/|or) ?inf"):
+        cls(to_onehot_y=True, **activation)(inputs, _labels())
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_nan_in_target(cls: type[_Loss]) -> None:
+    target = torch.zeros(2, 3, 4, 4)
+    target[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        cls(softmax=True)(_logits(), target)
+
+
+# --------------------------------------------------------------------------------------- constructor: parameter ranges
+RANGE_CASES: list[tuple[Callable[[], _Loss], str]] = [
+    # delta, lambda_focal, beta and the compound alpha must lie in [0, 1]
+    *[
+        (partial(cls, delta=bad), "delta")
+        for cls in ALL_CLASSES
+        if cls is not CategoricalFocalLoss
+        for bad in (-0.1, 1.5)
+    ],
+    (partial(MixedFocalLoss, lambda_focal=-0.01), "lambda_focal"),
+    (partial(MixedFocalLoss, lambda_focal=1.2), "lambda_focal"),
+    (partial(CategoricalFocalLoss, beta=1.01), "beta"),
+    (partial(CategoricalFocalLoss, beta=-0.5), "beta"),
+    (partial(ComboLoss, beta=2.0), "beta"),
+    (partial(MixedFocalLoss, beta=-1.0), "beta"),
+    (partial(ComboLoss, alpha=1.5), "alpha"),
+    (partial(ComboLoss, alpha=-0.5), "alpha"),
+    # focal Tversky: gamma is the denominator of the exponent 1 / gamma
+    (partial(FocalTverskyLoss, gamma=0.0), "gamma"),
+    (partial(FocalTverskyLoss, gamma=-1.0), "gamma"),
+    (partial(MixedFocalLoss, gamma_tversky=0.0), "gamma_tversky"),
+    # cosine Tversky: gamma > 0
+    (partial(CosineTverskyLoss, gamma=0.0), "gamma"),
+    # focal: gamma >= 0
+    (partial(CategoricalFocalLoss, gamma=-0.5), "gamma"),
+    (partial(MixedFocalLoss, gamma_focal=-1.0), "gamma_focal"),
+    # class weights must be non-negative
+    (partial(CategoricalFocalLoss, alpha=-0.25), "alpha"),
+    (partial(CategoricalFocalLoss, alpha=[0.2, -0.1, 0.5]), "alpha"),
+    (partial(MixedFocalLoss, alpha=-1.0), "alpha"),
+    (partial(MixedFocalLoss, alpha=[1.0, 1.0, -1.0]), "alpha"),
+    # smoothing terms must be non-negative
+    *[(partial(cls, smooth_nr=-1e-5), "smooth_nr") for cls in ALL_CLASSES],
+    *[(partial(cls, smooth_dr=-1e-5), "smooth_dr") for cls in ALL_CLASSES],
+]
+
+
+def _case_id(case: tuple[Callable[[], _Loss], str]) -> str:
+    factory = case[0]
+    assert isinstance(factory, partial)
+    return f"{factory.func.__name__}({','.join(f'{k}={v}' for k, v in factory.keywords.items())})"
+
+
+@pytest.mark.parametrize(("factory", "name"), RANGE_CASES, ids=[_case_id(c) for c in RANGE_CASES])
+def test_parameter_out_of_range(factory: Callable[[], _Loss], name: str) -> None:
+    """The message names the parameter and the value received."""
+    assert isinstance(factory, partial)
+    value = factory.keywords[name]
+    with pytest.raises(ValueError, match=re.escape(name)) as info:
+        factory()
+    assert str(value) in str(info.value), f"the message should show the value received: {info.value}"
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        partial(ModifiedDiceLoss, delta=0.0),
+        partial(ModifiedDiceLoss, delta=1.0),
+        partial(CategoricalFocalLoss, gamma=0.0, alpha=0.0, beta=1.0),
+        partial(MixedFocalLoss, lambda_focal=0.0, beta=0.0),
+        partial(ComboLoss, alpha=1.0, beta=1.0),
+        partial(CosineTverskyLoss, gamma=1e-3),
+        partial(FocalTverskyLoss, gamma=1e-3),
+    ],
+    ids=lambda f: f"{f.func.__name__}({f.keywords})",
+)
+def test_boundary_values_are_accepted(factory: Callable[[], _Loss]) -> None:
+    """The closed ends of the ranges are valid and give a finite loss."""
+    value = factory(softmax=True, to_onehot_y=True)(_logits(), _labels())
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize("cls", ALPHA_WEIGHT_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    ("alpha", "include_background", "expected"),
+    [([0.5, 0.5], True, 3), ([0.2, 0.3, 0.5], False, 2), ([1.0] * 4, True, 3)],
+    ids=["too_short", "background_dropped", "too_long"],
+)
+def test_alpha_sequence_of_the_wrong_length(
+    cls: type[_Loss], alpha: list[float], include_background: bool, expected: int
+) -> None:
+    """The message gives the number of weights received and the number of channels seen."""
+    loss = cls(alpha=alpha, softmax=True, to_onehot_y=True, include_background=include_background)
+    with pytest.raises(ValueError, match=rf"{len(alpha)}.*{expected} channels"):
+        loss(_logits(), _labels())
+
+
+@pytest.mark.parametrize("cls", ALPHA_WEIGHT_CLASSES, ids=lambda c: c.__name__)
+def test_alpha_sequence_of_the_right_length_is_accepted(cls: type[_Loss]) -> None:
+    loss = cls(alpha=[0.3, 0.7], softmax=True, to_onehot_y=True, include_background=False)
+    assert torch.isfinite(loss(_logits(), _labels()))
+
+
+# ------------------------------------------------------------------------------------------- constructor: activations
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"sigmoid": True, "softmax": True},
+        {"softmax": True, "other_act": torch.tanh},
+        {"sigmoid": True, "other_act": torch.tanh},
+    ],
+    ids=["sigmoid+softmax", "softmax+other_act", "sigmoid+other_act"],
+)
+def test_conflicting_activation_flags(cls: type[_Loss], flags: dict) -> None:
+    """The message names the three mutually exclusive options."""
+    with pytest.raises(ValueError, match="sigmoid") as info:
+        cls(**flags)
+    assert "softmax" in str(info.value) and "other_act" in str(info.value)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_non_callable_other_act(cls: type[_Loss]) -> None:
+    """TypeError naming the argument and the type received."""
+    with pytest.raises(TypeError, match="other_act") as info:
+        cls(other_act="softmax")
+    assert "str" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------- reduction
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_unknown_reduction(cls: type[_Loss]) -> None:
+    with pytest.raises(ValueError, match="average"):
+        cls(reduction="average")
+
+
+@pytest.mark.parametrize("cls", COMPOUND_CLASSES, ids=lambda c: c.__name__)
+def test_reduction_none_rejected_by_compound_losses(cls: type[_Loss]) -> None:
+    """As MONAI DiceCELoss: the two parts have different unreduced shapes, so only "mean" and "sum" are accepted."""
+    with pytest.raises(ValueError, match="none") as info:
+        cls(reduction="none")
+    assert "mean" in str(info.value) and "sum" in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------------------- registry
+def test_unknown_loss_name_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="nope") as info:
+        get_loss("nope")
+    for name in LOSS_NAMES:
+        assert name in str(info.value)
+
+
+def test_registry_passes_unknown_overrides_to_the_constructor() -> None:
+    """A misspelt keyword is not swallowed: the constructor's own TypeError names it."""
+    with pytest.raises(TypeError, match="sofmax"):
+        get_loss("dice", sofmax=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- warnings
+SINGLE_CHANNEL_FLAGS = [
+    ({"softmax": True}, "softmax=True"),
+    ({"to_onehot_y": True}, "to_onehot_y=True"),
+    ({"include_background": False}, "include_background=False"),
+]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize(("flags", "fragment"), SINGLE_CHANNEL_FLAGS, ids=[f[1] for f in SINGLE_CHANNEL_FLAGS])
+def test_single_channel_warnings_point_at_the_caller(cls: type[_Loss], flags: dict, fragment: str) -> None:
+    """MONAI behaviour: the flag is ignored with a warning; the warning's location is the caller's line (this file)."""
+    loss = cls(**flags)
+    probs = torch.rand(2, 1, 4, 4)
+    target = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = loss(probs, target)
+    matching = [w for w in caught if fragment in str(w.message) and "single channel" in str(w.message)]
+    assert len(matching) == 1, [str(w.message) for w in caught]
+    assert matching[0].filename == __file__, f"warning points at {matching[0].filename}:{matching[0].lineno}"
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_single_channel_flags_are_ignored(cls: type[_Loss]) -> None:
+    """With the warnings silenced, the ignored flags do not change the value."""
+    probs = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    target = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flagged = cls(softmax=True, to_onehot_y=True, include_background=False)(probs, target)
+    assert torch.allclose(flagged, cls()(probs, target))
+
+
+EXTRA_PRESETS = [name for name in LOSS_NAMES if PAPER_PRESETS[name][0] not in ALL_CLASSES]
+
+
+@pytest.mark.parametrize("name", EXTRA_PRESETS)
+@pytest.mark.parametrize(("flags", "fragment"), SINGLE_CHANNEL_FLAGS[1:], ids=[f[1] for f in SINGLE_CHANNEL_FLAGS[1:]])
+def test_single_channel_warnings_of_the_other_presets(name: str, flags: dict, fragment: str) -> None:
+    """The registry's other losses (Unified Focal, sigmoid focal, Poly-1) warn at the caller's line too."""
+    loss = get_loss(name, **flags)
+    logits = torch.randn(2, 1, 4, 4)
+    target = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = loss(logits if isinstance(loss, SigmoidFocalLoss) else torch.sigmoid(logits), target)
+    matching = [w for w in caught if fragment in str(w.message) and "single channel" in str(w.message)]
+    assert len(matching) == 1, [str(w.message) for w in caught]
+    assert matching[0].filename == __file__, f"warning points at {matching[0].filename}:{matching[0].lineno}"
+    assert torch.isfinite(value)
