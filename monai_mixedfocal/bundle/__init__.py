@@ -1,0 +1,30 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Code the MONAI bundles in ``bundles/`` call from their configs, where plain MONAI is not enough.
+
+- :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
+- :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
+- :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
+- :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
+- :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
+
+Configs reference these by full dotted path, e.g. ``"_target_": "monai_mixedfocal.bundle.ResumeCheckpoint"``.
+"""
+
+from __future__ import annotations
+
+from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
+from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
+from monai_mixedfocal.bundle.startup import DATA_SOURCES, build_loss, check_training_setup, find_images, load_split
+from monai_mixedfocal.bundle.transforms import protect_key
+
+__all__ = [
+    "DATA_SOURCES",
+    "PerCaseMetricsWriter",
+    "ResumeCheckpoint",
+    "build_loss",
+    "check_training_setup",
+    "find_images",
+    "load_split",
+    "protect_key",
+]

@@ -1,0 +1,161 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""A resumable "last" checkpoint for a training run: written atomically after every epoch, loaded at start.
+
+MONAI's ``CheckpointSaver`` writes interval checkpoints under changing names, removes the old file before writing the
+new one and writes in place, and nothing in it records the best validation score so far; a run restarted from such a
+file would overwrite ``models/model.pt`` at its first validation even when that validation is worse. This handler
+keeps one file, ``last.pt``, that holds everything an interrupted run needs to continue exactly where it stopped:
+
+- the network, optimizer and learning-rate scheduler (including the ``ReduceLROnPlateau`` history),
+- the trainer state (epoch and iteration) and, with AMP, the gradient scaler,
+- the best-score list of the ``CheckpointSaver`` that keeps the best model, so that ``model.pt`` is only replaced by
+  a better model after resuming.
+
+A run started again resumes when ``last.pt`` is from an interrupted run (its epoch is below the ``max_epochs`` it was
+started with) and the configured ``max_epochs`` leaves epochs to train; it then trains up to the configured
+``max_epochs``. Otherwise (a finished run, or nothing left to train) a new run starts and overwrites ``last.pt`` after
+its first epoch: MONAI Label trains the same bundle folder again and again, each time from ``models/model.pt``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from monai.handlers import CheckpointSaver
+
+from monai_mixedfocal.data.io import atomic_write_bytes
+
+__all__ = ["ResumeCheckpoint"]
+
+
+class _KeyMetricState:
+    """``state_dict`` / ``load_state_dict`` for the best-score list of a MONAI ``CheckpointSaver``."""
+
+    def __init__(self, saver: CheckpointSaver) -> None:
+        self.saver = saver
+
+    def state_dict(self) -> dict[str, Any]:
+        # MONAI exposes the loading side (CheckpointSaver.load_state_dict) but keeps the Ignite Checkpoint private
+        tracker = getattr(self.saver, "_key_metric_checkpoint", None)
+        if tracker is None:
+            raise ValueError("the CheckpointSaver in ResumeCheckpoint's save_dict must have save_key_metric=True.")
+        return tracker.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.saver.load_state_dict(dict(state_dict))
+
+
+def _unwrap(obj: Any) -> Any:
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        return obj.module
+    return _KeyMetricState(obj) if isinstance(obj, CheckpointSaver) else obj
+
+
+class ResumeCheckpoint:
+    """Save a resumable checkpoint after every training epoch and resume from it when the run starts again.
+
+    Attach it to the trainer (in ``train#handlers``, after the ``ValidationHandler`` and the learning-rate handler, so
+    the saved state includes that epoch's validation and scheduler step). The trainer itself and, with AMP, its
+    gradient scaler are added to ``save_dict`` automatically. Only rank 0 writes; every rank loads.
+
+    Args:
+        path: the checkpoint file (e.g. ``models/last.pt``); written atomically (temporary file + ``os.replace``).
+        save_dict: objects with ``state_dict`` / ``load_state_dict`` (network, optimizer, scheduler), plus optionally
+            the best-model ``CheckpointSaver`` (``save_key_metric=True``) whose best-score list is kept. ``None``
+            values are skipped (e.g. a handler disabled on ranks other than 0). The network goes under ``"model"``
+            so that ``CheckpointLoader(load_dict={"model": net})`` and MONAI Label can also read this file.
+        resume: load ``path`` at start when it holds an unfinished run.
+        map_location: passed to ``torch.load``.
+
+    Raises:
+        ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``).
+
+    Example:
+        >>> handler = ResumeCheckpoint("models/last.pt", {"model": net, "optimizer": opt})  # doctest: +SKIP
+        >>> handler.attach(trainer)  # doctest: +SKIP
+    """
+
+    reserved_keys: tuple[str, ...] = ("trainer", "scaler")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        resume: bool = True,
+        map_location: str | torch.device | None = "cpu",
+    ) -> None:
+        objects = {str(k): v for k, v in dict(save_dict).items() if v is not None}
+        if not objects:
+            raise ValueError("save_dict must name at least one object to save, e.g. {'model': network}.")
+        clash = sorted(set(objects) & set(self.reserved_keys))
+        if clash:
+            raise ValueError(f"save_dict keys {clash} are reserved: the handler adds the trainer and its AMP scaler.")
+        self.path = Path(path)
+        self.save_dict = objects
+        self.resume = bool(resume)
+        self.map_location = map_location
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        """Load at ``STARTED`` and save at every ``EPOCH_COMPLETED`` of ``engine`` (the trainer)."""
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _objects(self, engine: Engine) -> dict[str, Any]:
+        objects = {key: _unwrap(value) for key, value in self.save_dict.items()}
+        objects["trainer"] = engine
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None:
+            objects["scaler"] = scaler
+        return objects
+
+    def save(self, engine: Engine) -> None:
+        """Write the checkpoint (rank 0 only), never leaving a partial file behind."""
+        if idist.get_rank() != 0:
+            return
+        buffer = io.BytesIO()
+        torch.save({key: obj.state_dict() for key, obj in self._objects(engine).items()}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+        self.logger.info(f"saved the resume checkpoint {self.path} (epoch {engine.state.epoch})")
+
+    def load(self, engine: Engine) -> None:
+        """Resume from the checkpoint if it exists, holds an interrupted run and epochs are left to train.
+
+        Raises:
+            ValueError: the file is not a checkpoint written by this handler.
+        """
+        if not self.resume or not self.path.is_file():
+            return
+        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=True)
+        objects = self._objects(engine)
+        missing = sorted(set(objects) - set(checkpoint)) if isinstance(checkpoint, Mapping) else sorted(objects)
+        if missing:
+            raise ValueError(
+                f"{self.path} cannot resume this run: it lacks {missing}. Remove it, pass another --ckpt_dir, or "
+                "start over with --resume false."
+            )
+        trainer = checkpoint["trainer"]  # Ignite keeps the iteration (or the epoch) and the epoch length
+        epoch_length = int(trainer["epoch_length"])
+        done = int(trainer["epoch"]) if "epoch" in trainer else int(trainer["iteration"]) // epoch_length
+        planned = int(trainer["max_epochs"])
+        max_epochs = engine.state.max_epochs
+        if done >= planned or (max_epochs is not None and done >= max_epochs):
+            state = "a finished run" if done >= planned else f"a run interrupted after epoch {done} of {planned}"
+            self.logger.warning(
+                f"{self.path} is from {state}, and max_epochs={max_epochs} leaves nothing to resume: starting a new "
+                "run, which overwrites it after its first epoch."
+            )
+            return
+        Checkpoint.load_objects(to_load=objects, checkpoint=checkpoint)
+        engine.state.max_epochs = max_epochs
+        self.logger.info(f"resumed from {self.path} at epoch {done} of {max_epochs}")

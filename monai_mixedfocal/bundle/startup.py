@@ -1,0 +1,185 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""What a bundle run resolves and checks before any training time is spent: the loss, the data split, the images.
+
+The bundle configs call these from ``$`` expressions; ``initialize`` references them, so a wrong ``--loss``, a
+``--dataset_dir`` without cases or a ``--fold`` out of range stops the run at start with a message that names the
+option and the value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, split_datalist
+from monai_mixedfocal.data.datalist import datalist_to_json
+from monai_mixedfocal.losses import get_loss
+
+__all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split"]
+
+logger = logging.getLogger(__name__)
+
+DATA_SOURCES: tuple[str, ...] = ("kits19", "brats20")
+"""Data sets :func:`load_split` can list from their own folder layout."""
+
+
+def build_loss(loss: str | Callable[..., Any], device: str | torch.device | None = None, **kwargs: Any) -> Any:
+    """The training loss: a registry name built with ``kwargs``, or a ready loss object used as it is.
+
+    Args:
+        loss: a name of :data:`monai_mixedfocal.losses.LOSS_NAMES` (``--loss focal_tversky``), or a callable loss
+            (what a ``"_target_"`` config instantiates, e.g. ``monai.losses.DiceCELoss``), which must then take care of
+            its own activation and one-hot conversion.
+        device: move a ``torch.nn.Module`` loss there (losses with buffers, such as class weights).
+        kwargs: constructor arguments for a named loss (the bundles pass ``softmax=True, to_onehot_y=True``); ignored
+            for a loss object.
+
+    Returns:
+        The loss callable.
+
+    Raises:
+        ValueError: an unknown loss name (the message lists the valid names).
+        TypeError: ``loss`` is neither a string nor callable.
+
+    Example:
+        >>> build_loss("mixed_focal", softmax=True, to_onehot_y=True)  # doctest: +ELLIPSIS
+        MixedFocalLoss(...)
+    """
+    if isinstance(loss, str):
+        try:
+            function = get_loss(loss, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"--loss {loss!r} is not a loss of the registry: {err}") from err
+    elif callable(loss):
+        function = loss
+    else:
+        raise TypeError(
+            f"--loss must be a registry name or a callable loss (a '_target_' config), got {type(loss).__name__}: "
+            f"{loss!r}."
+        )
+    if device is not None and isinstance(function, torch.nn.Module):
+        function = function.to(device)
+    return function
+
+
+def load_split(
+    source: str,
+    dataset_dir: str | os.PathLike,
+    fold: int,
+    datalist: str | os.PathLike | None = None,
+    num_folds: int = 5,
+    seed: int = 0,
+    labels_dir: str | os.PathLike | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and validation cases of one fold, from a datalist JSON or listed from the data set folder.
+
+    Args:
+        source: ``"kits19"`` or ``"brats20"``: how to list ``dataset_dir`` when no ``datalist`` is given.
+        dataset_dir: the data set root (the kits19 repository or its ``data/`` folder; the folder holding
+            ``MICCAI_BraTS2020_TrainingData``). With a ``datalist``, the root its relative paths are resolved
+            against (``None`` or ``""``: the ``dataset_root`` recorded in the JSON).
+        fold: the validation fold.
+        datalist: a JSON written by ``python -m monai_mixedfocal datalist`` (fixed folds), or ``None`` to list
+            ``dataset_dir`` and assign the folds here (the same assignment for the same cases and seed).
+        num_folds: number of folds when listing ``dataset_dir``.
+        seed: fold shuffling seed when listing ``dataset_dir``.
+        labels_dir: BraTS20 only: where the binary enhancing-tumour masks are written when listing ``dataset_dir``
+            (default ``<dataset_dir>/labels_et``).
+
+    Returns:
+        ``(train, val)`` lists of case dicts with absolute ``image`` / ``label`` paths and a ``case`` id.
+
+    Raises:
+        DataError: no cases, a bad datalist, or a fold out of range (the message names the option and the value).
+        ValueError: an unknown ``source``.
+    """
+    if source not in DATA_SOURCES:
+        raise ValueError(f"source must be one of {DATA_SOURCES}, got {source!r}.")
+    base_dir = Path(dataset_dir) if dataset_dir not in (None, "") else None
+    try:
+        if datalist not in (None, ""):
+            return split_datalist(datalist, fold, base_dir=base_dir)
+        if base_dir is None:
+            raise DataError("neither --dataset_dir nor --datalist is set")
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+            raise DataError(f"fold must be an integer in 0..{num_folds - 1} (--num_folds {num_folds}), got {fold!r}")
+        if source == "kits19":
+            cases = kits19_datalist(base_dir)
+        else:
+            cases = brats20_datalist(base_dir, labels_dir=labels_dir)
+        items = datalist_to_json(cases, cases.base_dir, num_folds=num_folds, seed=seed)["training"]
+        return split_datalist(items, fold, base_dir=cases.base_dir)
+    except DataError as err:
+        raise DataError(
+            f"cannot make the {source} training split (--dataset_dir {dataset_dir!r}, --datalist {datalist!r}, "
+            f"--fold {fold!r}): {err}"
+        ) from err
+
+
+def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:
+    """The images to run inference on: files under ``dataset_dir`` matching a glob pattern, sorted.
+
+    Args:
+        dataset_dir: the folder to search.
+        pattern: a glob relative to ``dataset_dir``; ``**`` matches any depth (e.g. ``"**/imaging.nii.gz"``).
+
+    Returns:
+        Absolute paths, sorted.
+
+    Raises:
+        DataError: ``dataset_dir`` is not a folder, or nothing matches.
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(f"--dataset_dir {str(dataset_dir)!r} is not a folder.")
+    found = sorted(str(p.absolute()) for p in root.glob(pattern) if p.is_file())
+    if not found:
+        raise DataError(f"--dataset_dir {str(dataset_dir)!r}: no image matches {pattern!r}.")
+    return found
+
+
+def check_training_setup(
+    loss_function: Callable[..., Any],
+    train_data: Sequence[dict[str, Any]],
+    val_data: Sequence[dict[str, Any]],
+    patch_size: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Check and log what a training run is about to use; called from ``initialize``.
+
+    Referencing the loss and the two data lists here resolves them, so any error in them is raised before the data
+    are cached or the first iteration runs.
+
+    Args:
+        loss_function: the resolved loss.
+        train_data: the training cases.
+        val_data: the validation cases.
+        patch_size: the training patch size (logged; checked to be positive integers).
+
+    Returns:
+        A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``), also logged.
+
+    Raises:
+        ValueError: an empty case list, or a bad patch size.
+    """
+    if len(train_data) == 0:
+        raise ValueError("no training cases: check --dataset_dir / --datalist and --fold.")
+    if len(val_data) == 0:
+        raise ValueError("no validation cases: check --dataset_dir / --datalist and --fold.")
+    if patch_size is not None:
+        patch = [int(p) for p in patch_size]
+        if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
+            raise ValueError(f"--patch_size must be three positive integers, got {patch_size!r}.")
+    summary = {
+        "loss": type(loss_function).__name__,
+        "train_cases": len(train_data),
+        "val_cases": len(val_data),
+        "patch_size": None if patch_size is None else list(patch_size),
+    }
+    logger.info("training setup: %s", summary)
+    return summary

@@ -1,0 +1,182 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The bundles' README commands through the real ``python -m monai.bundle`` CLI, on generated data, CPU-sized.
+
+What each run produces is checked: a checkpoint whose weights changed, the checkpoint with the lowest validation loss
+kept as ``models/model.pt``, a per-case metrics CSV with a row per validation case and class, label maps in the input
+space, a resumed run after an interruption, two CPU processes (torchrun, gloo), and failures at start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import monai
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from bundle_utils import BRATS, KITS, cli_args, make_data, overrides, run_bundle
+from monai.bundle import ConfigParser
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["run", "training", "--meta_file", "configs/metadata.json", "--config_file", "configs/train.json"]
+EVALUATE = ["run", "--config_file", "['configs/train.json','configs/evaluate.json']"]
+INFER = ["run", "--config_file", "configs/inference.json"]
+VAL_LOSS = re.compile(r"Epoch\[(\d+)\] Metrics -- val_loss: ([0-9.]+)")
+
+
+@pytest.fixture(scope="module")
+def kits_data(tmp_path_factory) -> Path:
+    return make_data("kits19", tmp_path_factory.mktemp("kits"), cases=6)
+
+
+def _initial_weights(bundle: Path, values: dict) -> dict[str, torch.Tensor]:
+    """The network as the bundle creates it (seed 0) before any training."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update({"network_def#features": values["network_def#features"]})
+    monai.utils.set_determinism(seed=0)
+    weights = parser.get_parsed_content("network_def").state_dict()
+    monai.utils.set_determinism(seed=None)
+    return weights
+
+
+def _val_loss_of(bundle: Path, values: dict, checkpoint: Path) -> float:
+    """The validation loss of a checkpoint, computed here with the bundle's own validation evaluator."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update({**values, "validate#handlers": []})
+    network = parser.get_parsed_content("network")
+    network.load_state_dict(torch.load(checkpoint, weights_only=True))
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    evaluator.run()
+    return evaluator.state.metrics["val_loss"]
+
+
+def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
+    started = time.monotonic()
+    out = run_bundle(KITS, [*TRAIN, *cli_args({**values, "epochs": 3, "iterations_per_epoch": 3})]).stdout
+    train_s = time.monotonic() - started
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt"]
+
+    # model.pt is a plain state dict whose weights moved away from the initial ones
+    best = torch.load(models / "model.pt", weights_only=True)
+    initial = _initial_weights(KITS, values)
+    assert best.keys() == initial.keys()
+    assert any(not torch.equal(best[k], initial[k]) for k in initial if k.endswith("conv.weight"))
+
+    # ... and it is the checkpoint with the lowest validation loss of the run
+    losses = {int(epoch): float(loss) for epoch, loss in VAL_LOSS.findall(out)}
+    assert sorted(losses) == [1, 2, 3], out[-3000:]
+    assert _val_loss_of(KITS, values, models / "model.pt") == pytest.approx(min(losses.values()), abs=1e-4)
+    last = torch.load(models / "last.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 9 and last["trainer"]["max_epochs"] == 3
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "eval").iterdir())  # TensorBoard
+
+    run_bundle(KITS, [*EVALUATE, *cli_args({**values, "save_predictions": True})])
+    table = pd.read_csv(tmp_path / "eval" / "per_case_metrics.csv")
+    val_cases = sorted(c["case"] for c in _split(values)[1])
+    assert sorted(table["case"].unique()) == val_cases
+    assert len(table) == 2 * len(val_cases) and set(table["class"]) == {"kidney", "tumor"}
+    assert table[["dsc", "precision", "recall", "iou"]].dropna().apply(lambda c: c.between(0, 1).all()).all()
+    label = nib.load(kits_data / "data" / val_cases[0] / "segmentation.nii.gz")
+    kidney = table[(table["case"] == val_cases[0]) & (table["class"] == "kidney")].iloc[0]
+    assert kidney["label_voxels"] == int((np.asarray(label.dataobj) == 1).sum())  # counted in the original space
+    assert (tmp_path / "eval" / "per_class_summary.csv").is_file() and (tmp_path / "eval" / "metrics.csv").is_file()
+    assert (tmp_path / "eval" / "data" / val_cases[0] / "imaging_seg.nii.gz").is_file()
+
+    run_bundle(KITS, [*INFER, *cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})])
+    outputs = sorted((tmp_path / "infer").rglob("imaging_seg.nii.gz"))
+    assert len(outputs) == 6  # one per case, none overwritten
+    image = nib.load(kits_data / "data" / "case_00000" / "imaging.nii.gz")
+    seg = nib.load(tmp_path / "infer" / "data" / "case_00000" / "imaging_seg.nii.gz")
+    assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+    print(f"kits19 CLI training, 3 epochs x 3 iterations: {train_s:.0f} s")
+
+
+def _split(values: dict) -> tuple[list, list]:
+    parser = ConfigParser()
+    parser.read_config(str(KITS / "configs" / "train.json"))
+    parser.update(values)
+    return parser.get_parsed_content("datasplit")
+
+
+def _infer(values: dict) -> dict:
+    keys = ("dataset_dir", "bundle_root", "patch_size", "num_workers", "sw_batch_size", "network_def#features")
+    return {k: values[k] for k in keys}
+
+
+def test_brats20_with_a_target_loss(tmp_path: Path) -> None:
+    data = make_data("brats20", tmp_path / "data", cases=6)
+    values = overrides("brats20", dataset_dir=str(data), bundle_root=str(tmp_path / "run"))
+    loss = {"_target_": "monai.losses.DiceCELoss", "softmax": True, "to_onehot_y": True}
+    out = run_bundle(BRATS, [*TRAIN, *cli_args({**values, "loss": loss, "epochs": 1, "iterations_per_epoch": 2})])
+    assert "'loss': 'DiceCELoss'" in out.stdout + out.stderr
+    run_bundle(BRATS, [*EVALUATE, *cli_args(values)])
+    table = pd.read_csv(tmp_path / "run" / "eval" / "per_case_metrics.csv")
+    assert len(table) == 2 and set(table["class"]) == {"enhancing tumor"}  # 2 validation cases of 6 in 3 folds
+    assert (tmp_path / "run" / "labels_et").is_dir()  # binary masks written beside the run, not in the data
+    run_bundle(BRATS, [*INFER, *cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})])
+    assert len(sorted((tmp_path / "infer").rglob("*_t1ce_seg.nii.gz"))) == 6
+
+
+def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=4)
+    values["iterations_per_epoch"] = 2
+    args = [sys.executable, "-m", "monai.bundle", *TRAIN, *cli_args(values)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    last = tmp_path / "models" / "last.pt"
+    proc = subprocess.Popen(args, cwd=KITS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert last.exists(), "no checkpoint after the first epoch"
+        proc.send_signal(signal.SIGKILL)  # a crash, not a clean stop
+    finally:
+        proc.wait(timeout=60)
+    done = torch.load(last, weights_only=True)["trainer"]["iteration"] // 2
+    assert 1 <= done < 4
+    out = run_bundle(KITS, [*TRAIN, *cli_args(values)])
+    assert f"resumed from {last} at epoch {done} of 4" in out.stdout + out.stderr
+    epochs = sorted({int(e) for e, _ in VAL_LOSS.findall(out.stdout)})
+    assert epochs == list(range(done + 1, 5))  # only the missing epochs ran
+    assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 8
+
+
+def test_two_cpu_processes_with_torchrun(kits_data: Path, tmp_path: Path) -> None:
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=2)
+    values["iterations_per_epoch"] = 2
+    config = "['configs/train.json','configs/multi_gpu_train.json']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run"]
+    cmd += ["--config_file", config, *cli_args(values)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=KITS, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["last.pt", "model.pt"]
+    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 4
+    assert not any(k.startswith("module.") for k in last["model"])  # saved without the DDP wrapper
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [({"loss": "mixed_focall"}, "--loss 'mixed_focall'"), ({"fold": 3}, "fold must be an integer in 0..2")],
+)
+def test_bad_start_fails_fast_through_the_cli(kits_data: Path, tmp_path: Path, override: dict, expected: str) -> None:
+    values = {**overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path)), **override}
+    proc = run_bundle(KITS, [*TRAIN, *cli_args(values)], check=False)
+    assert proc.returncode != 0 and expected in proc.stderr
+    assert not (tmp_path / "models").exists()

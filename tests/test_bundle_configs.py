@@ -1,0 +1,168 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The two bundles as the Model Zoo checks and MONAI Label read them: files, metadata, properties, network I/O, and
+the start-up checks of a run (unknown loss, empty data set, fold out of range), all without training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_utils import BUNDLES, SCHEMA, make_data, overrides
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+
+from monai_mixedfocal.losses import LOSS_NAMES
+
+CONFIGS = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
+CHANNELS = {
+    "kits19": {"0": "background", "1": "kidney", "2": "tumor"},
+    "brats20": {"0": "background", "1": "enhancing tumor"},
+}
+TINY_PATCH = {"kits19": (32, 32, 16), "brats20": (32, 32, 32)}
+
+
+@pytest.fixture(scope="module", params=sorted(BUNDLES))
+def dataset(request, tmp_path_factory) -> tuple[str, Path]:
+    """(dataset name, generated data set root)."""
+    name = request.param
+    return name, make_data(name, tmp_path_factory.mktemp(name), cases=6)
+
+
+def _workflow(name: str, files: list[str], workflow_type: str, **override: object) -> ConfigWorkflow:
+    bundle = BUNDLES[name] / "configs"
+    return ConfigWorkflow(
+        config_file=[str(bundle / f) for f in files],
+        meta_file=str(bundle / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **override,
+    )
+
+
+def _message(err: BaseException) -> str:
+    """The whole chain of an exception (MONAI wraps errors raised inside config expressions)."""
+    parts = []
+    while err is not None:
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_bundle_files_and_metadata(name: str) -> None:
+    bundle = BUNDLES[name]
+    for config in CONFIGS:
+        assert (bundle / "configs" / config).is_file(), config
+    for path in ("LICENSE", "docs/README.md", "models"):
+        assert (bundle / path).exists(), path
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]  # MONAI Label reads the first keys
+    assert fmt["outputs"]["pred"]["channel_def"] == CHANNELS[name]
+    assert fmt["outputs"]["pred"]["num_channels"] == len(CHANNELS[name])
+    assert "monai-mixedfocal" in meta["required_packages_version"]
+    assert meta["version"] in meta["changelog"]
+
+
+def test_schema_rejects_incomplete_metadata(tmp_path: Path) -> None:
+    meta = json.loads((BUNDLES["kits19"] / "configs" / "metadata.json").read_text())
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="channel_def"):
+        verify_metadata(meta_file=str(broken), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_network_in_out(name: str) -> None:
+    configs = BUNDLES[name] / "configs"
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        n=1,
+        device="cpu",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_inference_config_is_monai_label_ready(name: str) -> None:
+    text = (BUNDLES[name] / "configs" / "inference.json").read_text()
+    assert "_meta_" not in text  # MONAI Label parses inference.json without the metadata
+    config = json.loads(text)
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer"):
+        assert key in config
+    train = json.loads((BUNDLES[name] / "configs" / "train.json").read_text())
+    assert config["network_def"] == train["network_def"]
+    assert train["training"] == "%run" and "run" in train  # `run training` and MONAI Label's `run`
+
+
+def test_workflow_properties(dataset: tuple[str, Path], tmp_path: Path) -> None:
+    name, root = dataset
+    train_override = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    for files in (["train.json"], ["train.json", "evaluate.json"]):  # multi_gpu_train.json: see test_bundle_cli
+        workflow = _workflow(name, files, "train", **train_override)
+        workflow.initialize()
+        assert workflow.check_properties() == [], files
+    infer = _workflow(
+        name, ["inference.json"], "infer", dataset_dir=str(root), bundle_root=str(tmp_path), num_workers=0
+    )
+    infer.initialize()
+    assert infer.check_properties() == []
+    assert len(infer.dataset) == 6  # every image of the data set
+
+
+def test_training_components(dataset: tuple[str, Path], tmp_path: Path) -> None:
+    name, root = dataset
+    workflow = _workflow(
+        name, ["train.json"], "train", **overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    )
+    workflow.initialize()
+    parser = workflow.parser
+    train, val = parser.get_parsed_content("datasplit")
+    assert len(train) == 4 and len(val) == 2 and not {c["case"] for c in train} & {c["case"] for c in val}
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch_length == parser.get_parsed_content("iterations_per_epoch")
+    assert type(parser.get_parsed_content("loss_function")).__name__ == "MixedFocalLoss"
+    sample = parser.get_parsed_content("train#dataset")[0][0]  # one random crop of the paper's pipeline
+    assert tuple(sample["image"].shape) == (1, *TINY_PATCH[name])
+    assert set(torch.unique(sample["label"]).tolist()) <= set(range(len(CHANNELS[name])))
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    assert evaluator.inferer.mode == "gaussian" and evaluator.inferer.overlap == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"loss": "not_a_loss"}, ["--loss 'not_a_loss'", *LOSS_NAMES]),
+        ({"fold": 7}, ["--fold 7", "fold must be an integer in 0..2"]),
+        ({"dataset_dir": "EMPTY"}, ["--dataset_dir", "folders (expected"]),
+    ],
+    ids=["unknown-loss", "fold-out-of-range", "empty-dataset-dir"],
+)
+def test_bad_start_fails_in_initialize(dataset: tuple[str, Path], tmp_path: Path, override, expected) -> None:
+    name, root = dataset
+    values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path / "run"))
+    values.update(override)
+    if values["dataset_dir"] == "EMPTY":
+        values["dataset_dir"] = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+    workflow = _workflow(name, ["train.json"], "train", **values)
+    with pytest.raises(Exception) as info:  # MONAI wraps the error; its cause chain is checked below
+        workflow.initialize()
+    message = _message(info.value)
+    for text in expected:
+        assert text in message, message
+    assert not (tmp_path / "run").exists()  # nothing cached, trained or written
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_tracking_mlflow_patches_both_engines(name: str, tmp_path: Path) -> None:
+    """``--tracking mlflow`` (MONAI's patch) needs list literals at train#handlers and validate#handlers."""
+    workflow = _workflow(name, ["train.json"], "train", bundle_root=str(tmp_path), tracking="mlflow")
+    for handlers in ("train#handlers", "validate#handlers"):
+        assert workflow.parser[handlers][-1]["_target_"] == "MLFlowHandler"
+    assert list((tmp_path / "eval").glob("config_*.json"))  # the executed config, logged as an artifact

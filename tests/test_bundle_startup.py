@@ -1,0 +1,140 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The code the bundle configs call: loss selection, the data split, inference images, the MONAI Label guard and the
+per-case metrics writer (with a real SupervisedEvaluator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from bundle_utils import make_data
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator
+from monai.handlers import IgniteMetricHandler, from_engine
+from monai.losses import DiceCELoss
+from monai.transforms import AsDiscreted, Compose
+
+from monai_mixedfocal.bundle import PerCaseMetricsWriter, build_loss, find_images, load_split, protect_key
+from monai_mixedfocal.data import DataError, kits19_datalist, kits19_deterministic_transforms, write_datalist
+from monai_mixedfocal.losses import LOSS_NAMES, MixedFocalLoss
+from monai_mixedfocal.metrics import ConfusionCountsMetric
+
+
+@pytest.fixture(scope="module")
+def kits_root(tmp_path_factory) -> Path:
+    return make_data("kits19", tmp_path_factory.mktemp("kits"), cases=5)
+
+
+def test_build_loss_by_name_or_object() -> None:
+    loss = build_loss("mixed_focal", softmax=True, to_onehot_y=True)
+    assert isinstance(loss, MixedFocalLoss)
+    logits, label = torch.randn(2, 3, 8, 8, 8), torch.randint(0, 3, (2, 1, 8, 8, 8))
+    assert torch.isfinite(loss(logits, label))
+    custom = DiceCELoss(softmax=True, to_onehot_y=True)
+    assert build_loss(custom, softmax=True) is custom  # a '_target_' loss is used as it is
+    with pytest.raises(ValueError, match="--loss 'nope'") as info:
+        build_loss("nope")
+    assert all(name in str(info.value) for name in LOSS_NAMES)
+    with pytest.raises(TypeError, match="registry name or a callable"):
+        build_loss(3)
+
+
+def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_path: Path) -> None:
+    train, val = load_split("kits19", kits_root, fold=1, num_folds=5)
+    assert len(train) == 4 and len(val) == 1
+    assert all(Path(item["image"]).is_file() and Path(item["label"]).is_file() for item in train + val)
+    datalist = write_datalist(tmp_path / "datalist.json", kits19_datalist(kits_root), num_folds=5, seed=0)
+    from_file = load_split("kits19", kits_root, fold=1, datalist=str(datalist))
+    assert [c["case"] for c in from_file[1]] == [c["case"] for c in val]  # the same folds either way
+    with pytest.raises(DataError, match=r"--fold 5.*fold must be an integer in 0\.\.4"):
+        load_split("kits19", kits_root, fold=5, num_folds=5)
+    with pytest.raises(DataError, match="--fold 9"):
+        load_split("kits19", kits_root, fold=9, datalist=str(datalist))
+    with pytest.raises(ValueError, match="source must be one of"):
+        load_split("msd", kits_root, fold=0)
+
+
+def test_find_images(kits_root: Path, tmp_path: Path) -> None:
+    images = find_images(kits_root, "**/imaging.nii.gz")
+    assert len(images) == 5 and images == sorted(images)
+    with pytest.raises(DataError, match="no image matches"):
+        find_images(tmp_path, "**/imaging.nii.gz")
+    with pytest.raises(DataError, match="is not a folder"):
+        find_images(tmp_path / "missing", "*")
+
+
+def test_protect_key_lets_spacingd_run_with_monai_labels_image_path(kits_root: Path) -> None:
+    image = find_images(kits_root, "**/imaging.nii.gz")[0]
+    plain = Compose(kits19_deterministic_transforms(label_key=None))
+    request = {"image": image, "image_path": image}  # what MONAI Label puts in an inference request
+    with pytest.raises(RuntimeError, match="Spacingd"):
+        plain(dict(request))  # MONAI >= 1.5 updates every "image_*" entry as if it were metadata
+    out = Compose(protect_key(kits19_deterministic_transforms(label_key=None)))(dict(request))
+    assert out["image_path"] == image and "_protected_image_path" not in out
+    assert torch.equal(out["image"], plain({"image": image})["image"])
+    assert "image_path" not in Compose(protect_key([]))({"image": image})  # absent stays absent
+
+
+def _evaluator(tmp_path: Path, cases: list[dict], writer: PerCaseMetricsWriter) -> SupervisedEvaluator:
+    post = Compose([AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=3)])
+    metric = IgniteMetricHandler(
+        metric_fn=ConfusionCountsMetric("dsc", include_background=False),
+        output_transform=from_engine(["pred", "label"]),
+        save_details=True,
+    )
+    return SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(cases, batch_size=2),
+        network=torch.nn.Identity(),  # the "prediction" is the image itself: scores known in advance
+        postprocessing=post,
+        key_val_metric={"val_mean_dice": metric},
+        val_handlers=[writer],
+    )
+
+
+def test_per_case_writer_with_a_real_evaluator(tmp_path: Path) -> None:
+    label = torch.zeros(1, 4, 4, 4)
+    label[0, :2] = 1  # kidney, 32 voxels
+    label[0, 3, 3, 3] = 2  # tumour, 1 voxel
+    perfect = torch.nn.functional.one_hot(label[0].long(), 3).permute(3, 0, 1, 2).float() * 10
+    half = perfect.clone()
+    half[:, 1] = torch.tensor([10.0, 0, 0]).view(3, 1, 1)  # row 1 predicted background: kidney TP 16, FN 16
+    cases = [
+        {"image": perfect, "label": label, "case": "case_a"},
+        {"image": half, "label": label, "case": "case_b"},
+        {"image": perfect, "label": torch.zeros_like(label), "case": "case_c"},  # empty label, false alarms
+    ]
+    writer = PerCaseMetricsWriter(
+        tmp_path / "eval" / "per_case.csv",
+        metric_name="val_mean_dice",
+        classes={"0": "background", "1": "kidney", "2": "tumor"},
+        summary_file=tmp_path / "eval" / "summary.csv",
+    )
+    _evaluator(tmp_path, cases, writer).run()
+    table = pd.read_csv(tmp_path / "eval" / "per_case.csv")
+    assert table[["case", "class"]].values.tolist() == [
+        ["case_a", "kidney"],
+        ["case_a", "tumor"],
+        ["case_b", "kidney"],
+        ["case_b", "tumor"],
+        ["case_c", "kidney"],
+        ["case_c", "tumor"],
+    ]
+    assert table["dsc"].tolist() == pytest.approx([1.0, 1.0, 32 / 48, 1.0, 0.0, 0.0])
+    assert table["recall"].tolist() == pytest.approx([1.0, 1.0, 0.5, 1.0, 0.0, 0.0])
+    assert table["label_voxels"].tolist() == [32, 1, 32, 1, 0, 0]
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv").set_index("class")
+    assert summary.loc["kidney", "dsc_mean"] == pytest.approx((1 + 32 / 48 + 0) / 3)
+
+
+def test_per_case_writer_needs_the_counts_metric(tmp_path: Path) -> None:
+    writer = PerCaseMetricsWriter(tmp_path / "x.csv", metric_name="other", classes=["background", "kidney", "tumor"])
+    case = {"image": torch.zeros(3, 2, 2, 2), "label": torch.zeros(1, 2, 2, 2), "case": "a"}
+    with pytest.raises(ValueError, match="no \\[cases, classes, 3\\] counts under metric 'other'"):
+        _evaluator(tmp_path, [case], writer).run()
+    assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(ValueError, match="no class to report"):
+        PerCaseMetricsWriter(tmp_path / "x.csv", "m", classes=["background"])

@@ -1,0 +1,174 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""Per-case confusion-matrix metrics: hand-computed values, the empty-class convention, MONAI cross-checks, the CSV."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.metrics import ConfusionMatrixMetric, DiceMetric
+
+from monai_mixedfocal.metrics import (
+    PER_CASE_COLUMNS,
+    ConfusionCountsMetric,
+    PerCaseMetric,
+    confusion_counts,
+    metric_from_counts,
+    per_case_table,
+    summarize_per_case,
+    write_csv_atomic,
+)
+
+
+def _onehot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """[B, *spatial] integer labels -> [B, C, *spatial] float one-hot."""
+    t = torch.as_tensor(labels, dtype=torch.long)
+    return torch.nn.functional.one_hot(t, num_classes).movedim(-1, 1).float()
+
+
+# case 0: kidney TP=2 FP=1 FN=1, tumour TP=0 FP=0 FN=2 (missed); case 1: kidney absent in both, tumour FP only
+LABEL = np.array([[[1, 1, 1, 0], [2, 2, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
+PRED = np.array([[[1, 1, 0, 1], [0, 0, 0, 0]], [[0, 0, 0, 0], [2, 0, 0, 0]]])
+
+
+@pytest.fixture
+def onehots() -> tuple[torch.Tensor, torch.Tensor]:
+    return _onehot(PRED, 3), _onehot(LABEL, 3)
+
+
+def test_confusion_counts_by_hand(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    pred, label = onehots
+    counts = confusion_counts(pred, label, include_background=False)
+    assert counts.dtype == torch.int64
+    expected = [[[2, 1, 1], [0, 0, 2]], [[0, 0, 0], [0, 1, 0]]]
+    assert counts.tolist() == expected
+    with_bg = confusion_counts(pred, label, include_background=True)
+    assert with_bg.shape == (2, 3, 3)
+    assert with_bg[0, 0].tolist() == [2, 3, 1]  # background: 5 predicted, 3 true, 2 shared
+
+
+def test_metric_values_and_empty_class_convention(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    counts = confusion_counts(*onehots, include_background=False)
+    dsc = metric_from_counts(counts, "dsc")
+    assert dsc[0, 0].item() == pytest.approx(4 / 6)  # 2TP / (2TP + FP + FN)
+    assert dsc[0, 1].item() == 0.0  # missed tumour
+    assert math.isnan(dsc[1, 0].item())  # kidney absent from label and prediction
+    assert dsc[1, 1].item() == 0.0  # false alarm
+    precision, recall, iou = (metric_from_counts(counts, n) for n in ("precision", "recall", "iou"))
+    assert precision[0, 0].item() == pytest.approx(2 / 3)
+    assert recall[0, 0].item() == pytest.approx(2 / 3)
+    assert iou[0, 0].item() == pytest.approx(2 / 4)
+    # a denominator of 0 with the class present on one side scores 0, never NaN
+    assert precision[0, 1].item() == 0.0 and recall[1, 1].item() == 0.0
+    for values in (precision, recall, iou):
+        assert math.isnan(values[1, 0].item())
+
+
+def test_counts_are_exact_beyond_float32_precision() -> None:
+    side = 2**8 + 1  # 257^3 = 16,974,593 voxels > 2^24, where float32 sums stop being exact
+    label = torch.zeros(1, 2, side, side, side, dtype=torch.bool)
+    label[:, 1] = True
+    counts = confusion_counts(label, label, include_background=False)
+    assert counts[0, 0].tolist() == [side**3, 0, 0]
+
+
+def test_cumulative_metric_skips_absent_classes(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    pred, label = onehots
+    metric = ConfusionCountsMetric("dsc", include_background=False, get_not_nans=True)
+    metric(y_pred=pred[:1], y=label[:1])
+    metric(y_pred=list(pred[1:]), y=list(label[1:]))  # a decollated batch, as engines pass it
+    assert metric.get_buffer().shape == (2, 2, 3)
+    value, not_nans = metric.aggregate()
+    # MONAI's "mean": each case over its present classes, then over the cases; the absent pair is not a 0
+    assert value.item() == pytest.approx(((4 / 6 + 0) / 2 + 0 / 1) / 2)
+    assert not_nans.item() == 2
+    per_class, per_class_n = metric.aggregate(reduction="mean_batch")
+    assert per_class.tolist() == pytest.approx([4 / 6, 0.0]) and per_class_n.tolist() == [1, 2]
+    recall = metric.aggregate(reduction="mean_batch", metric_name="recall")[0]
+    assert recall.tolist() == pytest.approx([2 / 3, 0.0])
+    metric.reset()
+    with pytest.raises(ValueError, match="no cases buffered"):
+        metric.aggregate()
+
+
+def test_per_case_metric_matches_counts_metric(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    pred, label = onehots
+    for name in ("dsc", "precision", "recall", "iou"):
+        per_case = PerCaseMetric(name, include_background=False)(pred, label)
+        counts_metric = ConfusionCountsMetric(name, include_background=False)
+        counts_metric(pred, label)
+        expected = counts_metric.aggregate(reduction="none")
+        assert per_case.shape == (2, 2)
+        assert torch.equal(per_case.isnan(), expected.isnan())
+        assert torch.allclose(per_case.nan_to_num(-1), expected.nan_to_num(-1))
+    with pytest.raises(ValueError, match="cannot aggregate 'recall'"):
+        metric = PerCaseMetric("dsc")
+        metric(pred, label)
+        metric.aggregate(metric_name="recall")
+
+
+def test_agrees_with_monai_metrics_on_random_cases() -> None:
+    rng = np.random.default_rng(0)
+    label = _onehot(rng.integers(0, 3, size=(4, 12, 10, 8)), 3)
+    pred = _onehot(rng.integers(0, 3, size=(4, 12, 10, 8)), 3)
+    dice = DiceMetric(include_background=False, reduction="none")(pred, label)
+    assert torch.allclose(PerCaseMetric("dsc", include_background=False)(pred, label).float(), dice, atol=1e-6)
+    for name, monai_name in (("precision", "precision"), ("recall", "sensitivity")):
+        reference = ConfusionMatrixMetric(
+            include_background=False, metric_name=monai_name, compute_sample=True, reduction="mean_batch"
+        )
+        reference(pred, label)
+        expected = reference.aggregate()[0]  # per class, the mean over cases of the per-case value
+        ours = PerCaseMetric(name, include_background=False)(pred, label).mean(dim=0)
+        assert torch.allclose(ours.float(), expected, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="same one-hot shape"):
+        confusion_counts(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="at least two channels"):
+        confusion_counts(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), include_background=False)
+    with pytest.raises(ValueError, match="metric_name must be one of"):
+        ConfusionCountsMetric("hausdorff")
+    with pytest.raises(ValueError, match="size 3"):
+        metric_from_counts(torch.zeros(2, 2, 4), "dsc")
+
+
+def test_per_case_table_and_summary(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    counts = confusion_counts(*onehots, include_background=False)
+    table = per_case_table(counts, ["case_a", "case_b"], {1: "kidney", 2: "tumor"})
+    assert list(table.columns) == list(PER_CASE_COLUMNS)
+    assert table[["case", "class", "class_index"]].values.tolist() == [
+        ["case_a", "kidney", 1],
+        ["case_a", "tumor", 2],
+        ["case_b", "kidney", 1],
+        ["case_b", "tumor", 2],
+    ]
+    assert table["absent"].tolist() == [False, False, True, False]
+    assert table["label_voxels"].tolist() == [3, 2, 0, 0]
+    assert table["pred_voxels"].tolist() == [3, 0, 0, 1]
+    assert table.loc[0, "dsc"] == pytest.approx(4 / 6)
+    summary = summarize_per_case(table).set_index("class")
+    assert summary.loc["kidney", "n_cases"] == 2 and summary.loc["kidney", "n_absent"] == 1
+    assert summary.loc["kidney", "dsc_mean"] == pytest.approx(4 / 6)  # the absent case is not a 0 or a NaN
+    assert summary.loc["tumor", "dsc_mean"] == 0.0 and summary.loc["tumor", "n_absent"] == 0
+    with pytest.raises(ValueError, match="3 case names for 2 cases"):
+        per_case_table(counts, ["a", "b", "c"], ["kidney", "tumor"])
+    with pytest.raises(ValueError, match="include_background"):
+        per_case_table(counts, ["a", "b"], ["background", "kidney", "tumor"])
+
+
+def test_csv_round_trip_keeps_absent_cells_empty(tmp_path, onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    table = per_case_table(confusion_counts(*onehots, include_background=False), ["a", "b"], ["kidney", "tumor"])
+    path = write_csv_atomic(table, tmp_path / "out" / "per_case.csv")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["per_case.csv"]  # no temporary file left
+    text = path.read_text().splitlines()
+    assert text[0] == ",".join(PER_CASE_COLUMNS)
+    assert text[3].startswith("b,kidney,0,,,,,0,0,0,0,0,True")
+    back = pd.read_csv(path)
+    assert back["dsc"].isna().tolist() == [False, False, True, False]
+    assert back["dsc"].mean() == pytest.approx((4 / 6) / 3)
