@@ -68,7 +68,7 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     out = run_bundle(KITS, [*TRAIN, *cli_args({**values, "epochs": 3, "iterations_per_epoch": 3})]).stdout
     train_s = time.monotonic() - started
     models = tmp_path / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"]  # MONAI Label offers every models/*.pt
 
     # model.pt is a plain state dict whose weights moved away from the initial ones
     best = torch.load(models / "model.pt", weights_only=True)
@@ -80,7 +80,7 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     losses = {int(epoch): float(loss) for epoch, loss in VAL_LOSS.findall(out)}
     assert sorted(losses) == [1, 2, 3], out[-3000:]
     assert _val_loss_of(KITS, values, models / "model.pt") == pytest.approx(min(losses.values()), abs=1e-4)
-    last = torch.load(models / "last.pt", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 9 and last["trainer"]["max_epochs"] == 3
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "eval").iterdir())  # TensorBoard
 
@@ -137,7 +137,7 @@ def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
     values["iterations_per_epoch"] = 2
     args = [sys.executable, "-m", "monai.bundle", *TRAIN, *cli_args(values)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    last = tmp_path / "models" / "last.pt"
+    last = tmp_path / "checkpoints" / "last.pt"
     proc = subprocess.Popen(args, cwd=KITS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -165,8 +165,8 @@ def test_two_cpu_processes_with_torchrun(kits_data: Path, tmp_path: Path) -> Non
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=KITS, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["last.pt", "model.pt"]
-    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in last["model"])  # saved without the DDP wrapper
 

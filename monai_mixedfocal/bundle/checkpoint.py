@@ -69,7 +69,7 @@ class ResumeCheckpoint:
     gradient scaler are added to ``save_dict`` automatically. Only rank 0 writes; every rank loads.
 
     Args:
-        path: the checkpoint file (e.g. ``models/last.pt``); written atomically (temporary file + ``os.replace``).
+        path: the checkpoint file (e.g. ``checkpoints/last.pt``); written atomically (temporary file + ``os.replace``).
         save_dict: objects with ``state_dict`` / ``load_state_dict`` (network, optimizer, scheduler), plus optionally
             the best-model ``CheckpointSaver`` (``save_key_metric=True``) whose best-score list is kept. ``None``
             values are skipped (e.g. a handler disabled on ranks other than 0). The network goes under ``"model"``
@@ -81,7 +81,7 @@ class ResumeCheckpoint:
         ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``).
 
     Example:
-        >>> handler = ResumeCheckpoint("models/last.pt", {"model": net, "optimizer": opt})  # doctest: +SKIP
+        >>> handler = ResumeCheckpoint("checkpoints/last.pt", {"model": net, "optimizer": opt})  # doctest: +SKIP
         >>> handler.attach(trainer)  # doctest: +SKIP
     """
 
@@ -141,8 +141,8 @@ class ResumeCheckpoint:
         missing = sorted(set(objects) - set(checkpoint)) if isinstance(checkpoint, Mapping) else sorted(objects)
         if missing:
             raise ValueError(
-                f"{self.path} cannot resume this run: it lacks {missing}. Remove it, pass another --ckpt_dir, or "
-                "start over with --resume false."
+                f"{self.path} cannot resume this run: it lacks {missing}. Remove it, pass another "
+                "--resume_checkpoint, or start over with --resume false."
             )
         trainer = checkpoint["trainer"]  # Ignite keeps the iteration (or the epoch) and the epoch length
         epoch_length = int(trainer["epoch_length"])

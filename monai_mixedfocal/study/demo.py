@@ -24,7 +24,7 @@ DEMO_SEED = 0
 DEMO_SHAPE = (32, 96, 96)
 #: bundle overrides of the demo (the full study uses the bundle's paper settings)
 DEMO_OVERRIDES: dict[str, Any] = {
-    "epochs": 12,
+    "epochs": 8,
     "iterations_per_epoch": 10,
     "patch_size": [48, 48, 16],
     "batch_size": 2,

@@ -3,7 +3,7 @@
 """Runs the study's bundle commands one after the other, resumably, with progress and an ETA.
 
 - A finished run (its per-case CSV exists) is skipped; a trained run only re-runs its evaluation; an interrupted
-  training is started again and the bundle resumes from its ``models/last.pt``.
+  training is started again and the bundle resumes from its ``checkpoints/last.pt``.
 - A failed command is reported with its log path and the other runs go on; the failure is recorded in the run folder
   (``failed.json``) and retried by the next invocation of the study.
 - Progress: each run's epoch (read from the bundle's own log lines), its elapsed time and ETA, and the study's ETA.
@@ -136,7 +136,7 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
 
         steps = [] if run.is_trained else [("training", run.train_command(), run.train_log, report)]
         steps.append(("evaluation", run.evaluate_command(), run.evaluate_log, None))
-        echo(f"{tag}: {'resuming ' if (run.root / 'models' / 'last.pt').is_file() else ''}{steps[0][0]} ...")
+        echo(f"{tag}: {'resuming ' if (run.root / 'checkpoints' / 'last.pt').is_file() else ''}{steps[0][0]} ...")
         for step, cmd, log, on_progress in steps:
             code = run_logged(cmd, log, on_progress, env)
             if code != 0:

@@ -88,7 +88,7 @@ class Run:
 
     @property
     def is_trained(self) -> bool:
-        """The training command finished successfully (an interrupted training resumes from ``models/last.pt``)."""
+        """The training command finished successfully (an interrupted training resumes from ``checkpoints/last.pt``)."""
         return (self.root / TRAINED_MARKER).is_file()
 
     @property
