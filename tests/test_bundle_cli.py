@@ -180,3 +180,18 @@ def test_bad_start_fails_fast_through_the_cli(kits_data: Path, tmp_path: Path, o
     proc = run_bundle(KITS, [*TRAIN, *cli_args(values)], check=False)
     assert proc.returncode != 0 and expected in proc.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_training_tracked_with_mlflow(kits_data: Path, tmp_path: Path) -> None:
+    """``--tracking mlflow`` (MONAI's built-in MLflow settings) logs the run's losses and metrics to MLflow."""
+    mlflow = pytest.importorskip("mlflow", reason="the 'mlflow' extra is not installed (pip install -e '.[mlflow]')")
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=1)
+    values["iterations_per_epoch"] = 2
+    run_bundle(KITS, [*TRAIN, "--tracking", "mlflow", *cli_args(values)])
+    database = tmp_path / "eval" / "mlruns.db"  # MONAI's default: <output_dir>/mlruns.db
+    assert database.is_file()
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{database}")
+    runs = [run for experiment in client.search_experiments() for run in client.search_runs([experiment.experiment_id])]
+    assert runs, "no MLflow run recorded"
+    logged = set().union(*(run.data.metrics for run in runs))
+    assert {"train_loss", "val_loss"} <= logged, logged
