@@ -23,6 +23,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from monai_mixedfocal.losses._fused import FusedStatistics, fused_statistics
 from monai_mixedfocal.losses._terms import Prepared, prepare
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,8 +117,8 @@ class SegmentationLoss(_Loss):
         self.smooth_nr = float(smooth_nr)
         self.smooth_dr = float(smooth_dr)
 
-    def _prepare(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
-        """Warn like MONAI about flags that a single-channel input ignores, then :func:`prepare` the tensors."""
+    def _warn_ignored_flags(self, input: torch.Tensor) -> None:
+        """Warn like MONAI about flags that a single-channel input ignores."""
         if input.ndim >= 2 and input.shape[1] == 1:
             if self.softmax:
                 warn_caller("single channel prediction, `softmax=True` ignored.")
@@ -125,6 +126,13 @@ class SegmentationLoss(_Loss):
                 warn_caller("single channel prediction, `to_onehot_y=True` ignored.")
             if not self.include_background:
                 warn_caller("single channel prediction, `include_background=False` ignored.")
+
+    def _prepare(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
+        """Warn like MONAI about flags that a single-channel input ignores, then :func:`prepare` the tensors."""
+        self._warn_ignored_flags(input)
+        return self._prepare_quietly(input, target)
+
+    def _prepare_quietly(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
         return prepare(
             input,
             target,
@@ -134,6 +142,53 @@ class SegmentationLoss(_Loss):
             to_onehot_y=self.to_onehot_y,
             include_background=self.include_background,
         )
+
+    def _statistics(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        region: bool,
+        region_clip: bool = False,
+        focal: tuple[float | Sequence[float], float, float | None] | None = None,
+    ) -> FusedStatistics | Prepared:
+        """The fused statistics of the fast path (:mod:`~monai_mixedfocal.losses._fused`) where it applies, else the
+        :class:`Prepared` tensors of the plain autograd path. Both give the same values up to float rounding.
+
+        Args:
+            input: the network output.
+            target: the ground truth.
+            region: the loss has a region (Dice / Tversky) part.
+            region_clip: the region part clips probability inputs (focal Tversky).
+            focal: ``(alpha, gamma, beta)`` of the pixel-wise part, or ``None`` for none.
+        """
+        self._warn_ignored_flags(input)
+        stats = fused_statistics(
+            input,
+            target,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            to_onehot_y=self.to_onehot_y,
+            include_background=self.include_background,
+            region=region,
+            region_clip=region_clip,
+            focal=focal,
+        )
+        return stats if stats is not None else self._prepare_quietly(input, target)
+
+    def _reduce_pixel_part(
+        self, source: FusedStatistics | Prepared, per_voxel: Callable[[Prepared], torch.Tensor]
+    ) -> torch.Tensor:
+        """The reduced pixel-wise part from :meth:`_statistics` (``per_voxel`` computes it on the plain path)."""
+        if isinstance(source, Prepared):
+            return self._pixel_reduce(per_voxel(source), source)
+        total = source.pixel.sum()
+        if self.reduction == LossReduction.MEAN.value:
+            return total / (source.pixel.shape[0] * source.num_voxels)
+        if self.reduction == LossReduction.SUM.value:
+            return total / source.num_voxels
+        raise ValueError('the fused statistics hold no per-voxel values for reduction="none".')
 
     def _region_reduce(self, values: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         """Reduce per-image, per-class values ``[B, K]`` (``[K]`` with ``batch=True``)."""

@@ -18,6 +18,7 @@ Reference:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,34 +76,54 @@ class Prepared:
         return self.prob[0, 0].numel()
 
 
-def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> torch.Tensor:
-    """Validate the target against the input and return class indices (``to_onehot``) or the dense float target."""
+def check_target_shape(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> None:
+    """Raise ``ValueError`` unless ``target`` has the shape of class indices (``to_onehot``) or of ``input``."""
     if target.ndim != input.ndim:
         raise ValueError(
             f"target must have the same number of dimensions as input [B, C, *spatial]; "
             f"got input shape {tuple(input.shape)} and target shape {tuple(target.shape)}."
         )
-    if torch.is_floating_point(target) and not torch.isfinite(target).all():
-        raise ValueError("target contains NaN or inf values.")
-    num_classes = input.shape[1]
     if to_onehot:
         if target.shape[1] != 1 or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
             raise ValueError(
                 f"with to_onehot_y=True the target must be class indices of shape [B, 1, *spatial] = "
                 f"{(input.shape[0], 1, *input.shape[2:])}; got {tuple(target.shape)}."
             )
+    elif target.shape != input.shape:
+        raise ValueError(f"ground truth has different shape ({tuple(target.shape)}) from input ({tuple(input.shape)}).")
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every class index lies in ``[0, num_classes)``."""
+    low, high = (int(v) for v in torch.aminmax(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"target class indices must lie in [0, {num_classes - 1}] for an input with {num_classes} channels; "
+            f"got values in [{low}, {high}]."
+        )
+
+
+def check_input_finite(x: torch.Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or inf (one cheap reduction; the exact test only when it fails)."""
+    with torch.no_grad():
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+            raise ValueError("input contains NaN/inf values.")
+
+
+def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> torch.Tensor:
+    """Validate the target against the input and return class indices (``to_onehot``) or the dense float target."""
+    if target.ndim != input.ndim:
+        check_target_shape(input, target, to_onehot)  # raises: a wrong number of dimensions comes first
+    if torch.is_floating_point(target) and not torch.isfinite(target).all():
+        raise ValueError("target contains NaN or inf values.")
+    check_target_shape(input, target, to_onehot)
+    num_classes = input.shape[1]
+    if to_onehot:
         if torch.is_floating_point(target) and not torch.equal(target, target.round()):
             raise ValueError("with to_onehot_y=True the target must hold integer class indices; got fractional values.")
         labels = target.long()
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"target class indices must lie in [0, {num_classes - 1}] for an input with {num_classes} channels; "
-                f"got values in [{low}, {high}]."
-            )
+        check_label_range(labels, num_classes)
         return labels
-    if target.shape != input.shape:
-        raise ValueError(f"ground truth has different shape ({tuple(target.shape)}) from input ({tuple(input.shape)}).")
     target = target.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
     low, high = float(target.min()), float(target.max())
     if low < 0.0 or high > 1.0:
@@ -111,6 +132,23 @@ def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) ->
             "Pass class indices with to_onehot_y=True for a label map."
         )
     return target
+
+
+def upcast(input: torch.Tensor) -> torch.Tensor:
+    """The input in the dtype the losses compute in: float32, or float64 when given.
+
+    Half-precision inputs (e.g. under ``torch.autocast``) keep a float32 loss. The gradient flowing back into a float16
+    input is clamped to float16's finite range: a loss term can legitimately have a gradient above 65504 per voxel
+    (e.g. a Dice term of a class absent from the target, ``(1 - delta) / smooth_dr``), which the cast back to float16
+    would turn into inf.
+    """
+    if input.dtype == torch.float64:
+        return input
+    x = input.float()
+    if input.dtype == torch.float16 and x.requires_grad:
+        limit = torch.finfo(torch.float16).max
+        x.register_hook(lambda grad: grad.clamp(-limit, limit))
+    return x
 
 
 def prepare(
@@ -148,11 +186,8 @@ def prepare(
     """
     if input.ndim < 3:
         raise ValueError(f"input must have shape [B, C, *spatial] (at least 3 dimensions); got {tuple(input.shape)}.")
-    # Compute in float32 (or float64 when asked): half-precision inputs under autocast keep a float32 loss.
-    x = input if input.dtype == torch.float64 else input.float()
-    with torch.no_grad():  # one cheap reduction; the exact (slower) test only when it fails
-        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or inf values.")
+    x = upcast(input)
+    check_input_finite(x)
     num_channels = x.shape[1]
     single = num_channels == 1
     to_onehot = to_onehot_y and not single
@@ -183,7 +218,7 @@ def prepare(
         labels = None
     elif labels is None:
         dense = target_t.to(prob.dtype)
-    kept = slice(1, None) if (not include_background and not single) else slice(None)
+    kept = kept_channels(num_channels, include_background)
     return Prepared(prob, prob_clipped, log_prob, log_prob_neg, labels, dense, kept, binary, clip)
 
 
@@ -238,6 +273,29 @@ def safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
     if exponent == 1.0:
         return base
     return base.clamp_min(POW_EPS) ** exponent
+
+
+def kept_channels(num_channels: int, include_background: bool) -> slice:
+    """The channels a loss keeps: all, or ``1..C-1`` without the background (a single channel is always kept)."""
+    return slice(1, None) if (not include_background and num_channels > 1) else slice(None)
+
+
+def alpha_vector(
+    alpha: float | Sequence[float], num_kept: int, include_background: bool, like: torch.Tensor
+) -> float | torch.Tensor:
+    """``alpha`` as a number, or as a tensor of per-class weights (dtype and device of ``like``) of the kept channels.
+
+    Raises:
+        ValueError: if a per-class ``alpha`` does not have one weight per kept channel.
+    """
+    if isinstance(alpha, (int, float)):
+        return float(alpha)
+    if len(alpha) != num_kept:
+        raise ValueError(
+            f"alpha has {len(alpha)} per-class weights but the loss sees {num_kept} channels "
+            f"(after include_background={include_background})."
+        )
+    return torch.tensor(alpha, dtype=like.dtype, device=like.device)
 
 
 def _class_vector(values: torch.Tensor | None, prep: Prepared, like: torch.Tensor) -> torch.Tensor | None:

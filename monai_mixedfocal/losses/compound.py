@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from monai.utils import LossReduction
 
-from monai_mixedfocal.losses._base import SegmentationLoss, check_unit_interval
+from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
 from monai_mixedfocal.losses.region import FocalTverskyLoss, ModifiedDiceLoss
 
@@ -83,9 +83,9 @@ class ComboLoss(_CompoundLoss):
         Returns:
             the scalar loss.
         """
-        prep = self._prepare(input, target)
-        ce = self._pixel_reduce(self.cross_entropy.per_voxel_loss(prep), prep)
-        index = self.dice.tversky_index(prep)
+        source = self._statistics(input, target, region=True, focal=self.cross_entropy.focal_parameters)
+        ce = self._reduce_pixel_part(source, self.cross_entropy.per_voxel_loss)
+        index = self.dice.tversky_index(source)
         if self.alpha is None:
             return self._checked(ce - self._region_reduce(index, 0))
         if self.delta == 0.5:
@@ -140,6 +140,8 @@ class MixedFocalLoss(_CompoundLoss):
     ) -> None:
         super().__init__(**kwargs)
         check_unit_interval("lambda_focal", lambda_focal)
+        check_positive("gamma_focal", gamma_focal, allow_zero=True)
+        check_positive("gamma_tversky (the exponent is 1 / gamma_tversky)", gamma_tversky)
         self.lambda_focal = None if lambda_focal is None else float(lambda_focal)
         self.focal = CategoricalFocalLoss(alpha=alpha, gamma=gamma_focal, beta=beta, **kwargs)
         self.focal_tversky = FocalTverskyLoss(delta=delta, gamma=gamma_tversky, **kwargs)
@@ -153,9 +155,9 @@ class MixedFocalLoss(_CompoundLoss):
         Returns:
             the scalar loss.
         """
-        prep = self._prepare(input, target)
-        focal = self._pixel_reduce(self.focal.per_voxel_loss(prep), prep)
-        focal_tversky = self._region_reduce(self.focal_tversky.per_class_loss(prep), 0)
+        source = self._statistics(input, target, region=True, region_clip=True, focal=self.focal.focal_parameters)
+        focal = self._reduce_pixel_part(source, self.focal.per_voxel_loss)
+        focal_tversky = self._region_reduce(self.focal_tversky.per_class_loss(source), 0)
         if self.lambda_focal is None:
             return self._checked(focal + focal_tversky)
         return self._checked(self.lambda_focal * focal + (1.0 - self.lambda_focal) * focal_tversky)

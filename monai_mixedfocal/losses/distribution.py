@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, alpha_weights, check_positive, check_unit_interval
-from monai_mixedfocal.losses._terms import Prepared, pixel_focal_term
+from monai_mixedfocal.losses._terms import Prepared, alpha_vector, pixel_focal_term
 
 
 class CategoricalFocalLoss(SegmentationLoss):
@@ -67,14 +68,7 @@ class CategoricalFocalLoss(SegmentationLoss):
 
     def per_voxel_loss(self, prep: Prepared) -> torch.Tensor:
         """The unreduced pixel-wise term (see :func:`~monai_mixedfocal.losses._terms.pixel_focal_term`)."""
-        alpha: float | torch.Tensor = self.alpha  # type: ignore[assignment]
-        if isinstance(self.alpha, tuple):
-            if len(self.alpha) != prep.num_kept:
-                raise ValueError(
-                    f"alpha has {len(self.alpha)} per-class weights but the loss sees {prep.num_kept} channels "
-                    f"(after include_background={self.include_background})."
-                )
-            alpha = torch.tensor(self.alpha, dtype=prep.prob.dtype, device=prep.prob.device)
+        alpha = alpha_vector(self.alpha, prep.num_kept, self.include_background, prep.prob)
         return pixel_focal_term(prep, alpha, self.gamma, self.beta)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,5 +83,13 @@ class CategoricalFocalLoss(SegmentationLoss):
         Raises:
             ValueError: for mismatched shapes, class indices out of range, non-finite inputs or a wrong alpha length.
         """
-        prep = self._prepare(input, target)
-        return self._checked(self._pixel_reduce(self.per_voxel_loss(prep), prep))
+        if self.reduction == LossReduction.NONE.value:  # per-voxel values: the plain path
+            prep = self._prepare(input, target)
+            return self._checked(self._pixel_reduce(self.per_voxel_loss(prep), prep))
+        source = self._statistics(input, target, region=False, focal=self.focal_parameters)
+        return self._checked(self._reduce_pixel_part(source, self.per_voxel_loss))
+
+    @property
+    def focal_parameters(self) -> tuple[float | tuple[float, ...], float, float | None]:
+        """``(alpha, gamma, beta)``, as the fused path of :meth:`SegmentationLoss._statistics` takes them."""
+        return self.alpha, self.gamma, self.beta

@@ -14,6 +14,7 @@ import math
 import torch
 
 from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
+from monai_mixedfocal.losses._fused import FusedStatistics
 from monai_mixedfocal.losses._terms import Prepared, confusion_sums, safe_pow, tversky_index
 
 
@@ -27,15 +28,18 @@ class _TverskyIndexLoss(SegmentationLoss):
         check_unit_interval("delta", delta)
         self.delta = float(delta)
 
-    def tversky_index(self, prep: Prepared) -> torch.Tensor:
+    def tversky_index(self, prep: Prepared | FusedStatistics) -> torch.Tensor:
         """The index of every image and kept class, ``[B, K]`` (``[K]`` with ``batch=True``)."""
-        tp, fn, fp = confusion_sums(prep, batch=self.batch, clip=self.clip_probabilities)
+        if isinstance(prep, FusedStatistics):
+            tp, fn, fp = prep.confusion(self.batch)
+        else:
+            tp, fn, fp = confusion_sums(prep, batch=self.batch, clip=self.clip_probabilities)
         return tversky_index(tp, fn, fp, self.delta, self.smooth_nr, self.smooth_dr)
 
     def _per_class(self, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def per_class_loss(self, prep: Prepared) -> torch.Tensor:
+    def per_class_loss(self, prep: Prepared | FusedStatistics) -> torch.Tensor:
         """The loss of every image and kept class before reduction, ``[B, K]`` (``[K]`` with ``batch=True``)."""
         return self._per_class(self.tversky_index(prep))
 
@@ -52,8 +56,8 @@ class _TverskyIndexLoss(SegmentationLoss):
         Raises:
             ValueError: for mismatched shapes, class indices out of range or non-finite inputs.
         """
-        prep = self._prepare(input, target)
-        return self._checked(self._region_reduce(self.per_class_loss(prep), input.ndim - 2))
+        source = self._statistics(input, target, region=True, region_clip=self.clip_probabilities)
+        return self._checked(self._region_reduce(self.per_class_loss(source), input.ndim - 2))
 
 
 class ModifiedDiceLoss(_TverskyIndexLoss):

@@ -1,0 +1,783 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The fused fast path of the loss family: every statistic a loss needs from one read of the network output.
+
+Every loss of the package depends on the volume only through a few sums per image and class and one per-voxel
+pixel-wise term (see :mod:`monai_mixedfocal.losses._terms`):
+
+- ``sum_i p`` (prediction sum), ``TP = sum_i y p`` and ``sum_i y`` (reference sum), from which ``FN`` and ``FP``
+  follow, for the region (Dice / Tversky) terms;
+- ``sum_i P_i`` of the (modified) focal / cross-entropy term of each voxel, for the pixel-wise terms.
+
+:func:`fused_statistics` computes all of them in one pass over the input (:func:`fused_forward`), saving only the
+input, the target and, for a softmax, the log-sum-exp of every voxel. Its backward pass is one more pass
+(:func:`fused_backward`): the gradient of the loss with respect to the input depends on the volume only through the
+per-class scalars ``dL/dsum_p`` and ``dL/dTP`` and the per-image ``dL/dsum_P``, so the softmax is recomputed and the
+gradient written at once. No one-hot volume is built for class-index targets.
+
+The two kernels are written as plain tensor code, one tensor per channel, so that ``torch.compile`` turns each into a
+single loop over the voxels (the "compile" mode). Without compilation (the "eager" mode) the same code runs on
+chunks of voxels, so that its intermediates stay small. The values equal those of the plain autograd path of
+:mod:`~monai_mixedfocal.losses._terms` up to float rounding.
+
+The mode is chosen with the environment variable ``MONAI_MIXEDFOCAL_FUSED`` or :func:`use_fused_mode`:
+
+- ``"auto"`` (default): compile for inputs of at least :data:`AUTO_MIN_ELEMENTS` elements on CPU or CUDA when
+  ``torch.compile`` works on this machine, else the plain autograd path (small inputs gain nothing from a compilation
+  of tens of seconds);
+- ``"compile"``: always the compiled kernels (the eager kernels where compilation fails);
+- ``"eager"``: the fused kernels without compilation (bounded memory, for testing and debugging);
+- ``"off"``: always the plain autograd path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from monai_mixedfocal.losses._terms import (
+    POW_EPS,
+    PROB_CLIP,
+    _check_target,
+    alpha_vector,
+    check_input_finite,
+    check_label_range,
+    check_target_shape,
+    kept_channels,
+    upcast,
+)
+
+__all__ = [
+    "AUTO_MIN_ELEMENTS",
+    "ENV_VAR",
+    "MODES",
+    "FusedStatistics",
+    "KernelSpec",
+    "focal_weights",
+    "fused_backward",
+    "fused_forward",
+    "fused_mode",
+    "fused_statistics",
+    "use_fused_mode",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: the environment variable that selects the mode
+ENV_VAR = "MONAI_MIXEDFOCAL_FUSED"
+#: the valid modes
+MODES = ("auto", "compile", "eager", "off")
+#: in "auto" mode, the smallest input (number of elements) for which the kernels are compiled
+AUTO_MIN_ELEMENTS = 1 << 20
+#: voxels per chunk in "eager" mode (bounds the intermediates to a few times ``B * CHUNK_VOXELS`` elements)
+CHUNK_VOXELS = 1 << 16
+
+_mode_override = threading.local()
+
+
+def fused_mode() -> str:
+    """The current mode: the innermost :func:`use_fused_mode`, else ``$MONAI_MIXEDFOCAL_FUSED``, else ``"auto"``.
+
+    Raises:
+        ValueError: if the environment variable holds an unknown mode.
+    """
+    mode = getattr(_mode_override, "mode", None)
+    if mode is not None:
+        return mode
+    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)}; got {mode!r}.")
+    return mode
+
+
+@contextlib.contextmanager
+def use_fused_mode(mode: str) -> Iterator[None]:
+    """Run the losses in ``mode`` (one of :data:`MODES`) inside the ``with`` block (this thread only).
+
+    Example:
+        >>> from monai_mixedfocal.losses._fused import use_fused_mode
+        >>> with use_fused_mode("off"):  # the plain autograd path, e.g. as a reference
+        ...     pass
+
+    Raises:
+        ValueError: for an unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    previous = getattr(_mode_override, "mode", None)
+    _mode_override.mode = mode
+    try:
+        yield
+    finally:
+        _mode_override.mode = previous
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What the kernels compute (static: one compiled kernel per distinct spec).
+
+    Attributes:
+        activation: ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (probabilities, clipped before every log).
+        index_target: the target holds class indices ``[B, N]`` (else a dense ``[B, C, N]`` float target).
+        region: compute the prediction sums and true positives of the region terms.
+        region_clip: the region sums use the clipped probabilities (focal Tversky with probability inputs).
+        gamma: the focal exponent of the pixel-wise term, or ``None`` for no pixel-wise term.
+        binary: the binary (per-channel positive / negative) form of the pixel-wise term.
+    """
+
+    activation: str
+    index_target: bool
+    region: bool
+    region_clip: bool
+    gamma: float | None
+    binary: bool
+
+    @property
+    def index_categorical(self) -> bool:
+        """Class indices with the categorical form: only the labelled class has a pixel-wise term."""
+        return self.index_target and not self.binary
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Kernels: plain tensor code, one [B, N] tensor per channel (so that a compiler fuses them into one loop over voxels)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
+    """``base ** exponent`` with the exact small integer cases spelled out (cheaper, and exact like ``torch.pow``)."""
+    if exponent == 1.0:
+        return base
+    if exponent == 2.0:
+        return base * base
+    return base**exponent
+
+
+def _focal_factor(base: torch.Tensor, gamma: float) -> torch.Tensor | None:
+    """``safe_pow(base, gamma)`` of :mod:`~monai_mixedfocal.losses._terms` (``None`` for the factor 1 of gamma 0)."""
+    if gamma == 0.0:
+        return None
+    if gamma == 1.0:
+        return base
+    return _pow(base.clamp_min(POW_EPS), gamma)
+
+
+def _focal_factor_grad(base: torch.Tensor, gamma: float) -> torch.Tensor | None:
+    """The derivative of :func:`_focal_factor` with respect to ``base`` (as autograd differentiates ``safe_pow``)."""
+    if gamma == 0.0:
+        return None
+    if gamma == 1.0:
+        return torch.ones_like(base)
+    return (gamma * _pow(base.clamp_min(POW_EPS), gamma - 1.0)) * (base >= POW_EPS)
+
+
+def _times(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    """``a * b`` where ``None`` stands for 1."""
+    return b if a is None else a * b
+
+
+def _sum_optional(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a + b`` where ``None`` stands for 0."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _total(values: Sequence[torch.Tensor]) -> torch.Tensor:
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
+def _select(labels: torch.Tensor, values: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``values[labels]`` per voxel, for per-channel values (tensors or 0-d / per-image scalars)."""
+    out = values[-1]
+    for c in range(len(values) - 2, -1, -1):
+        out = torch.where(labels == c, values[c], out)
+    return out
+
+
+def _others(labels: torch.Tensor, ps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``1 - p_t`` as the sum of the other classes' probabilities (exact where ``p_t`` is close to 1)."""
+    return _total([torch.where(labels == c, 0.0, p) for c, p in enumerate(ps)])
+
+
+def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Probabilities of every channel and the log-sum-exp of every voxel, from the logits of every channel."""
+    m = xs[0]
+    for x in xs[1:]:
+        m = torch.maximum(m, x)
+    es = [torch.exp(x - m) for x in xs]
+    se = _total(es)
+    inv = 1.0 / se
+    return [e * inv for e in es], m + torch.log(se)
+
+
+def _clip(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(PROB_CLIP, 1.0 - PROB_CLIP)
+
+
+def _clip_mask(p: torch.Tensor) -> torch.Tensor:
+    """Where the clip passes the gradient (as autograd differentiates ``clamp``)."""
+    return (p >= PROB_CLIP) & (p <= 1.0 - PROB_CLIP)
+
+
+def _targets(spec: KernelSpec, target: torch.Tensor, num_channels: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The per-channel target ``y_c``: a 0/1 float for class indices, the dense value otherwise."""
+    if spec.index_target:
+        return [(target == c).to(dtype) for c in range(num_channels)]
+    return list(target.unbind(1))
+
+
+def fused_forward(
+    spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The statistics of every image and channel, in one pass over the input.
+
+    Args:
+        spec: what to compute.
+        x: the activation's input ``[B, C, N]`` (logits, or probabilities for ``"identity"``).
+        target: class indices ``[B, N]`` or a dense target ``[B, C, N]``.
+        wpos: per-channel weights ``[C]`` of the positive (``y``) part of the pixel-wise term (0 on dropped channels).
+        wneg: per-channel weights ``[C]`` of the negative (``1 - y``) part (binary form only).
+
+    Returns:
+        ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B], input_sum [B], lse)``: the sums of the (clipped with
+        ``region_clip``) probabilities, of ``y * p`` and of ``y`` over the voxels, the per-image sum of the pixel-wise
+        term, the sum of the input (non-finite iff the input is, up to overflow), and the log-sum-exp ``[B, N]`` of a
+        softmax, saved for the backward pass (an empty tensor otherwise). The backward pass recomputes the
+        probabilities from it: on CPU the exponentials cost less than writing the probabilities to a fresh volume.
+    """
+    xs = x.unbind(1)
+    num_channels = len(xs)
+    lse = x.new_empty(0)
+    if spec.activation == "softmax":
+        ps, lse = _softmax_forward(xs)
+    elif spec.activation == "sigmoid":
+        ps = [torch.sigmoid(v) for v in xs]
+    else:
+        ps = list(xs)
+    pred_sum, tp = x.new_zeros(x.shape[0], num_channels), x.new_zeros(x.shape[0], num_channels)
+    if spec.index_target:
+        ref_sum = torch.stack([(target == c).sum(-1) for c in range(num_channels)], 1)
+    else:
+        ref_sum = torch.stack([t.sum(-1) for t in target.unbind(1)], 1) if spec.region else torch.zeros_like(tp)
+    if spec.region:
+        pr = [_clip(p) for p in ps] if spec.region_clip else ps
+        pred_sum = torch.stack([p.sum(-1) for p in pr], 1)
+        if spec.index_target:
+            tp = torch.stack([torch.where(target == c, p, 0.0).sum(-1) for c, p in enumerate(pr)], 1)
+        else:
+            tp = torch.stack([(y * p).sum(-1) for y, p in zip(target.unbind(1), pr)], 1)
+    pixel = x.new_zeros(x.shape[0])
+    if spec.gamma is not None:
+        if spec.index_categorical:
+            if spec.activation == "softmax":
+                log_t, u_t = _select(target, xs) - lse, _others(target, ps)
+            else:  # clipped probabilities
+                p_t = _clip(_select(target, ps))
+                log_t, u_t = torch.log(p_t), 1.0 - p_t
+            w_t = _select(target, [wpos[c] for c in range(num_channels)])
+            term = _times(_focal_factor(u_t, spec.gamma), -log_t) * w_t
+        else:
+            term = _pixel_terms(spec, xs, ps, lse, _targets(spec, target, num_channels, x.dtype), wpos, wneg)
+        pixel = term.sum(-1)
+    return pred_sum, tp, ref_sum, pixel, _total(xs).sum(-1), lse
+
+
+def _logs(
+    spec: KernelSpec, xs: Sequence[torch.Tensor], ps: Sequence[torch.Tensor], lse: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+    """``(p, log p, log(1 - p))`` of every channel in the form the pixel-wise term uses (clipped for "identity")."""
+    if spec.activation == "softmax":
+        return list(ps), [v - lse for v in xs], None
+    if spec.activation == "sigmoid":
+        logsigmoid = torch.nn.functional.logsigmoid
+        return list(ps), [logsigmoid(v) for v in xs], [logsigmoid(-v) for v in xs]
+    clipped = [_clip(p) for p in ps]
+    return clipped, [torch.log(p) for p in clipped], [torch.log1p(-p) for p in clipped] if spec.binary else None
+
+
+def _pixel_terms(
+    spec: KernelSpec,
+    xs: Sequence[torch.Tensor],
+    ps: Sequence[torch.Tensor],
+    lse: torch.Tensor,
+    ys: Sequence[torch.Tensor],
+    wpos: torch.Tensor,
+    wneg: torch.Tensor,
+) -> torch.Tensor:
+    """The pixel-wise term of every voxel summed over channels (dense targets, or the binary form)."""
+    gamma = float(spec.gamma)  # type: ignore[arg-type]
+    pcs, logs, log_negs = _logs(spec, xs, ps, lse)
+    terms = []
+    for c, (p, y, lg) in enumerate(zip(pcs, ys, logs)):
+        term = _times(_focal_factor(1.0 - p, gamma), -(y * lg)) * wpos[c]
+        if spec.binary:
+            term = term + _times(_focal_factor(p, gamma), -((1.0 - y) * log_negs[c])) * wneg[c]  # type: ignore[index]
+        terms.append(term)
+    return _total(terms)
+
+
+def fused_backward(
+    spec: KernelSpec,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    wpos: torch.Tensor,
+    wneg: torch.Tensor,
+    lse: torch.Tensor,
+    grad_pred_sum: torch.Tensor,
+    grad_tp: torch.Tensor,
+    grad_pixel: torch.Tensor,
+) -> torch.Tensor:
+    """The gradient of the loss with respect to ``x`` from the gradients of the statistics, in one pass.
+
+    With ``G_c = dL/dsum_p_c + y_c dL/dTP_c`` (the gradient with respect to the probability of the region terms), and
+    ``gp``, ``gl``, ``gln`` the gradients of the pixel-wise term with respect to ``p``, ``log p`` and ``log(1 - p)``:
+    softmax ``dx_c = p_c (gp_c - sum_k gp_k p_k - sum_k gl_k) + gl_c``; sigmoid
+    ``dx = gp p (1 - p) + gl (1 - p) - gln p``; probabilities: the clip's mask times ``gp + gl / p - gln / (1 - p)``.
+
+    Args:
+        spec, x, target, wpos, wneg: as for :func:`fused_forward`.
+        lse: the log-sum-exp saved by :func:`fused_forward`.
+        grad_pred_sum: ``dL/d pred_sum`` ``[B, C]``.
+        grad_tp: ``dL/d tp`` ``[B, C]``.
+        grad_pixel: ``dL/d pixel`` ``[B]``.
+
+    Returns:
+        ``dL/dx`` ``[B, C, N]``.
+    """
+    xs = x.unbind(1)
+    num_channels = len(xs)
+    if spec.activation == "softmax":
+        ps = [torch.exp(v - lse) for v in xs]
+    elif spec.activation == "sigmoid":
+        ps = [torch.sigmoid(v) for v in xs]
+    else:
+        ps = list(xs)
+    g_sum = [grad_pred_sum[:, c : c + 1] for c in range(num_channels)]
+    g_tp = [grad_tp[:, c : c + 1] for c in range(num_channels)]
+    scale = grad_pixel[:, None]
+    if spec.activation == "softmax" and spec.index_categorical:
+        log_t = None if spec.gamma is None else _select(target, xs) - lse
+        return _softmax_index_backward(spec, target, ps, log_t, wpos, g_sum, g_tp, scale)
+    ys = _targets(spec, target, num_channels, x.dtype)
+    # gradients with respect to p (region and pixel), log p and log(1 - p) (pixel), per channel
+    gps: list[torch.Tensor] = []
+    gls: list[torch.Tensor | None] = []
+    glns: list[torch.Tensor | None] = []
+    if spec.gamma is not None:
+        gamma = float(spec.gamma)
+        pcs, logs, log_negs = _logs(spec, xs, ps, lse)
+    for c in range(num_channels):
+        y = ys[c]
+        gp = g_sum[c] + y * g_tp[c] if spec.region else torch.zeros_like(ps[c])
+        if spec.region and spec.region_clip:
+            gp = gp * _clip_mask(ps[c])
+        gpc, gl, gln = None, None, None
+        if spec.gamma is not None:
+            p, w = pcs[c], wpos[c] * scale
+            dfac = _focal_factor_grad(1.0 - p, gamma)
+            gl = -_times(_focal_factor(1.0 - p, gamma), y * w)
+            if dfac is not None:
+                gpc = dfac * (y * w) * logs[c]  # d/dp of (1 - p)^g (-y log p)
+            if spec.binary:
+                wn = (1.0 - y) * (wneg[c] * scale)
+                dneg = _focal_factor_grad(p, gamma)
+                gln = -_times(_focal_factor(p, gamma), wn)
+                if dneg is not None:
+                    gpc = _sum_optional(gpc, -(dneg * wn * log_negs[c]))  # type: ignore[index]
+        if spec.activation == "identity":
+            local = gpc
+            if gl is not None:
+                local = _sum_optional(local, gl / pcs[c])
+            if gln is not None:
+                local = _sum_optional(local, -gln / (1.0 - pcs[c]))
+            if local is not None:
+                gp = gp + local * _clip_mask(ps[c])
+        elif gpc is not None:
+            gp = gp + gpc
+        gps.append(gp)
+        gls.append(gl)
+        glns.append(gln)
+    if spec.activation == "identity":
+        return torch.stack(gps, 1)
+    if spec.activation == "sigmoid":
+        out = []
+        for p, gp, gl, gln in zip(ps, gps, gls, glns):
+            d = gp * (p * (1.0 - p))
+            if gl is not None:
+                d = d + gl * (1.0 - p) - gln * p  # type: ignore[operator]
+            out.append(d)
+        return torch.stack(out, 1)
+    # softmax with a dense target: dx_c = p_c (gp_c - sum_k gp_k p_k - sum_k gl_k) + gl_c
+    total = _total([gp * p for gp, p in zip(gps, ps)])
+    for gl in gls:
+        if gl is not None:
+            total = total + gl
+    return torch.stack([_sum_optional(p * (gp - total), gl) for p, gp, gl in zip(ps, gps, gls)], 1)  # type: ignore
+
+
+def _softmax_index_backward(
+    spec: KernelSpec,
+    labels: torch.Tensor,
+    ps: Sequence[torch.Tensor],
+    log_t: torch.Tensor | None,
+    wpos: torch.Tensor,
+    g_sum: Sequence[torch.Tensor],
+    g_tp: Sequence[torch.Tensor],
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """The gradient for a softmax and class indices (the common case): only the labelled class has a pixel term.
+
+    With ``a_c = dL/dsum_p_c``, ``t_c = dL/dTP_c``, ``gp``/``gl`` the pixel gradients at the labelled class ``t``:
+    ``dx_c = p_c (a_c - k) + [c = t] v`` with ``v = p_t (t_t + gp) + gl`` and ``k = sum_c a_c p_c + v``.
+    """
+    num_channels = len(ps)
+    p_t = _select(labels, ps)
+    v = p_t * _select(labels, g_tp) if spec.region else None
+    if log_t is not None:
+        u_t = _others(labels, ps)
+        w_t = _select(labels, [wpos[c] for c in range(num_channels)]) * scale
+        gl = -_times(_focal_factor(u_t, spec.gamma), w_t)  # type: ignore[arg-type]
+        dfac = _focal_factor_grad(u_t, spec.gamma)  # type: ignore[arg-type]
+        v = _sum_optional(v, gl if dfac is None else gl + p_t * (dfac * w_t * log_t))
+    assert v is not None
+    if spec.region:
+        k = _total([p * a for p, a in zip(ps, g_sum)]) + v
+        return torch.stack(
+            [p * (a - k) + torch.where(labels == c, v, 0.0) for c, (p, a) in enumerate(zip(ps, g_sum))], 1
+        )
+    return torch.stack([torch.where(labels == c, v, 0.0) - p * v for c, p in enumerate(ps)], 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running the kernels: compiled (one loop over the volume) or eager (on chunks of voxels)
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: most distinct specs compiled in one process (others run the eager kernels)
+MAX_COMPILED_SPECS = 16
+
+_compile_lock = threading.Lock()
+_compiled: dict[KernelSpec, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_compile_state: dict[str, Any] = {"failed": None}
+
+
+def compile_unavailable_reason() -> str | None:
+    """Why ``torch.compile`` failed in this process (``None`` while it has not)."""
+    return _compile_state["failed"]
+
+
+def _flatten(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [B, C, *S] -> [B, C, N]``; the target to ``[B, N]`` (class indices) or ``[B, C, N]``."""
+    return x.flatten(2), target.flatten(1) if spec.index_target else target.flatten(2)
+
+
+def _forward_nd(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> tuple:
+    """:func:`fused_forward` of ``[B, C, *spatial]`` tensors (the compiled entry point)."""
+    return fused_forward(spec, *_flatten(spec, x, target), *args)
+
+
+def _backward_nd(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    """:func:`fused_backward` of ``[B, C, *spatial]`` tensors (the compiled entry point)."""
+    return fused_backward(spec, *_flatten(spec, x, target), *args).view(x.shape)
+
+
+def _own_code(function: Callable[..., Any], tag: int) -> Callable[..., Any]:
+    """A copy of ``function`` with its own code object: ``torch.compile`` caches (and caps) compilations per code
+    object, so that every spec gets its own cache instead of sharing one."""
+    code = function.__code__.replace(co_name=f"{function.__name__}_{tag}")  # type: ignore[attr-defined]
+    return types.FunctionType(code, function.__globals__, code.co_name)  # type: ignore[attr-defined]
+
+
+def _compiled_kernels(spec: KernelSpec) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """The compiled kernels of ``spec`` (compiled lazily, at their first call), or ``None`` past the cap."""
+    with _compile_lock:
+        if spec not in _compiled:
+            if len(_compiled) >= MAX_COMPILED_SPECS:
+                return None
+            tag = len(_compiled)
+            _LOGGER.info("compiling the fused loss kernels of %s (once per configuration: seconds to a minute)", spec)
+            # dynamic shapes: one compilation per spec and dtype serves (nearly) every patch size
+            _compiled[spec] = (
+                torch.compile(_own_code(_forward_nd, tag), dynamic=True),
+                torch.compile(_own_code(_backward_nd, tag), dynamic=True),
+            )
+        return _compiled[spec]
+
+
+def _chunks(num_voxels: int) -> list[slice]:
+    return [slice(start, min(start + CHUNK_VOXELS, num_voxels)) for start in range(0, num_voxels, CHUNK_VOXELS)]
+
+
+def _target_chunk(spec: KernelSpec, target: torch.Tensor, part: slice) -> torch.Tensor:
+    return target[:, part] if spec.index_target else target[:, :, part]
+
+
+def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *weights: torch.Tensor) -> tuple:
+    """:func:`fused_forward` on chunks of voxels (bounded intermediates): partial sums added up, saved tensors
+    gathered."""
+    x, target = _flatten(spec, x, target)
+    parts = _chunks(x.shape[2])
+    if len(parts) == 1:
+        return fused_forward(spec, x, target, *weights)
+    lse = x.new_empty(x.shape[0], x.shape[2]) if spec.activation == "softmax" else x.new_empty(0)
+    totals: list[torch.Tensor] = []
+    for part in parts:
+        *sums, lse_part = fused_forward(spec, x[:, :, part], _target_chunk(spec, target, part), *weights)
+        totals = sums if not totals else [t + s for t, s in zip(totals, sums)]
+        if lse.numel():
+            lse[:, part] = lse_part
+    return (*totals, lse)
+
+
+def _eager_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    """:func:`fused_backward` on chunks of voxels, written into one gradient tensor."""
+    shape = x.shape
+    x, target = _flatten(spec, x, target)
+    wpos, wneg, lse, *grads = args
+    parts = _chunks(x.shape[2])
+    if len(parts) == 1:
+        return fused_backward(spec, x, target, wpos, wneg, lse, *grads).view(shape)
+    out = torch.empty_like(x)
+    for part in parts:
+        lse_part = lse[:, part] if lse.numel() else lse
+        chunk_target = _target_chunk(spec, target, part)
+        out[:, :, part] = fused_backward(spec, x[:, :, part], chunk_target, wpos, wneg, lse_part, *grads)
+    return out.view(shape)
+
+
+class _Runner:
+    """Runs the kernels of one spec, compiled or eager; falls back to eager (for good) when compilation fails."""
+
+    def __init__(self, spec: KernelSpec, compiled: bool, explicit: bool) -> None:
+        self.spec = spec
+        self.kernels = _compiled_kernels(spec) if compiled else None
+        self.explicit = explicit  # the user asked for "compile": say so when it fails
+
+    def _call(self, which: int, eager: Callable[..., Any], *args: torch.Tensor) -> Any:
+        if self.kernels is not None and _compile_state["failed"] is None:
+            try:
+                return self.kernels[which](self.spec, *args)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as error:  # no C++ compiler / Triton, unsupported platform, ...
+                _compile_state["failed"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                _LOGGER.debug("torch.compile of the fused loss kernels failed; using the eager kernels.", exc_info=True)
+                if self.explicit:
+                    warnings.warn(
+                        f"{ENV_VAR}=compile: torch.compile failed ({_compile_state['failed']}); "
+                        "the losses use the eager kernels.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+        return eager(self.spec, *args)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._call(0, _eager_forward, *args)
+
+    def backward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self._call(1, _eager_backward, *args)
+
+
+class _FusedFunction(torch.autograd.Function):
+    """Autograd of the statistics: saves the input, the target and the log-sum-exp; backward in one pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor, runner: _Runner
+    ) -> tuple[torch.Tensor, ...]:
+        pred_sum, tp, ref_sum, pixel, input_sum, lse = runner.forward(x, target, wpos, wneg)
+        ctx.save_for_backward(x, target, wpos, wneg, lse)
+        ctx.runner = runner
+        ctx.mark_non_differentiable(ref_sum, input_sum)
+        return pred_sum, tp, ref_sum, pixel, input_sum
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel, _grad_input_sum):  # type: ignore[override]
+        x, target, wpos, wneg, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        num_images, num_channels = x.shape[:2]
+        grad_pred_sum = x.new_zeros(num_images, num_channels) if grad_pred_sum is None else grad_pred_sum
+        grad_tp = x.new_zeros(num_images, num_channels) if grad_tp is None else grad_tp
+        grad_pixel = x.new_zeros(num_images) if grad_pixel is None else grad_pixel
+        grad = ctx.runner.backward(x, target, wpos, wneg, lse, grad_pred_sum, grad_tp, grad_pixel)
+        return grad, None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Entry point for the losses
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FusedStatistics:
+    """The statistics of the fused path (all channels; the kept ones are selected by :meth:`confusion`).
+
+    Attributes:
+        pred_sum: ``sum_i p`` per image and channel ``[B, C]`` (clipped probabilities with ``region_clip``).
+        tp: ``sum_i y p`` ``[B, C]``.
+        ref_sum: ``sum_i y`` ``[B, C]`` (no gradient).
+        pixel: the pixel-wise term summed over the voxels and kept channels of every image ``[B]``.
+        kept: the kept channels.
+        num_voxels: voxels per image.
+    """
+
+    pred_sum: torch.Tensor
+    tp: torch.Tensor
+    ref_sum: torch.Tensor
+    pixel: torch.Tensor
+    kept: slice
+    num_voxels: int
+
+    def confusion(self, batch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(TP, FN, FP)`` of the kept channels, ``[B, K]`` (``[K]`` pooled over the batch with ``batch=True``).
+
+        The same values as :func:`~monai_mixedfocal.losses._terms.confusion_sums`.
+        """
+        tp, pred_sum = self.tp[:, self.kept], self.pred_sum[:, self.kept]
+        ref_sum = self.ref_sum[:, self.kept].to(tp.dtype)
+        if batch:
+            tp, pred_sum, ref_sum = tp.sum(0), pred_sum.sum(0), ref_sum.sum(0)
+        return tp, ref_sum - tp, pred_sum - tp
+
+
+def focal_weights(
+    num_channels: int, kept: slice, alpha: float | torch.Tensor, beta: float | None, binary: bool, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel weights ``(w_pos, w_neg)`` of the pixel-wise term, as :func:`~._terms.pixel_focal_term` weights it.
+
+    Categorical form: ``w_pos = alpha_c * w_c`` (``w_c = beta`` on foreground channels, ``1 - beta`` on channel 0,
+    1 without ``beta``), ``w_neg = 0``. Binary form: ``w_pos = alpha_c * beta``, ``w_neg = alpha_c * (1 - beta)``.
+    Dropped channels weigh 0.
+    """
+    weights = torch.zeros(num_channels, dtype=like.dtype, device=like.device)
+    weights[kept] = alpha.to(weights) if isinstance(alpha, torch.Tensor) else float(alpha)
+    if binary:
+        if beta is None:
+            return weights, weights.clone()
+        return weights * beta, weights * (1.0 - beta)
+    if beta is not None:
+        class_weights = torch.full_like(weights, beta)
+        class_weights[0] = 1.0 - beta
+        weights = weights * class_weights
+    return weights, torch.zeros_like(weights)
+
+
+def _use_compile(mode: str, x: torch.Tensor) -> bool | None:
+    """Whether to compile (``True``), run the eager kernels (``False``), or take the plain path (``None``)."""
+    if mode == "eager":
+        return False
+    supported = x.device.type in ("cpu", "cuda")
+    if mode == "compile":
+        return supported
+    # "auto": only where a compilation pays off, and only while compiling works in this process
+    if not supported or x.numel() < AUTO_MIN_ELEMENTS or _compile_state["failed"] is not None:
+        return None
+    return True
+
+
+def fused_statistics(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    sigmoid: bool,
+    softmax: bool,
+    other_act: Callable[[torch.Tensor], torch.Tensor] | None,
+    to_onehot_y: bool,
+    include_background: bool,
+    region: bool,
+    region_clip: bool = False,
+    focal: tuple[float | Sequence[float], float, float | None] | None = None,
+) -> FusedStatistics | None:
+    """The statistics of a loss from the fused kernels, or ``None`` where the plain autograd path must be used.
+
+    Same conventions, validation and error messages as :func:`~monai_mixedfocal.losses._terms.prepare` (whose
+    argument names it takes). Returns ``None`` for the mode ``"off"``, inside ``torch.compile`` tracing, for shapes
+    that :func:`~._terms.prepare` rejects (so that it raises its errors), for a target that requires a gradient, and
+    in mode ``"auto"`` for small inputs.
+
+    Args:
+        input: ``[B, C, *spatial]`` network output.
+        target: ``[B, 1, *spatial]`` class indices (``to_onehot_y``) or ``[B, C, *spatial]``.
+        sigmoid, softmax, other_act, to_onehot_y, include_background: as for :func:`~._terms.prepare`.
+        region: compute the sums of the region terms.
+        region_clip: clip probability inputs to ``[1e-7, 1 - 1e-7]`` before the region sums (focal Tversky).
+        focal: ``(alpha, gamma, beta)`` of the pixel-wise term (``alpha`` a number or one weight per kept channel), or
+            ``None``.
+
+    Returns:
+        the statistics, or ``None``.
+
+    Raises:
+        ValueError: for NaN / inf inputs, class indices out of range, and whatever :func:`~._terms.prepare` raises.
+    """
+    mode = fused_mode()
+    if mode == "off" or input.ndim < 3 or target.ndim != input.ndim or target.requires_grad:
+        return None
+    if torch.compiler.is_compiling() or not torch.is_floating_point(input):
+        return None
+    compiled = _use_compile(mode, input)
+    if compiled is None:
+        return None
+    num_channels = input.shape[1]
+    single = num_channels == 1
+    index_target = to_onehot_y and not single
+    kept = kept_channels(num_channels, include_background)
+    try:
+        check_target_shape(input, target, index_target)
+        if focal is not None:  # the plain path raises a wrong number of per-class weights after its other checks
+            alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, input)
+    except ValueError:
+        return None  # the plain path raises it, in its order of checks
+    x = upcast(input)
+    fast_labels = index_target and not torch.is_floating_point(target) and not target.is_complex()
+    checked = not fast_labels or other_act is not None
+    if checked:  # dense / float targets, other_act: validate up front, in the order of prepare()
+        check_input_finite(x)
+    if not fast_labels:
+        target = _check_target(x, target, index_target)
+    if other_act is not None and not (sigmoid or (softmax and not single)):
+        x = other_act(x)
+        activation = "identity"
+    else:
+        activation = "sigmoid" if sigmoid else ("softmax" if softmax and not single else "identity")
+    binary = sigmoid or single
+    spec = KernelSpec(
+        activation=activation,
+        index_target=index_target,
+        region=region,
+        region_clip=region_clip and activation == "identity",
+        gamma=None if focal is None else float(focal[1]),
+        binary=binary,
+    )
+    if focal is None:
+        wpos = wneg = x.new_zeros(num_channels)
+    else:
+        alpha = alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, x)
+        wpos, wneg = focal_weights(num_channels, kept, alpha, focal[2], binary, x)
+    if index_target and target.dtype not in (torch.int64, torch.int32):
+        target = target.long()
+    elif not index_target:
+        target = target.to(x.dtype)
+    runner = _Runner(spec, compiled, explicit=mode == "compile")
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        pred_sum, tp, ref_sum, pixel, input_sum = _FusedFunction.apply(x, target, wpos, wneg, runner)
+    if not checked and not bool(torch.isfinite(input_sum).all()):
+        check_input_finite(x)
+    num_voxels = x[0, 0].numel()
+    if fast_labels and not bool((ref_sum.sum(1) == num_voxels).all()):
+        check_label_range(target, num_channels)  # some label is out of range: raises with the range found
+    return FusedStatistics(pred_sum, tp, ref_sum, pixel, kept, num_voxels)

@@ -1,0 +1,333 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The fused fast path of the losses (``monai_mixedfocal.losses._fused``) against the plain autograd path.
+
+Every loss, in every input form the fused kernels cover (softmax, sigmoid, probabilities and ``other_act``; class
+indices, one-hot and soft targets; one channel), with and without the background, batch pooling, per-class ``alpha``
+and ``beta``: values and input gradients equal to 1e-5 in float32 and 1e-10 in float64, under autocast too; gradcheck
+of the fused backward; the validation errors; the mode switch. The eager kernels are compared in the quick set; the
+compiled ones (tens of seconds of compilation) in one ``slow`` test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+from monai_mixedfocal.losses import (
+    CategoricalFocalLoss,
+    ComboLoss,
+    CosineTverskyLoss,
+    FocalTverskyLoss,
+    MixedFocalLoss,
+    ModifiedDiceLoss,
+    _fused,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE_3D = (2, 3, 5, 4, 6)
+SHAPE_2D = (3, 4, 7, 9)
+
+# name -> factory(num_kept) (per-class alphas need the number of kept channels)
+LOSSES: dict[str, Callable[[int], Callable[..., _Loss]]] = {
+    "dice": lambda k: partial(ModifiedDiceLoss, delta=0.5),
+    "tversky": lambda k: partial(ModifiedDiceLoss, delta=0.7),
+    "focal_tversky": lambda k: partial(FocalTverskyLoss),
+    "focal_tversky_g075": lambda k: partial(FocalTverskyLoss, gamma=0.75),
+    "cosine_tversky_g25": lambda k: partial(CosineTverskyLoss, gamma=2.5),
+    "focal": lambda k: partial(CategoricalFocalLoss),
+    "cross_entropy": lambda k: partial(CategoricalFocalLoss, alpha=1.0, gamma=0.0),
+    "focal_beta_g05": lambda k: partial(CategoricalFocalLoss, gamma=0.5, beta=0.7),
+    "focal_alpha_g1": lambda k: partial(CategoricalFocalLoss, gamma=1.0, alpha=[0.5 + 0.25 * c for c in range(k)]),
+    "focal_alpha_g3": lambda k: partial(CategoricalFocalLoss, gamma=3.0, alpha=[1.0 + c for c in range(k)], beta=0.2),
+    "combo": lambda k: partial(ComboLoss),
+    "combo_modified": lambda k: partial(ComboLoss, alpha=0.5, beta=0.7, delta=0.7),
+    "mixed_focal": lambda k: partial(MixedFocalLoss),
+    "mixed_focal_eq23": lambda k: partial(
+        MixedFocalLoss, lambda_focal=0.3, beta=0.6, alpha=[0.2 * (c + 1) for c in range(k)], gamma_tversky=0.8
+    ),
+}
+REGION_ONLY = {"dice", "tversky", "focal_tversky", "focal_tversky_g075", "cosine_tversky_g25"}
+
+
+def _labels(shape: tuple[int, ...], num_classes: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (shape[0], 1, *shape[2:]), generator=generator)
+    labels.view(shape[0], -1)[:, 0] = 0  # class 0 present everywhere; one class empty in the first image
+    labels[0][labels[0] == num_classes - 1] = 0
+    return labels
+
+
+def _make(mode: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``(input, target, loss kwargs)`` of one input form."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3.0 * torch.randn(shape, generator=generator, dtype=dtype)
+    num_channels = shape[1]
+    labels = _labels(shape, max(num_channels, 2), seed)
+    onehot = F.one_hot(labels[:, 0], max(num_channels, 2)).movedim(-1, 1).to(dtype)[:, :num_channels]
+    if num_channels == 1:
+        onehot = labels.to(dtype)
+    soft = torch.softmax(torch.randn(shape, generator=generator, dtype=dtype), 1)
+    forms: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {
+        "softmax-labels": (logits, labels, {"softmax": True, "to_onehot_y": True}),
+        "softmax-onehot": (logits, onehot, {"softmax": True}),
+        "softmax-soft": (logits, soft, {"softmax": True}),
+        "sigmoid-labels": (logits, labels, {"sigmoid": True, "to_onehot_y": True}),
+        "sigmoid-onehot": (logits, onehot, {"sigmoid": True}),
+        "probabilities-labels": (torch.softmax(logits, 1), labels, {"to_onehot_y": True}),
+        "probabilities-onehot": (torch.softmax(logits, 1), onehot, {}),
+        "other_act-labels": (logits, labels, {"other_act": partial(torch.softmax, dim=1), "to_onehot_y": True}),
+    }
+    return forms[mode]
+
+
+MODES = (
+    "softmax-labels",
+    "softmax-onehot",
+    "softmax-soft",
+    "sigmoid-labels",
+    "sigmoid-onehot",
+    "probabilities-labels",
+    "probabilities-onehot",
+    "other_act-labels",
+)
+OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"include_background": False},
+    {"batch": True, "reduction": "sum"},
+    {"include_background": False, "batch": True},
+)
+
+
+def _value_and_grad(loss: _Loss, x: torch.Tensor, target: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode(mode):
+        value = loss(leaf, target)
+    value.sum().backward()
+    assert leaf.grad is not None
+    return value.detach(), leaf.grad
+
+
+def _assert_same(fast: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -> None:
+    assert torch.isfinite(fast).all(), f"{what}: not finite"
+    scale = max(float(ref.abs().max()), 1e-30)
+    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+
+
+def _compare(name: str, mode: str, options: dict, shape: tuple[int, ...], dtype: torch.dtype, fused: str) -> None:
+    x, target, kwargs = _make(mode, shape, dtype, seed=len(name) + len(mode))
+    single = shape[1] == 1
+    num_kept = shape[1] - (0 if (options.get("include_background", True) or single) else 1)
+    loss = LOSSES[name](num_kept)(**kwargs, **options)
+    ref_value, ref_grad = _value_and_grad(loss, x, target, "off")
+    value, grad = _value_and_grad(loss, x, target, fused)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    what = f"{name} / {mode} / {options} / {dtype}"
+    _assert_same(value, ref_value, tol, f"{what}: value")
+    _assert_same(grad, ref_grad, tol, f"{what}: gradient")
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Any:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_fused_equals_plain_float64(name: str, mode: str) -> None:
+    """Every loss and input form, with every option, 3-D: the fused kernels give the plain path's values (1e-10)."""
+    for options in OPTIONS:
+        _compare(name, mode, options, SHAPE_3D, torch.float64, "eager")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_fused_equals_plain_float32_2d(name: str, mode: str) -> None:
+    """float32, 2-D images, batch of 3 with 4 classes: equal to 1e-5."""
+    _compare(name, mode, {"include_background": False}, SHAPE_2D, torch.float32, "eager")
+
+
+@pytest.mark.parametrize("mode", ["probabilities-onehot", "sigmoid-onehot"])
+@pytest.mark.parametrize("name", ["dice", "focal_tversky", "focal_beta_g05", "combo_modified", "mixed_focal"])
+def test_fused_equals_plain_single_channel(name: str, mode: str) -> None:
+    """A one-channel output (binary form; the flags it ignores warn on both paths)."""
+    with pytest.warns(UserWarning, match="single channel"):
+        _compare(name, mode, {"include_background": False}, (2, 1, 6, 7), torch.float64, "eager")
+
+
+@pytest.mark.parametrize("name", ["dice", "focal_tversky", "cosine_tversky_g25"])
+def test_region_reduction_none(name: str) -> None:
+    """Region losses keep their per-image, per-class shape on the fused path."""
+    for batch in (False, True):
+        _compare(name, "softmax-labels", {"reduction": "none", "batch": batch}, SHAPE_3D, torch.float64, "eager")
+
+
+def test_chunked_volume_equals_plain() -> None:
+    """A volume of several chunks (partial sums added up, the gradient written chunk by chunk)."""
+    num_voxels = 2 * _fused.CHUNK_VOXELS + 123
+    shape = (2, 3, num_voxels // 100 + 1, 100)
+    for name in ("mixed_focal", "combo", "focal_alpha_g1"):
+        _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "eager")
+    _compare("mixed_focal", "probabilities-onehot", {}, shape, torch.float32, "eager")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "autocast", "grad_tol"),
+    [(torch.float32, torch.bfloat16, 1e-5), (torch.float16, None, 2e-3), (torch.bfloat16, torch.bfloat16, 1e-2)],
+)
+@pytest.mark.parametrize("name", ["mixed_focal", "combo", "focal_tversky"])
+def test_low_precision_and_autocast(
+    name: str, dtype: torch.dtype, autocast: torch.dtype | None, grad_tol: float
+) -> None:
+    """float32 loss from half-precision inputs (and under CPU autocast): the same value (1e-5) and gradient (in the
+    input's precision) on both paths."""
+    x, target, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=3)
+    x = x.to(dtype)
+    loss = LOSSES[name](3)(**kwargs)
+    results = []
+    for mode in ("off", "eager"):
+        leaf = x.clone().requires_grad_(True)
+        amp = torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None)
+        with amp, _fused.use_fused_mode(mode):
+            value = loss(leaf, target)
+        assert value.dtype == torch.float32
+        value.backward()
+        assert leaf.grad is not None and leaf.grad.dtype == dtype
+        results.append((value.detach(), leaf.grad.float()))
+    _assert_same(results[1][0], results[0][0], 1e-5, "value")
+    _assert_same(results[1][1], results[0][1], grad_tol, "gradient")
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "options"),
+    [
+        ("mixed_focal", "softmax-labels", {"include_background": False}),
+        ("mixed_focal_eq23", "softmax-onehot", {"batch": True}),
+        ("combo_modified", "sigmoid-labels", {}),
+        ("focal_alpha_g3", "probabilities-labels", {}),
+        ("focal_tversky_g075", "probabilities-onehot", {"include_background": False}),
+        ("cosine_tversky_g25", "softmax-soft", {}),
+    ],
+)
+def test_gradcheck_fused(name: str, mode: str, options: dict) -> None:
+    """The fused backward is the derivative of the fused forward (finite differences, float64)."""
+    x, target, kwargs = _make(mode, (2, 3, 3, 4), torch.float64, seed=7)
+    if mode.startswith("probabilities"):
+        x = x.clamp(1e-3, 1 - 1e-3)  # finite differences stay inside the clip
+    loss = LOSSES[name](3 - (0 if options.get("include_background", True) else 1))(**kwargs, **options)
+    leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode("eager"):
+        assert torch.autograd.gradcheck(lambda inp: loss(inp, target), (leaf,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def _statistics(x: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> _fused.FusedStatistics | None:
+    defaults = {"sigmoid": False, "softmax": True, "other_act": None, "to_onehot_y": True, "include_background": True}
+    return _fused.fused_statistics(x, target, **{**defaults, **kwargs}, region=True, focal=(0.25, 2.0, None))
+
+
+def test_mode_selects_the_path() -> None:
+    """ "off" and small inputs in "auto" take the plain path; "eager" the fused one; the variable is validated."""
+    x, labels, _ = _make("softmax-labels", SHAPE_3D, torch.float32, seed=0)
+    with _fused.use_fused_mode("off"):
+        assert _statistics(x, labels) is None
+    with _fused.use_fused_mode("auto"):
+        assert x.numel() < _fused.AUTO_MIN_ELEMENTS
+        assert _statistics(x, labels) is None
+    with _fused.use_fused_mode("eager"):
+        stats = _statistics(x, labels)
+    assert stats is not None and stats.pred_sum.shape == (2, 3) and stats.num_voxels == math.prod(SHAPE_3D[2:])
+    assert torch.equal(stats.ref_sum, F.one_hot(labels[:, 0], 3).flatten(1, -2).sum(1))
+    with pytest.raises(ValueError, match="mode must be one of"), _fused.use_fused_mode("fast"):
+        pass
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(_fused.ENV_VAR, " Eager ")
+        assert _fused.fused_mode() == "eager"
+        patch.setenv(_fused.ENV_VAR, "fastest")
+        with pytest.raises(ValueError, match="MONAI_MIXEDFOCAL_FUSED must be one of"):
+            _fused.fused_mode()
+        with _fused.use_fused_mode("off"):  # the innermost choice wins
+            assert _fused.fused_mode() == "off"
+
+
+def test_plain_path_where_the_kernels_do_not_apply() -> None:
+    """A target that requires a gradient, per-voxel pixel values and a wrong alpha length take the plain path."""
+    x, onehot, _ = _make("softmax-onehot", SHAPE_3D, torch.float64, seed=1)
+    with _fused.use_fused_mode("eager"):
+        assert _statistics(x, onehot.requires_grad_(True), to_onehot_y=False) is None
+        with pytest.raises(ValueError, match="alpha has 2 per-class weights"):
+            CategoricalFocalLoss(alpha=[1.0, 2.0], softmax=True)(x, onehot.detach())
+        value = CategoricalFocalLoss(softmax=True, reduction="none")(x, onehot.detach())
+    assert value.shape == x.shape
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("where", ["labelled", "other"])
+def test_non_finite_input_raises(bad: float, where: str) -> None:
+    """NaN / inf anywhere, also on a class that is not the label (no effect on the loss value), is an error."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=2)
+    channel = int(labels[0, 0, 1, 1, 1]) if where == "labelled" else (int(labels[0, 0, 1, 1, 1]) + 1) % 3
+    x[0, channel, 1, 1, 1] = bad
+    for name in ("dice", "focal", "mixed_focal"):
+        with _fused.use_fused_mode("eager"), pytest.raises(ValueError, match="input contains NaN/inf"):
+            LOSSES[name](3)(**kwargs)(x, labels)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 7])
+def test_label_out_of_range_raises(bad: int) -> None:
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=4)
+    labels[1, 0, 2, 2, 2] = bad
+    low, high = min(bad, 0), max(bad, 2)
+    for dtype in (torch.int64, torch.int32, torch.uint8 if bad >= 0 else torch.int16):
+        with _fused.use_fused_mode("eager"), pytest.raises(ValueError, match=rf"got values in \[{low}, {high}\]"):
+            MixedFocalLoss(**kwargs)(x, labels.to(dtype))
+
+
+def test_integer_label_dtypes_agree() -> None:
+    """int64, int32 and uint8 class indices give the same loss on the fused path."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=5)
+    with _fused.use_fused_mode("eager"):
+        values = [MixedFocalLoss(**kwargs)(x, labels.to(d)) for d in (torch.int64, torch.int32, torch.uint8)]
+    assert values[0] == values[1] == values[2]
+
+
+def test_no_double_backward() -> None:
+    """The fused backward is not differentiable again: a clear error instead of a wrong second derivative."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=6)
+    leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode("eager"):
+        (grad,) = torch.autograd.grad(MixedFocalLoss(**kwargs)(leaf, labels), leaf, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        grad.sum().backward()
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_plain() -> None:
+    """torch.compile of the kernels (one spec per loss, dynamic shapes) gives the plain path's values."""
+    for name in ("mixed_focal", "dice"):
+        for shape in ((2, 3, 17, 16, 15), (2, 3, 9, 20, 8)):
+            _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "compile")
+    assert _fused.compile_unavailable_reason() is None
+
+
+def test_benchmark_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m benchmarks.losses`` on a tiny patch: a table with one row per loss, written atomically."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv(_fused.ENV_VAR, "eager")
+    from benchmarks import losses as bench
+
+    out = tmp_path / "table.md"
+    args = ["--shape", "1", "2", "6", "6", "6", "--repeats", "1", "--warmup", "1", "--threads", "1"]
+    assert bench.main([*args, "--losses", "dice", "mixed_focal", "--markdown", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| custom")]
+    assert [row.split("|")[3].strip() for row in rows] == ["dice", "mixed_focal"]
