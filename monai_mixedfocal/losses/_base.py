@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from monai.utils import LossReduction
@@ -132,16 +133,19 @@ class SegmentationLoss(_Loss):
         self._warn_ignored_flags(input)
         return self._prepare_quietly(input, target)
 
+    @property
+    def _input_options(self) -> dict[str, Any]:
+        """How the input and the target are read: the activation, one-hot and background options."""
+        return {
+            "sigmoid": self.sigmoid,
+            "softmax": self.softmax,
+            "other_act": self.other_act,
+            "to_onehot_y": self.to_onehot_y,
+            "include_background": self.include_background,
+        }
+
     def _prepare_quietly(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
-        return prepare(
-            input,
-            target,
-            sigmoid=self.sigmoid,
-            softmax=self.softmax,
-            other_act=self.other_act,
-            to_onehot_y=self.to_onehot_y,
-            include_background=self.include_background,
-        )
+        return prepare(input, target, **self._input_options)
 
     def _statistics(
         self,
@@ -166,11 +170,7 @@ class SegmentationLoss(_Loss):
         stats = fused_statistics(
             input,
             target,
-            sigmoid=self.sigmoid,
-            softmax=self.softmax,
-            other_act=self.other_act,
-            to_onehot_y=self.to_onehot_y,
-            include_background=self.include_background,
+            **self._input_options,
             region=region,
             region_clip=region_clip,
             focal=focal,
