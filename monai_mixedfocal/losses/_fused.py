@@ -212,15 +212,16 @@ def _others(labels: torch.Tensor, ps: Sequence[torch.Tensor]) -> torch.Tensor:
     return _total([torch.where(labels == c, 0.0, p) for c, p in enumerate(ps)])
 
 
-def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Probabilities of every channel and the log-sum-exp of every voxel, from the logits of every channel."""
+def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """Probabilities of every channel, the log-sum-exp of every voxel and the shifted logits ``x_c - max_c x_c``."""
     m = xs[0]
     for x in xs[1:]:
         m = torch.maximum(m, x)
-    es = [torch.exp(x - m) for x in xs]
+    shifted = [x - m for x in xs]
+    es = [torch.exp(z) for z in shifted]
     se = _total(es)
     inv = 1.0 / se
-    return [e * inv for e in es], m + torch.log(se)
+    return [e * inv for e in es], m + torch.log(se), shifted
 
 
 def _clip(p: torch.Tensor) -> torch.Tensor:
@@ -241,8 +242,13 @@ def _targets(spec: KernelSpec, target: torch.Tensor, num_channels: int, dtype: t
 
 def fused_forward(
     spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The statistics of every image and channel, in one pass over the input.
+
+    The per-channel sums are returned as lists of ``[B]`` tensors (stacking them here would make Inductor split the
+    pass in two and write the exponentials to memory). The input is validated in the same pass: a guard
+    ``0 * sum_c z_c`` (``z`` the logits less their maximum, or the input itself) is added to the pixel-wise sum, or
+    without one to the first prediction sum; it is exactly 0 for finite inputs and NaN for any NaN or infinity.
 
     Args:
         spec: what to compute.
@@ -252,47 +258,48 @@ def fused_forward(
         wneg: per-channel weights ``[C]`` of the negative (``1 - y``) part (binary form only).
 
     Returns:
-        ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B], input_sum [B], lse)``: the sums of the (clipped with
-        ``region_clip``) probabilities, of ``y * p`` and of ``y`` over the voxels, the per-image sum of the pixel-wise
-        term, the sum of the input (non-finite iff the input is, up to overflow), and the log-sum-exp ``[B, N]`` of a
-        softmax, saved for the backward pass (an empty tensor otherwise). The backward pass recomputes the
-        probabilities from it: on CPU the exponentials cost less than writing the probabilities to a fresh volume.
+        ``(pred_sums, tps, ref_sums, pixel, lse)``: per channel, the sums over the voxels of the (clipped with
+        ``region_clip``) probabilities, of ``y * p`` and of ``y`` (``[B]`` each; empty lists without ``region``, except
+        ``ref_sums`` of class indices, which validate them); the per-image sum of the pixel-wise term ``[B]`` (zeros
+        without one); and the log-sum-exp ``[B, N]`` of a softmax for the backward pass (an empty tensor otherwise),
+        which recomputes the probabilities from it: on CPU the exponentials cost less than writing them to memory.
     """
     xs = x.unbind(1)
     num_channels = len(xs)
     lse = x.new_empty(0)
     if spec.activation == "softmax":
-        ps, lse = _softmax_forward(xs)
-    elif spec.activation == "sigmoid":
-        ps = [torch.sigmoid(v) for v in xs]
+        ps, lse, shifted = _softmax_forward(xs)
     else:
-        ps = list(xs)
-    pred_sum, tp = x.new_zeros(x.shape[0], num_channels), x.new_zeros(x.shape[0], num_channels)
+        ps = [torch.sigmoid(v) for v in xs] if spec.activation == "sigmoid" else list(xs)
+        shifted = list(xs)
+    guard = 0.0 * _total(shifted)
+    pred_sums: list[torch.Tensor] = []
+    tps: list[torch.Tensor] = []
+    ref_sums: list[torch.Tensor] = []
     if spec.index_target:
-        ref_sum = torch.stack([(target == c).sum(-1) for c in range(num_channels)], 1)
-    else:
-        ref_sum = torch.stack([t.sum(-1) for t in target.unbind(1)], 1) if spec.region else torch.zeros_like(tp)
+        ref_sums = [(target == c).sum(-1) for c in range(num_channels)]
+    elif spec.region:
+        ref_sums = [t.sum(-1) for t in target.unbind(1)]
     if spec.region:
         pr = [_clip(p) for p in ps] if spec.region_clip else ps
-        pred_sum = torch.stack([p.sum(-1) for p in pr], 1)
+        pred_sums = [(p + guard if c == 0 and spec.gamma is None else p).sum(-1) for c, p in enumerate(pr)]
         if spec.index_target:
-            tp = torch.stack([torch.where(target == c, p, 0.0).sum(-1) for c, p in enumerate(pr)], 1)
+            tps = [torch.where(target == c, p, 0.0).sum(-1) for c, p in enumerate(pr)]
         else:
-            tp = torch.stack([(y * p).sum(-1) for y, p in zip(target.unbind(1), pr)], 1)
-    pixel = x.new_zeros(x.shape[0])
-    if spec.gamma is not None:
-        if spec.index_categorical:
-            if spec.activation == "softmax":
-                log_t, u_t = _select(target, xs) - lse, _others(target, ps)
-            else:  # clipped probabilities
-                p_t = _clip(_select(target, ps))
-                log_t, u_t = torch.log(p_t), 1.0 - p_t
-            w_t = _select(target, [wpos[c] for c in range(num_channels)])
-            term = _times(_focal_factor(u_t, spec.gamma), -log_t) * w_t
-        else:
-            term = _pixel_terms(spec, xs, ps, lse, _targets(spec, target, num_channels, x.dtype), wpos, wneg)
-        pixel = term.sum(-1)
-    return pred_sum, tp, ref_sum, pixel, _total(xs).sum(-1), lse
+            tps = [(y * p).sum(-1) for y, p in zip(target.unbind(1), pr)]
+    if spec.gamma is None:
+        return pred_sums, tps, ref_sums, x.new_zeros(x.shape[0]), lse
+    if spec.index_categorical:
+        if spec.activation == "softmax":
+            log_t, u_t = _select(target, xs) - lse, _others(target, ps)
+        else:  # clipped probabilities
+            p_t = _clip(_select(target, ps))
+            log_t, u_t = torch.log(p_t), 1.0 - p_t
+        w_t = _select(target, [wpos[c] for c in range(num_channels)])
+        term = _times(_focal_factor(u_t, spec.gamma), -log_t) * w_t
+    else:
+        term = _pixel_terms(spec, xs, ps, lse, _targets(spec, target, num_channels, x.dtype), wpos, wneg)
+    return pred_sums, tps, ref_sums, (term + guard).sum(-1), lse
 
 
 def _logs(
@@ -361,10 +368,8 @@ def fused_backward(
     num_channels = len(xs)
     if spec.activation == "softmax":
         ps = [torch.exp(v - lse) for v in xs]
-    elif spec.activation == "sigmoid":
-        ps = [torch.sigmoid(v) for v in xs]
     else:
-        ps = list(xs)
+        ps = [torch.sigmoid(v) for v in xs] if spec.activation == "sigmoid" else list(xs)
     g_sum = [grad_pred_sum[:, c : c + 1] for c in range(num_channels)]
     g_tp = [grad_tp[:, c : c + 1] for c in range(num_channels)]
     scale = grad_pixel[:, None]
@@ -525,20 +530,27 @@ def _target_chunk(spec: KernelSpec, target: torch.Tensor, part: slice) -> torch.
 
 
 def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *weights: torch.Tensor) -> tuple:
-    """:func:`fused_forward` on chunks of voxels (bounded intermediates): partial sums added up, saved tensors
+    """:func:`fused_forward` on chunks of voxels (bounded intermediates): partial sums added up, the log-sum-exp
     gathered."""
     x, target = _flatten(spec, x, target)
     parts = _chunks(x.shape[2])
     if len(parts) == 1:
         return fused_forward(spec, x, target, *weights)
     lse = x.new_empty(x.shape[0], x.shape[2]) if spec.activation == "softmax" else x.new_empty(0)
-    totals: list[torch.Tensor] = []
+    totals: list | None = None
     for part in parts:
         *sums, lse_part = fused_forward(spec, x[:, :, part], _target_chunk(spec, target, part), *weights)
-        totals = sums if not totals else [t + s for t, s in zip(totals, sums)]
+        totals = sums if totals is None else [_add_sums(t, s) for t, s in zip(totals, sums)]
         if lse.numel():
             lse[:, part] = lse_part
-    return (*totals, lse)
+    return (*totals, lse)  # type: ignore[misc]
+
+
+def _add_sums(a: torch.Tensor | list[torch.Tensor], b: torch.Tensor | list[torch.Tensor]) -> Any:
+    """``a + b`` of a partial sum, or of a list of per-channel partial sums."""
+    if isinstance(a, list):
+        return [u + v for u, v in zip(a, b)]
+    return a + b
 
 
 def _eager_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
@@ -591,21 +603,28 @@ class _Runner:
 
 
 class _FusedFunction(torch.autograd.Function):
-    """Autograd of the statistics: saves the input, the target and the log-sum-exp; backward in one pass."""
+    """Autograd of the statistics: saves the input, the target and the log-sum-exp; backward in one pass.
+
+    Returns ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B])`` (zeros for what the spec does not compute).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor, runner: _Runner
     ) -> tuple[torch.Tensor, ...]:
-        pred_sum, tp, ref_sum, pixel, input_sum, lse = runner.forward(x, target, wpos, wneg)
+        pred_sums, tps, ref_sums, pixel, lse = runner.forward(x, target, wpos, wneg)
         ctx.save_for_backward(x, target, wpos, wneg, lse)
         ctx.runner = runner
-        ctx.mark_non_differentiable(ref_sum, input_sum)
-        return pred_sum, tp, ref_sum, pixel, input_sum
+        empty = x.new_zeros(x.shape[0], x.shape[1])
+        pred_sum = torch.stack(pred_sums, 1) if pred_sums else empty
+        tp = torch.stack(tps, 1) if tps else empty.clone()
+        ref_sum = torch.stack(ref_sums, 1) if ref_sums else empty.clone()
+        ctx.mark_non_differentiable(ref_sum)
+        return pred_sum, tp, ref_sum, pixel
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel, _grad_input_sum):  # type: ignore[override]
+    def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel):  # type: ignore[override]
         x, target, wpos, wneg, lse = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
@@ -774,8 +793,9 @@ def fused_statistics(
         target = target.to(x.dtype)
     runner = _Runner(spec, compiled, explicit=mode == "compile")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        pred_sum, tp, ref_sum, pixel, input_sum = _FusedFunction.apply(x, target, wpos, wneg, runner)
-    if not checked and not bool(torch.isfinite(input_sum).all()):
+        pred_sum, tp, ref_sum, pixel = _FusedFunction.apply(x, target, wpos, wneg, runner)
+    # the kernels' guard makes these sums NaN for any NaN / inf in the input (and rarely, harmlessly, on overflow)
+    if not checked and not bool(torch.isfinite(pixel).all() & torch.isfinite(pred_sum).all()):
         check_input_finite(x)
     num_voxels = x[0, 0].numel()
     if fast_labels and not bool((ref_sum.sum(1) == num_voxels).all()):
