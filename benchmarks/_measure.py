@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -76,9 +78,24 @@ def floor_steps(like: torch.Tensor) -> dict[str, Callable[[], object]]:
     return {"bandwidth floor": lambda: out.copy_(like), "allocation floor": like.clone}
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null inside the block (the profiler's C++ side logs every start and stop)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _profiled_peak(step: Callable[[], object]) -> int | None:
     """Peak of the bytes allocated minus freed during ``step``, from the CPU allocator's events in the profiler."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with _native_stderr_silenced(), torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
         step()
     results = getattr(profiler.profiler, "kineto_results", None)
     if results is None:

@@ -484,18 +484,14 @@ def compile_unavailable_reason() -> str | None:
 
 
 def _flatten(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [B, C, *S] -> [B, C, N]``; the target to ``[B, N]`` (class indices) or ``[B, C, N]``."""
-    return x.flatten(2), target.flatten(1) if spec.index_target else target.flatten(2)
+    """``x [B, C, *S] -> [B, C, N]``; the target to ``[B, N]`` (class indices) or ``[B, C, N]``.
 
-
-def _forward_nd(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> tuple:
-    """:func:`fused_forward` of ``[B, C, *spatial]`` tensors (the compiled entry point)."""
-    return fused_forward(spec, *_flatten(spec, x, target), *args)
-
-
-def _backward_nd(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
-    """:func:`fused_backward` of ``[B, C, *spatial]`` tensors (the compiled entry point)."""
-    return fused_backward(spec, *_flatten(spec, x, target), *args).view(x.shape)
+    Detached, the flattened tensors are not views for ``torch.compile``: it sees one voxel count ``N`` shared by the
+    input, the target and the log-sum-exp (else it would know neither the spatial sizes of the input from the target's
+    nor their products from each other, and would split the pass in two loops with buffers between them).
+    """
+    flat_target = target.flatten(1) if spec.index_target else target.flatten(2)
+    return x.flatten(2).detach(), flat_target.detach()
 
 
 def _own_code(function: Callable[..., Any], tag: int) -> Callable[..., Any]:
@@ -513,10 +509,10 @@ def _compiled_kernels(spec: KernelSpec) -> tuple[Callable[..., Any], Callable[..
                 return None
             tag = len(_compiled)
             _LOGGER.info("compiling the fused loss kernels of %s (once per configuration: seconds to a minute)", spec)
-            # dynamic shapes: one compilation per spec and dtype serves (nearly) every patch size
+            # dynamic shapes: one compilation per spec, dtype and number of channels serves every patch size
             _compiled[spec] = (
-                torch.compile(_own_code(_forward_nd, tag), dynamic=True),
-                torch.compile(_own_code(_backward_nd, tag), dynamic=True),
+                torch.compile(_own_code(fused_forward, tag), dynamic=True),
+                torch.compile(_own_code(fused_backward, tag), dynamic=True),
             )
         return _compiled[spec]
 
@@ -532,7 +528,6 @@ def _target_chunk(spec: KernelSpec, target: torch.Tensor, part: slice) -> torch.
 def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *weights: torch.Tensor) -> tuple:
     """:func:`fused_forward` on chunks of voxels (bounded intermediates): partial sums added up, the log-sum-exp
     gathered."""
-    x, target = _flatten(spec, x, target)
     parts = _chunks(x.shape[2])
     if len(parts) == 1:
         return fused_forward(spec, x, target, *weights)
@@ -555,32 +550,32 @@ def _add_sums(a: torch.Tensor | list[torch.Tensor], b: torch.Tensor | list[torch
 
 def _eager_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """:func:`fused_backward` on chunks of voxels, written into one gradient tensor."""
-    shape = x.shape
-    x, target = _flatten(spec, x, target)
     wpos, wneg, lse, *grads = args
     parts = _chunks(x.shape[2])
     if len(parts) == 1:
-        return fused_backward(spec, x, target, wpos, wneg, lse, *grads).view(shape)
+        return fused_backward(spec, x, target, wpos, wneg, lse, *grads)
     out = torch.empty_like(x)
     for part in parts:
         lse_part = lse[:, part] if lse.numel() else lse
         chunk_target = _target_chunk(spec, target, part)
         out[:, :, part] = fused_backward(spec, x[:, :, part], chunk_target, wpos, wneg, lse_part, *grads)
-    return out.view(shape)
+    return out
 
 
 class _Runner:
-    """Runs the kernels of one spec, compiled or eager; falls back to eager (for good) when compilation fails."""
+    """Runs the kernels of one spec on ``[B, C, *spatial]`` tensors, compiled or eager; falls back to eager (for good)
+    when compilation fails."""
 
     def __init__(self, spec: KernelSpec, compiled: bool, explicit: bool) -> None:
         self.spec = spec
         self.kernels = _compiled_kernels(spec) if compiled else None
         self.explicit = explicit  # the user asked for "compile": say so when it fails
 
-    def _call(self, which: int, eager: Callable[..., Any], *args: torch.Tensor) -> Any:
+    def _call(self, which: int, eager: Callable[..., Any], x: torch.Tensor, target: torch.Tensor, *args: Any) -> Any:
+        flat_x, flat_target = _flatten(self.spec, x, target)
         if self.kernels is not None and _compile_state["failed"] is None:
             try:
-                return self.kernels[which](self.spec, *args)
+                return self.kernels[which](self.spec, flat_x, flat_target, *args)
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # no C++ compiler / Triton, unsupported platform, ...
@@ -593,13 +588,15 @@ class _Runner:
                         RuntimeWarning,
                         stacklevel=2,
                     )
-        return eager(self.spec, *args)
+        return eager(self.spec, flat_x, flat_target, *args)
 
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *args: torch.Tensor) -> tuple:
+        """:func:`fused_forward` of ``(x, target, wpos, wneg)``."""
         return self._call(0, _eager_forward, *args)
 
-    def backward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self._call(1, _eager_backward, *args)
+    def backward(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        """:func:`fused_backward` of ``(x, target, wpos, wneg, lse, *grads)``, shaped like ``x``."""
+        return self._call(1, _eager_backward, x, *args).view(x.shape)
 
 
 class _FusedFunction(torch.autograd.Function):
