@@ -83,7 +83,9 @@ class Row:
     first_call: float = 0.0
 
 
-def _step(loss: _Loss, x: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+def loss_step(loss: Callable[..., torch.Tensor], x: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    """One forward and backward pass of ``loss`` on ``x`` (a leaf that requires a gradient)."""
+
     def step() -> None:
         x.grad = None
         loss(x, labels).backward()
@@ -123,7 +125,7 @@ def benchmark_patch(
     steps = floor_steps(x.detach())
     for name in names:
         for key, factory, mode in _variants(name):
-            steps[f"{name}/{key}"] = _in_mode(_step(factory(), x, labels), mode)
+            steps[f"{name}/{key}"] = _in_mode(loss_step(factory(), x, labels), mode)
     times = interleaved_times(steps, device, repeats, warmup)
     floor, fresh = times["bandwidth floor"][0], times["allocation floor"][0]
     gbps = 2 * 4 * x.numel() / floor / 1e9

@@ -13,8 +13,9 @@ The network, optimizer, patch size, batch size, loss arguments and mixed precisi
 and ``--features`` override them). One iteration is what the bundle's trainer does per batch: forward (under autocast
 where the bundle enables it), loss, backward, optimizer step, on a random image and a label map of the patch size
 (data loading is not timed). Next to our losses it times ``none`` (the network's own cost: the mean square of the
-logits as the "loss", one read and one gradient) and the nearest MONAI losses; "loss ms" is a loss's step time minus
-that of ``none``, and "share" that difference as a fraction of the step: the part of a training step the loss costs.
+logits as the "loss", one read and one gradient) and the nearest MONAI losses. Each loss is also timed alone, forward
+and backward on logits of the network's output shape ("loss alone"), interleaved with the training steps; its share of
+the step is that time over the step's (on a busy CPU the differences between whole steps drown in their noise).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from benchmarks._measure import interleaved_times, write_text
-from benchmarks.losses import DEFAULT_LOSSES, monai_counterpart
+from benchmarks.losses import DEFAULT_LOSSES, loss_step, monai_counterpart
 from monai_mixedfocal.bundle import build_loss
 from monai_mixedfocal.losses import LOSS_NAMES
 
@@ -149,20 +150,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"amp {amp}, MONAI_MIXEDFOCAL_FUSED={mode}",
         flush=True,
     )
-    steps = {name: training_step(network, optimizer, factory(), image, label, amp) for name, factory in candidates}
+    # the logits of the bundle's network, to time each loss alone (forward + backward) next to the training steps
+    with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+        logits = network(image).float().requires_grad_(True)
+    steps: dict[str, Callable[[], object]] = {}
+    for name, factory in candidates:
+        loss_fn = factory()
+        steps[name] = training_step(network, optimizer, loss_fn, image, label, amp)
+        steps[f"{name} (loss alone)"] = loss_step(loss_fn, logits, label)
     times = interleaved_times(steps, device, args.iterations, args.warmup)
-    results = [(name, *times[name]) for name in steps]
-    for name, seconds, first in results:
-        print(f"{name}: {seconds:.3f} s/iteration (first {first:.1f} s)", flush=True)
-    base = results[0][1]
     lines = [
-        "| loss | it/s | s/it | loss ms | share of the step | first iteration s |",
+        "| loss | it/s | s/it | loss alone ms | loss share of the step | first iteration s |",
         "|---|---|---|---|---|---|",
     ]
-    for name, seconds, first in results:
-        extra = seconds - base
-        share = "" if name == "none" else f"{max(extra, 0.0) / seconds:.0%}"
-        lines.append(f"| {name} | {1 / seconds:.3f} | {seconds:.3f} | {extra * 1e3:.0f} | {share} | {first:.1f} |")
+    for name, _ in candidates:
+        seconds, first = times[name]
+        alone = times[f"{name} (loss alone)"][0]
+        print(f"{name}: {seconds:.3f} s/iteration (first {first:.1f} s), loss alone {alone * 1e3:.0f} ms", flush=True)
+        share = f"{alone / seconds:.1%}"
+        lines.append(f"| {name} | {1 / seconds:.3f} | {seconds:.3f} | {alone * 1e3:.0f} | {share} | {first:.1f} |")
     table = "\n".join(lines)
     print(table)
     if args.markdown:

@@ -247,8 +247,9 @@ def fused_forward(
 
     The per-channel sums are returned as lists of ``[B]`` tensors (stacking them here would make Inductor split the
     pass in two and write the exponentials to memory). The input is validated in the same pass: a guard
-    ``0 * sum_c z_c`` (``z`` the logits less their maximum, or the input itself) is added to the pixel-wise sum, or
-    without one to the first prediction sum; it is exactly 0 for finite inputs and NaN for any NaN or infinity.
+    ``0 * sum_c z_c`` (``z`` the logits less their maximum, or the input itself) is added to the first prediction
+    sum, or without region terms to the pixel-wise sum (added to the pixel-wise term next to region sums, it makes
+    Inductor buffer the exponentials); it is exactly 0 for finite inputs and NaN for any NaN or infinity.
 
     Args:
         spec: what to compute.
@@ -282,7 +283,7 @@ def fused_forward(
         ref_sums = [t.sum(-1) for t in target.unbind(1)]
     if spec.region:
         pr = [_clip(p) for p in ps] if spec.region_clip else ps
-        pred_sums = [(p + guard if c == 0 and spec.gamma is None else p).sum(-1) for c, p in enumerate(pr)]
+        pred_sums = [(p + guard if c == 0 else p).sum(-1) for c, p in enumerate(pr)]
         if spec.index_target:
             tps = [torch.where(target == c, p, 0.0).sum(-1) for c, p in enumerate(pr)]
         else:
@@ -299,7 +300,7 @@ def fused_forward(
         term = _times(_focal_factor(u_t, spec.gamma), -log_t) * w_t
     else:
         term = _pixel_terms(spec, xs, ps, lse, _targets(spec, target, num_channels, x.dtype), wpos, wneg)
-    return pred_sums, tps, ref_sums, (term + guard).sum(-1), lse
+    return pred_sums, tps, ref_sums, (term if spec.region else term + guard).sum(-1), lse
 
 
 def _logs(
