@@ -47,9 +47,12 @@ def cli_args(values: dict[str, object]) -> list[str]:
     return args
 
 
-def run_bundle(bundle: Path, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle <args>`` in the bundle folder (as its README does) with one CPU thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def run_bundle(
+    bundle: Path, args: list[str], timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle <args>`` in the bundle folder (as its README does) with one CPU thread and the
+    extra environment variables ``env``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=bundle,

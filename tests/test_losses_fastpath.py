@@ -6,7 +6,8 @@ Every loss, in every input form the fused kernels cover (softmax, sigmoid, proba
 indices, one-hot and soft targets; one channel), with and without the background, batch pooling, per-class ``alpha``
 and ``beta``: values and input gradients equal to 1e-5 in float32 and 1e-10 in float64, under autocast too; gradcheck
 of the fused backward; the validation errors; the mode switch. The eager kernels are compared in the quick set; the
-compiled ones (tens of seconds of compilation) in one ``slow`` test.
+compiled ones (tens of seconds of compilation) in one ``slow`` test. On a machine with a CUDA device the kernels also
+run there (eager and compiled, float64, float32 and under float16 autocast) against the plain path on the CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from torch.nn.modules.loss import _Loss
 
 from monai_mixedfocal.losses import (
@@ -293,6 +295,35 @@ def test_label_out_of_range_raises(bad: int) -> None:
             MixedFocalLoss(**kwargs)(x, labels.to(dtype))
 
 
+@pytest.mark.parametrize("name", ["dice", "focal", "mixed_focal", "combo_modified", "focal_alpha_g1"])
+def test_float_labels_and_meta_tensors(name: str) -> None:
+    """Class indices as float MetaTensors (what MONAI's transforms give) and MetaTensor logits: the values and
+    gradients of plain int64 labels, on the fused path and on the plain one."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=8)
+    loss = LOSSES[name](3)(**kwargs)
+    ref_value, ref_grad = _value_and_grad(loss, x, labels, "off")
+    for fused in ("eager", "off"):
+        for dtype in (torch.float32, torch.float64):
+            value, grad = _value_and_grad(loss, MetaTensor(x), MetaTensor(labels.to(dtype)), fused)
+            what = f"{name} / {fused} / {dtype} labels"
+            _assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-10, f"{what}: value")
+            _assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-10, f"{what}: gradient")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(math.nan, "target contains NaN"), (0.5, "fractional values"), (3.0, r"got values in \[0, 3\]")],
+)
+def test_invalid_float_labels_raise(bad: float, message: str) -> None:
+    """An invalid float label anywhere: the plain path's error on the fused path too."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=9)
+    target = labels.float()
+    target[1, 0, 3, 2, 4] = bad
+    for fused in ("eager", "off"):
+        with _fused.use_fused_mode(fused), pytest.raises(ValueError, match=message):
+            MixedFocalLoss(**kwargs)(x, target)
+
+
 def test_integer_label_dtypes_agree() -> None:
     """int64, int32 and uint8 class indices give the same loss on the fused path."""
     x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=5)
@@ -317,7 +348,70 @@ def test_compiled_kernels_equal_plain() -> None:
     for name in ("mixed_focal", "dice"):
         for shape in ((2, 3, 17, 16, 15), (2, 3, 9, 20, 8)):
             _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "compile")
+    # float labels and MetaTensors, as in a bundle
+    x, labels, kwargs = _make("softmax-labels", (2, 3, 17, 16, 15), torch.float32, seed=10)
+    loss = MixedFocalLoss(**kwargs)
+    ref_value, ref_grad = _value_and_grad(loss, x, labels, "off")
+    value, grad = _value_and_grad(loss, MetaTensor(x), MetaTensor(labels.float()), "compile")
+    _assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-5, "MetaTensor value")
+    _assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-5, "MetaTensor gradient")
     assert _fused.compile_unavailable_reason() is None
+
+
+GPU = "cuda"
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _compare_on_cuda(name: str, mode: str, fused: str) -> None:
+    """The loss on the GPU against the plain path on the CPU in float64: to 1e-10 in float64 and 1e-5 in float32
+    (a volume of two chunks for the float32 case)."""
+    for dtype, shape, tol in ((torch.float64, SHAPE_3D, 1e-10), (torch.float32, (2, 3, 40, 48, 41), 1e-5)):
+        x, target, kwargs = _make(mode, shape, dtype, seed=len(name) + len(mode))
+        loss = LOSSES[name](2)(**kwargs, include_background=False)
+        ref_target = target.double() if target.is_floating_point() else target
+        ref_value, ref_grad = _value_and_grad(loss, x.double(), ref_target, "off")
+        value, grad = _value_and_grad(loss, x.to(GPU), target.to(GPU), fused)
+        what = f"{name} / {mode} / {dtype} / {fused} on cuda"
+        _assert_same(value.cpu().double(), ref_value, tol, f"{what}: value")
+        _assert_same(grad.cpu().double(), ref_grad, tol, f"{what}: gradient")
+
+
+@CUDA
+@pytest.mark.parametrize("fused", ["eager", "off"])
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_cuda_equals_cpu_plain(name: str, fused: str) -> None:
+    """Every loss and input form on the GPU, eager kernels and plain path."""
+    for mode in MODES:
+        _compare_on_cuda(name, mode, fused)
+
+
+@CUDA
+@pytest.mark.parametrize("mode", ["softmax-labels", "sigmoid-onehot", "probabilities-labels"])
+@pytest.mark.parametrize("name", ["mixed_focal", "dice", "focal_alpha_g1", "combo_modified"])
+def test_cuda_compiled_equals_cpu_plain(name: str, mode: str) -> None:
+    """The compiled (Triton) kernels on the GPU."""
+    _compare_on_cuda(name, mode, "compile")
+    assert _fused.compile_unavailable_reason() is None
+
+
+@CUDA
+@pytest.mark.parametrize("fused", ["auto", "off"])
+@pytest.mark.parametrize("name", ["mixed_focal", "combo", "focal_tversky", "focal", "dice"])
+def test_cuda_autocast_float16(name: str, fused: str) -> None:
+    """float16 logits from a network under CUDA autocast: a float32 loss equal to the float64 one (1e-4), a finite
+    float16 gradient equal to float16 precision; "auto" compiles at this size."""
+    x, target, kwargs = _make("softmax-labels", (2, 3, 64, 64, 48), torch.float32, seed=11)
+    x = x.clamp(-20, 20)
+    loss = LOSSES[name](3)(**kwargs)
+    ref_value, ref_grad = _value_and_grad(loss, x.half().double(), target, "off")
+    leaf = x.half().to(GPU).requires_grad_(True)
+    with torch.autocast(GPU, dtype=torch.float16), _fused.use_fused_mode(fused):
+        value = loss(leaf, target.to(GPU))
+    assert value.dtype == torch.float32
+    value.backward()
+    assert leaf.grad is not None and leaf.grad.dtype == torch.float16
+    _assert_same(value.detach().cpu().double(), ref_value, 1e-4, f"{name} value")
+    _assert_same(leaf.grad.cpu().double(), ref_grad, 2e-3, f"{name} gradient")
 
 
 def test_benchmark_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from monai_mixedfocal.losses._fused import FusedStatistics, fused_statistics
-from monai_mixedfocal.losses._terms import Prepared, prepare
+from monai_mixedfocal.losses._terms import Prepared, plain_tensor, prepare
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
@@ -167,6 +167,7 @@ class SegmentationLoss(_Loss):
             focal: ``(alpha, gamma, beta)`` of the pixel-wise part, or ``None`` for none.
         """
         self._warn_ignored_flags(input)
+        input, target = plain_tensor(input), plain_tensor(target)
         stats = fused_statistics(
             input,
             target,

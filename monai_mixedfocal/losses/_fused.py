@@ -51,7 +51,6 @@ from monai_mixedfocal.losses._terms import (
     _check_target,
     alpha_vector,
     check_input_finite,
-    check_label_range,
     check_target_shape,
     kept_channels,
     upcast,
@@ -760,9 +759,11 @@ def fused_statistics(
     except ValueError:
         return None  # the plain path raises it, in its order of checks
     x = upcast(input)
-    fast_labels = index_target and not torch.is_floating_point(target) and not target.is_complex()
+    # class indices (integer or float, as MONAI's transforms give them) are validated by the kernels' own sums: every
+    # voxel of a valid label map matches exactly one class, a NaN, fractional or out-of-range label none
+    fast_labels = index_target and not target.is_complex()
     checked = not fast_labels or other_act is not None
-    if checked:  # dense / float targets, other_act: validate up front, in the order of prepare()
+    if checked:  # dense targets, other_act: validate up front, in the order of prepare()
         check_input_finite(x)
     if not fast_labels:
         target = _check_target(x, target, index_target)
@@ -785,7 +786,7 @@ def fused_statistics(
     else:
         alpha = alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, x)
         wpos, wneg = focal_weights(num_channels, kept, alpha, focal[2], binary, x)
-    if index_target and target.dtype not in (torch.int64, torch.int32):
+    if index_target and target.dtype not in (torch.int64, torch.int32) and not torch.is_floating_point(target):
         target = target.long()
     elif not index_target:
         target = target.to(x.dtype)
@@ -797,5 +798,5 @@ def fused_statistics(
         check_input_finite(x)
     num_voxels = x[0, 0].numel()
     if fast_labels and not bool((ref_sum.sum(1) == num_voxels).all()):
-        check_label_range(target, num_channels)  # some label is out of range: raises with the range found
+        _check_target(x, target, index_target)  # some label is invalid: raises why (NaN, fraction, range found)
     return FusedStatistics(pred_sum, tp, ref_sum, pixel, kept, num_voxels)

@@ -134,6 +134,17 @@ def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) ->
     return target
 
 
+def plain_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a plain ``torch.Tensor`` (same storage, still in the autograd graph).
+
+    MONAI's transforms and networks hand over ``MetaTensor`` s; their metadata is irrelevant to a loss, their
+    ``__torch_function__`` runs on every operation, and ``torch.compile`` cannot trace the fused kernels through it.
+    """
+    if type(tensor) is torch.Tensor or not isinstance(tensor, torch.Tensor):
+        return tensor
+    return tensor.as_subclass(torch.Tensor)
+
+
 def upcast(input: torch.Tensor) -> torch.Tensor:
     """The input in the dtype the losses compute in: float32, or float64 when given.
 
@@ -186,7 +197,8 @@ def prepare(
     """
     if input.ndim < 3:
         raise ValueError(f"input must have shape [B, C, *spatial] (at least 3 dimensions); got {tuple(input.shape)}.")
-    x = upcast(input)
+    x = upcast(plain_tensor(input))
+    target = plain_tensor(target)
     check_input_finite(x)
     num_channels = x.shape[1]
     single = num_channels == 1
