@@ -4,6 +4,7 @@
 
 - :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
 - :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
+- :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
 - :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
@@ -17,9 +18,11 @@ from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.startup import DATA_SOURCES, build_loss, check_training_setup, find_images, load_split
 from monai_mixedfocal.bundle.transforms import protect_key
+from monai_mixedfocal.bundle.validation import FinalValidationHandler
 
 __all__ = [
     "DATA_SOURCES",
+    "FinalValidationHandler",
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
