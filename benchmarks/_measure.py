@@ -9,12 +9,14 @@
 - The memory-bandwidth floor: one read of the logits and one write of a tensor of the same size (``copy_``), the
   least a loss's forward and backward pass must move; and the allocation floor: the same into a fresh tensor
   (``clone``), which on CPU adds the page faults of new memory that every gradient pays (:func:`floor_steps`).
+- ``--keep-freed-memory`` (:func:`add_allocator_option`): time with glibc keeping freed memory, as the bundles run.
 - Steps are timed round robin (:func:`interleaved_times`): on a shared machine whose load changes during the run,
   every loss sees the same conditions.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import os
@@ -24,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+
+from monai_mixedfocal.bundle.allocator import keep_freed_memory
 
 
 def synchronize(device: torch.device) -> None:
@@ -140,3 +144,18 @@ def write_text(path: str, text: str) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """``--keep-freed-memory``: time as the bundles train (glibc keeps freed memory: no page faults of new tensors)."""
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="call monai_mixedfocal.bundle.keep_freed_memory() first, as the bundles do (default: glibc's defaults)",
+    )
+
+
+def apply_allocator_option(args: argparse.Namespace) -> None:
+    """Apply ``--keep-freed-memory`` and say which allocator setting the timings are for."""
+    applied = keep_freed_memory(args.keep_freed_memory)
+    print(f"allocator: {'keep_freed_memory()' if applied else 'the C library defaults'}")

@@ -31,7 +31,14 @@ import torch
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
 from torch.nn.modules.loss import _Loss
 
-from benchmarks._measure import floor_steps, interleaved_times, peak_extra_bytes, write_text
+from benchmarks._measure import (
+    add_allocator_option,
+    apply_allocator_option,
+    floor_steps,
+    interleaved_times,
+    peak_extra_bytes,
+    write_text,
+)
 from monai_mixedfocal.losses import LOSS_NAMES, get_loss
 from monai_mixedfocal.losses._fused import compile_unavailable_reason, use_fused_mode
 
@@ -183,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--shape", type=int, nargs="+", default=None, help="replace the patches by one [B, C, ...]")
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
+    add_allocator_option(parser)
     args = parser.parse_args(argv)
+    apply_allocator_option(args)
     if args.repeats < 1 or args.warmup < 1 or args.threads < 1:
         parser.error("--repeats, --warmup and --threads must be >= 1")
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from benchmarks._measure import interleaved_times, write_text
+from benchmarks._measure import add_allocator_option, apply_allocator_option, interleaved_times, write_text
 from benchmarks.losses import DEFAULT_LOSSES, loss_step, monai_counterpart
 from monai_mixedfocal.bundle import build_loss
 from monai_mixedfocal.losses import LOSS_NAMES
@@ -125,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="the KiTS19 bundle directory")
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
+    add_allocator_option(parser)
     args = parser.parse_args(argv)
+    apply_allocator_option(args)
     if args.iterations < 1 or args.warmup < 1 or args.threads < 1:
         parser.error("--iterations, --warmup and --threads must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -4,6 +4,7 @@
 
 - :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
 - :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
+- :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
@@ -14,6 +15,7 @@ Configs reference these by full dotted path, e.g. ``"_target_": "monai_mixedfoca
 
 from __future__ import annotations
 
+from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.startup import DATA_SOURCES, build_loss, check_training_setup, find_images, load_split
@@ -28,6 +30,7 @@ __all__ = [
     "build_loss",
     "check_training_setup",
     "find_images",
+    "keep_freed_memory",
     "load_split",
     "protect_key",
 ]
