@@ -192,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
     add_allocator_option(parser)
     args = parser.parse_args(argv)
-    apply_allocator_option(args)
     if args.repeats < 1 or args.warmup < 1 or args.threads < 1:
         parser.error("--repeats, --warmup and --threads must be >= 1")
+    apply_allocator_option(args)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--devices cuda: no CUDA device is available")

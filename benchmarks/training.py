@@ -127,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
     add_allocator_option(parser)
     args = parser.parse_args(argv)
-    apply_allocator_option(args)
     if args.iterations < 1 or args.warmup < 1 or args.threads < 1:
         parser.error("--iterations, --warmup and --threads must be >= 1")
+    apply_allocator_option(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     torch.set_num_threads(args.threads)

@@ -58,8 +58,9 @@ def keep_freed_memory(enabled: bool = True, max_block: int = DEFAULT_MAX_BLOCK) 
         raise ValueError(f"max_block must be an integer in [1, {_INT_MAX}] bytes; got {max_block!r}.")
     if not enabled:
         return False
-    if platform.libc_ver()[0] != "glibc":
-        _LOGGER.info("keep_freed_memory: not glibc (%s); the C library's defaults stay.", platform.libc_ver()[0] or "?")
+    libc_name = platform.libc_ver()[0]
+    if libc_name != "glibc":
+        _LOGGER.info("keep_freed_memory: not glibc (%s); the C library's defaults stay.", libc_name or "?")
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     done = libc.mallopt(_M_MMAP_THRESHOLD, max_block) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ignite.engine import Engine, Events
     from monai.engines import Evaluator
 else:
-    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
     Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = ["FinalValidationHandler", "validation_due"]
