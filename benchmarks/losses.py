@@ -154,6 +154,11 @@ def benchmark_patch(
     return rows, floor
 
 
+def _ms(seconds: float) -> str:
+    """Milliseconds, with a decimal below 10 ms (GPU timings, small patches)."""
+    return f"{seconds * 1e3:.1f}" if seconds < 0.01 else f"{seconds * 1e3:.0f}"
+
+
 def _mib(value: int | None, volume: int) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f} ({value / volume:.2f})"
 
@@ -170,8 +175,8 @@ def format_table(rows: Sequence[Row], floors: dict[tuple[str, str], float], volu
         ours, plain, monai = (row.seconds[k] for k in ("ours", "plain", "monai"))
         volume = volumes[row.patch]
         lines.append(
-            f"| {row.patch} | {row.device} | {row.loss} | {row.monai_name} | {ours * 1e3:.0f} | {plain * 1e3:.0f} "
-            f"| {monai * 1e3:.0f} | {ours / monai:.2f} | {plain / monai:.2f} "
+            f"| {row.patch} | {row.device} | {row.loss} | {row.monai_name} | {_ms(ours)} | {_ms(plain)} "
+            f"| {_ms(monai)} | {ours / monai:.2f} | {plain / monai:.2f} "
             f"| {ours / floor:.1f} | {monai / floor:.1f} "
             f"| {_mib(row.peak.get('ours'), volume)} | {_mib(row.peak.get('plain'), volume)} "
             f"| {_mib(row.peak.get('monai'), volume)} | {row.first_call:.1f} |"

@@ -75,7 +75,7 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in models.iterdir()) == ["model.pt"]  # MONAI Label offers every models/*.pt
 
     # model.pt is a plain state dict whose weights moved away from the initial ones
-    best = torch.load(models / "model.pt", weights_only=True)
+    best = torch.load(models / "model.pt", map_location="cpu", weights_only=True)  # saved from the GPU, if any
     initial = _initial_weights(KITS, values)
     assert best.keys() == initial.keys()
     assert any(not torch.equal(best[k], initial[k]) for k in initial if k.endswith("conv.weight"))
@@ -160,19 +160,31 @@ def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
     assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 8
 
 
-def test_two_cpu_processes_with_torchrun(kits_data: Path, tmp_path: Path) -> None:
-    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=2)
+def _torchrun_training(data: Path, root: Path, processes: int, env: dict[str, str]) -> None:
+    """Two epochs of two iterations per process under ``torchrun``; one ``model.pt`` and a resumable checkpoint of
+    the unwrapped network, written by rank 0."""
+    values = overrides("kits19", dataset_dir=str(data), bundle_root=str(root), epochs=2)
     values["iterations_per_epoch"] = 2
     config = "['configs/train.json','configs/multi_gpu_train.json']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "-m", "monai.bundle", "run"]
     cmd += ["--config_file", config, *cli_args(values)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=KITS, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=KITS, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]
-    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt"]
+    last = torch.load(root / "checkpoints" / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in last["model"])  # saved without the DDP wrapper
+
+
+def test_two_cpu_processes_with_torchrun(kits_data: Path, tmp_path: Path) -> None:
+    """gloo on the CPU (GPUs hidden, so that it runs the same on a machine with one)."""
+    _torchrun_training(kits_data, tmp_path, 2, {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_process_per_gpu_with_torchrun(kits_data: Path, tmp_path: Path) -> None:
+    """NCCL, one process per visible GPU, with AMP (the bundle's default on a GPU)."""
+    _torchrun_training(kits_data, tmp_path, torch.cuda.device_count(), {"OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize(

@@ -175,6 +175,7 @@ class SegmentationLoss(_Loss):
             region=region,
             region_clip=region_clip,
             focal=focal,
+            defer_check=True,  # read with the loss's own check in _checked: one host-device synchronisation
         )
         return stats if stats is not None else self._prepare_quietly(input, target)
 
@@ -211,9 +212,23 @@ class SegmentationLoss(_Loss):
         return term
 
     @staticmethod
-    def _checked(loss: torch.Tensor) -> torch.Tensor:
-        """Return ``loss``, or raise instead of silently returning NaN / inf (inputs are checked before)."""
-        if not torch.isfinite(loss).all():
+    def _checked(loss: torch.Tensor, source: FusedStatistics | Prepared | None = None) -> torch.Tensor:
+        """Return ``loss``, or raise instead of silently returning NaN / inf.
+
+        The plain path checked its inputs before; the fused statistics of :meth:`_statistics` (``source``) carry
+        their check, read here together with the loss's finiteness: one host-device synchronisation per loss.
+
+        Raises:
+            ValueError: for a NaN / inf input or invalid class indices found by the fused kernels.
+            FloatingPointError: for a non-finite loss from valid inputs.
+        """
+        finite = torch.isfinite(loss).all()
+        pending = source if isinstance(source, FusedStatistics) and source.valid is not None else None
+        if bool(finite if pending is None else finite & pending.valid):
+            return loss
+        if pending is not None:
+            pending.check()  # raises the input's error, where that is what went wrong
+        if not bool(finite):
             raise FloatingPointError(
                 "the loss is not finite although the input is; please report this with the input that triggers it."
             )

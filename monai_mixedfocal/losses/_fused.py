@@ -212,14 +212,18 @@ def _others(labels: torch.Tensor, ps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-    """Probabilities of every channel, the log-sum-exp of every voxel and the shifted logits ``x_c - max_c x_c``."""
+    """Probabilities of every channel, the log-sum-exp of every voxel and the shifted logits ``x_c - max_c x_c``.
+
+    The maximum is taken with a comparison, not ``torch.maximum``: it skips a NaN instead of propagating it (cheaper in
+    the compiled loop), and a NaN still makes its shifted logit, hence the forward pass's guard, NaN.
+    """
     m = xs[0]
     for x in xs[1:]:
-        m = torch.maximum(m, x)
+        m = torch.where(x > m, x, m)
     shifted = [x - m for x in xs]
     es = [torch.exp(z) for z in shifted]
     se = _total(es)
-    inv = 1.0 / se
+    inv = torch.reciprocal(se)
     return [e * inv for e in es], m + torch.log(se), shifted
 
 
@@ -230,6 +234,13 @@ def _clip(p: torch.Tensor) -> torch.Tensor:
 def _clip_mask(p: torch.Tensor) -> torch.Tensor:
     """Where the clip passes the gradient (as autograd differentiates ``clamp``)."""
     return (p >= PROB_CLIP) & (p <= 1.0 - PROB_CLIP)
+
+
+def _as_compared(spec: KernelSpec, target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices of any dtype as floats of the input's ``dtype``, once per voxel, for the comparisons with every
+    class: wide integer compares (int64 vectors hold half as many lanes) cost more than the conversion. Exact: an
+    integer label equals ``c`` exactly when its float does (labels of ``2**24`` and more are invalid anyway)."""
+    return target.to(dtype) if spec.index_target else target
 
 
 def _targets(spec: KernelSpec, target: torch.Tensor, num_channels: int, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -260,12 +271,14 @@ def fused_forward(
     Returns:
         ``(pred_sums, tps, ref_sums, pixel, lse)``: per channel, the sums over the voxels of the (clipped with
         ``region_clip``) probabilities, of ``y * p`` and of ``y`` (``[B]`` each; empty lists without ``region``, except
-        ``ref_sums`` of class indices, which validate them); the per-image sum of the pixel-wise term ``[B]`` (zeros
-        without one); and the log-sum-exp ``[B, N]`` of a softmax for the backward pass (an empty tensor otherwise),
-        which recomputes the probabilities from it: on CPU the exponentials cost less than writing them to memory.
+        ``ref_sums`` of class indices, which validate them: int32 counts below ``2**31`` voxels); the per-image sum of
+        the pixel-wise term ``[B]`` (zeros without one); and the log-sum-exp ``[B, N]`` of a softmax for the backward
+        pass (an empty tensor otherwise), which recomputes the probabilities from it: on CPU the exponentials cost less
+        than writing them to memory.
     """
     xs = x.unbind(1)
     num_channels = len(xs)
+    target = _as_compared(spec, target, x.dtype)
     lse = x.new_empty(0)
     if spec.activation == "softmax":
         ps, lse, shifted = _softmax_forward(xs)
@@ -277,7 +290,8 @@ def fused_forward(
     tps: list[torch.Tensor] = []
     ref_sums: list[torch.Tensor] = []
     if spec.index_target:
-        ref_sums = [(target == c).sum(-1) for c in range(num_channels)]
+        count_dtype = torch.int32 if target.shape[-1] < 2**31 else torch.int64  # int32 sums vectorize better
+        ref_sums = [(target == c).sum(-1, dtype=count_dtype) for c in range(num_channels)]
     elif spec.region:
         ref_sums = [t.sum(-1) for t in target.unbind(1)]
     if spec.region:
@@ -366,6 +380,7 @@ def fused_backward(
     """
     xs = x.unbind(1)
     num_channels = len(xs)
+    target = _as_compared(spec, target, x.dtype)
     if spec.activation == "softmax":
         ps = [torch.exp(v - lse) for v in xs]
     else:
@@ -649,6 +664,12 @@ class FusedStatistics:
         pixel: the pixel-wise term summed over the voxels and kept channels of every image ``[B]``.
         kept: the kept channels.
         num_voxels: voxels per image.
+        valid: a 0-d bool tensor, whether the input was finite and every class index valid (the kernels' guard and
+            label counts), or ``None`` where that was checked before the kernels ran. Reading it is a host-device
+            synchronisation: :meth:`check` (or a loss's final check, which reads it together with the loss's own
+            finiteness) does it once.
+        explain: raises the error that makes ``valid`` false (NaN / inf input, invalid class indices), as the plain
+            path raises it.
     """
 
     pred_sum: torch.Tensor
@@ -657,6 +678,13 @@ class FusedStatistics:
     pixel: torch.Tensor
     kept: slice
     num_voxels: int
+    valid: torch.Tensor | None = None
+    explain: Callable[[], None] | None = None
+
+    def check(self) -> None:
+        """Raise the input's error if :attr:`valid` is false (one host-device synchronisation)."""
+        if self.valid is not None and not bool(self.valid) and self.explain is not None:
+            self.explain()
 
     def confusion(self, batch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(TP, FN, FP)`` of the kept channels, ``[B, K]`` (``[K]`` pooled over the batch with ``batch=True``).
@@ -717,6 +745,7 @@ def fused_statistics(
     region: bool,
     region_clip: bool = False,
     focal: tuple[float | Sequence[float], float, float | None] | None = None,
+    defer_check: bool = False,
 ) -> FusedStatistics | None:
     """The statistics of a loss from the fused kernels, or ``None`` where the plain autograd path must be used.
 
@@ -733,6 +762,9 @@ def fused_statistics(
         region_clip: clip probability inputs to ``[1e-7, 1 - 1e-7]`` before the region sums (focal Tversky).
         focal: ``(alpha, gamma, beta)`` of the pixel-wise term (``alpha`` a number or one weight per kept channel), or
             ``None``.
+        defer_check: leave the check of the input's finiteness and class indices to the caller
+            (:meth:`FusedStatistics.check`, or :attr:`FusedStatistics.valid` read together with the caller's own
+            checks): on a GPU every check read on the host waits for the device.
 
     Returns:
         the statistics, or ``None``.
@@ -786,17 +818,36 @@ def fused_statistics(
     else:
         alpha = alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, x)
         wpos, wneg = focal_weights(num_channels, kept, alpha, focal[2], binary, x)
-    if index_target and target.dtype not in (torch.int64, torch.int32) and not torch.is_floating_point(target):
-        target = target.long()
-    elif not index_target:
+    if not index_target:  # class indices of any real dtype go in as they are (see _as_compared)
         target = target.to(x.dtype)
     runner = _Runner(spec, compiled, explicit=mode == "compile")
     with torch.autocast(device_type=x.device.type, enabled=False):
         pred_sum, tp, ref_sum, pixel = _FusedFunction.apply(x, target, wpos, wneg, runner)
-    # the kernels' guard makes these sums NaN for any NaN / inf in the input (and rarely, harmlessly, on overflow)
-    if not checked and not bool(torch.isfinite(pixel).all() & torch.isfinite(pred_sum).all()):
-        check_input_finite(x)
     num_voxels = x[0, 0].numel()
-    if fast_labels and not bool((ref_sum.sum(1) == num_voxels).all()):
-        _check_target(x, target, index_target)  # some label is invalid: raises why (NaN, fraction, range found)
-    return FusedStatistics(pred_sum, tp, ref_sum, pixel, kept, num_voxels)
+    conditions = []
+    if not checked:  # the kernels' guard makes these sums NaN for any NaN / inf in the input (rarely on overflow)
+        conditions += [torch.isfinite(pixel).all(), torch.isfinite(pred_sum).all()]
+    if fast_labels:  # every voxel of a valid label map matches exactly one class
+        conditions.append((ref_sum.sum(1) == num_voxels).all())
+    valid = _all_of(conditions)
+
+    def explain() -> None:
+        if not checked:
+            check_input_finite(x)
+        if fast_labels:
+            _check_target(x, target, index_target)  # raises why (NaN, fraction, range found)
+
+    stats = FusedStatistics(pred_sum, tp, ref_sum, pixel, kept, num_voxels, valid, explain)
+    if not defer_check:
+        stats.check()
+    return stats
+
+
+def _all_of(conditions: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The conjunction of 0-d bool tensors, without reading them on the host (``None`` for none)."""
+    if not conditions:
+        return None
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = result & condition
+    return result

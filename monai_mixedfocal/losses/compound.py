@@ -87,10 +87,10 @@ class ComboLoss(_CompoundLoss):
         ce = self._reduce_pixel_part(source, self.cross_entropy.per_voxel_loss)
         index = self.dice.tversky_index(source)
         if self.alpha is None:
-            return self._checked(ce - self._region_reduce(index, 0))
+            return self._checked(ce - self._region_reduce(index, 0), source)
         if self.delta == 0.5:
-            return self._checked(self.alpha * ce - (1.0 - self.alpha) * self._region_reduce(index, 0))
-        return self._checked(self.alpha * ce + (1.0 - self.alpha) * self._region_reduce(1.0 - index, 0))
+            return self._checked(self.alpha * ce - (1.0 - self.alpha) * self._region_reduce(index, 0), source)
+        return self._checked(self.alpha * ce + (1.0 - self.alpha) * self._region_reduce(1.0 - index, 0), source)
 
 
 class MixedFocalLoss(_CompoundLoss):
@@ -159,5 +159,5 @@ class MixedFocalLoss(_CompoundLoss):
         focal = self._reduce_pixel_part(source, self.focal.per_voxel_loss)
         focal_tversky = self._region_reduce(self.focal_tversky.per_class_loss(source), 0)
         if self.lambda_focal is None:
-            return self._checked(focal + focal_tversky)
-        return self._checked(self.lambda_focal * focal + (1.0 - self.lambda_focal) * focal_tversky)
+            return self._checked(focal + focal_tversky, source)
+        return self._checked(self.lambda_focal * focal + (1.0 - self.lambda_focal) * focal_tversky, source)

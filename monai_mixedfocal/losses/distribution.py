@@ -87,7 +87,7 @@ class CategoricalFocalLoss(SegmentationLoss):
             prep = self._prepare(input, target)
             return self._checked(self._pixel_reduce(self.per_voxel_loss(prep), prep))
         source = self._statistics(input, target, region=False, focal=self.focal_parameters)
-        return self._checked(self._reduce_pixel_part(source, self.per_voxel_loss))
+        return self._checked(self._reduce_pixel_part(source, self.per_voxel_loss), source)
 
     @property
     def focal_parameters(self) -> tuple[float | tuple[float, ...], float, float | None]:

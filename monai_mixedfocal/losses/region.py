@@ -57,7 +57,7 @@ class _TverskyIndexLoss(SegmentationLoss):
             ValueError: for mismatched shapes, class indices out of range or non-finite inputs.
         """
         source = self._statistics(input, target, region=True, region_clip=self.clip_probabilities)
-        return self._checked(self._region_reduce(self.per_class_loss(source), input.ndim - 2))
+        return self._checked(self._region_reduce(self.per_class_loss(source), input.ndim - 2), source)
 
 
 class ModifiedDiceLoss(_TverskyIndexLoss):
