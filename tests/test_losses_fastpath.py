@@ -238,6 +238,24 @@ def _statistics(x: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> _fused.
     return _fused.fused_statistics(x, target, **{**defaults, **kwargs}, region=True, focal=(0.25, 2.0, None))
 
 
+def test_deferred_input_check() -> None:
+    """``fused_statistics`` raises for invalid labels at once by default; with ``defer_check=True`` it returns the
+    check as a tensor and :meth:`FusedStatistics.check` raises the same error."""
+    x, labels, _ = _make("softmax-labels", SHAPE_3D, torch.float32, seed=13)
+    labels[0, 0, 1, 2, 3] = 5
+    with _fused.use_fused_mode("eager"):
+        with pytest.raises(ValueError, match=r"got values in \[0, 5\]"):
+            _statistics(x, labels)
+        stats = _statistics(x, labels, defer_check=True)
+        assert stats is not None and stats.valid is not None and not bool(stats.valid)
+        with pytest.raises(ValueError, match=r"got values in \[0, 5\]"):
+            stats.check()
+        labels[0, 0, 1, 2, 3] = 1
+        stats = _statistics(x, labels, defer_check=True)
+        assert stats is not None and bool(stats.valid)
+        stats.check()
+
+
 def test_mode_selects_the_path() -> None:
     """ "off" and small inputs in "auto" take the plain path; "eager" the fused one; the variable is validated."""
     x, labels, _ = _make("softmax-labels", SHAPE_3D, torch.float32, seed=0)
