@@ -829,7 +829,7 @@ def fused_statistics(
         conditions += [torch.isfinite(pixel).all(), torch.isfinite(pred_sum).all()]
     if fast_labels:  # every voxel of a valid label map matches exactly one class
         conditions.append((ref_sum.sum(1) == num_voxels).all())
-    valid = _all_of(conditions)
+    valid = torch.stack(conditions).all() if conditions else None  # not read on the host here
 
     def explain() -> None:
         if not checked:
@@ -841,13 +841,3 @@ def fused_statistics(
     if not defer_check:
         stats.check()
     return stats
-
-
-def _all_of(conditions: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """The conjunction of 0-d bool tensors, without reading them on the host (``None`` for none)."""
-    if not conditions:
-        return None
-    result = conditions[0]
-    for condition in conditions[1:]:
-        result = result & condition
-    return result
