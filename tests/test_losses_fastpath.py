@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from torch._dynamo.utils import counters
 from torch.nn.modules.loss import _Loss
 
 from monai_mixedfocal.losses import (
@@ -379,10 +380,15 @@ def test_no_double_backward() -> None:
 
 @pytest.mark.slow
 def test_compiled_kernels_equal_plain() -> None:
-    """torch.compile of the kernels (one spec per loss, dynamic shapes) gives the plain path's values."""
+    """torch.compile of the kernels (one spec per loss: static shapes for the first shape, dynamic shapes for every
+    other) gives the plain path's values; a third shape compiles nothing more."""
     for name in ("mixed_focal", "dice"):
         for shape in ((2, 3, 17, 16, 15), (2, 3, 9, 20, 8)):
             _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "compile")
+    graphs = counters["stats"]["unique_graphs"]
+    third = (2, 3, 11, 12, 13)
+    _compare("mixed_focal", "softmax-labels", {"include_background": False}, third, torch.float32, "compile")
+    assert counters["stats"]["unique_graphs"] == graphs, "a third shape compiled the kernels again"
     # float labels and MetaTensors, as in a bundle
     x, labels, kwargs = _make("softmax-labels", (2, 3, 17, 16, 15), torch.float32, seed=10)
     loss = MixedFocalLoss(**kwargs)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import types
@@ -63,10 +64,12 @@ __all__ = [
     "FusedStatistics",
     "KernelSpec",
     "focal_weights",
+    "forward_sums",
     "fused_backward",
     "fused_forward",
     "fused_mode",
     "fused_statistics",
+    "sums_valid",
     "use_fused_mode",
 ]
 
@@ -251,6 +254,35 @@ def _targets(spec: KernelSpec, target: torch.Tensor, num_channels: int, dtype: t
 
 
 def fused_forward(
+    spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`forward_sums` and :func:`sums_valid` of them: the statistics and whether the input was valid.
+
+    Returns:
+        ``(pred_sums, tps, ref_sums, pixel, valid, lse)``, ``valid`` a 0-d bool tensor (see :func:`sums_valid`).
+    """
+    pred_sums, tps, ref_sums, pixel, lse = forward_sums(spec, x, target, wpos, wneg)
+    return pred_sums, tps, ref_sums, pixel, sums_valid(spec, pred_sums, ref_sums, pixel, x.shape[2]), lse
+
+
+def sums_valid(
+    spec: KernelSpec, pred_sums: list[torch.Tensor], ref_sums: list[torch.Tensor], pixel: torch.Tensor, num_voxels: int
+) -> torch.Tensor:
+    """Whether the input was valid, from the sums of :func:`forward_sums` (a 0-d bool tensor, not read on the host).
+
+    The sums that carry the guard are finite (no NaN / inf in the input; rarely false on an overflow) and, for class
+    indices, every voxel matched exactly one class (a NaN, fractional or out-of-range label matches none). Computed in
+    the compiled kernels' graph, it costs no extra operation per loss call.
+    """
+    valid = torch.isfinite(pixel).all()
+    if pred_sums:
+        valid = valid & torch.isfinite(pred_sums[0]).all()
+    if spec.index_target:
+        valid = valid & (_total(ref_sums) == num_voxels).all()
+    return valid
+
+
+def forward_sums(
     spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The statistics of every image and channel, in one pass over the input.
@@ -489,7 +521,38 @@ def _softmax_index_backward(
 MAX_COMPILED_SPECS = 16
 
 _compile_lock = threading.Lock()
-_compiled: dict[KernelSpec, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+class _CompiledKernels:
+    """The compiled kernels of one spec: with static shapes for the first input's shapes and dtypes, with dynamic
+    shapes for all others (two compilations at most, each at its first call).
+
+    A fixed patch size (training) thus gets static kernels: Inductor's CPU code splits a reduction over all threads
+    only when its sizes are known (with symbolic sizes it runs one image per thread, 2 threads for a batch of 2 on a
+    machine with 16 cores). Any other size (the last, smaller batch, a validation volume) runs the dynamic kernels.
+    """
+
+    def __init__(self, tag: int) -> None:
+        self.static = (
+            torch.compile(_own_code(fused_forward, 2 * tag), dynamic=False),
+            torch.compile(_own_code(fused_backward, 2 * tag), dynamic=False),
+        )
+        self.dynamic = (
+            torch.compile(_own_code(fused_forward, 2 * tag + 1), dynamic=True),
+            torch.compile(_own_code(fused_backward, 2 * tag + 1), dynamic=True),
+        )
+        self.static_key: tuple | None = None
+
+    def pick(self, x: torch.Tensor, target: torch.Tensor) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The kernels for these flattened tensors (the first call's layouts and dtypes select the static ones)."""
+        key = (x.shape, x.stride(), x.dtype, x.device, target.shape, target.stride(), target.dtype)
+        with _compile_lock:
+            if self.static_key is None:
+                self.static_key = key
+        return self.static if key == self.static_key else self.dynamic
+
+
+_compiled: dict[KernelSpec, _CompiledKernels] = {}
 _compile_state: dict[str, Any] = {"failed": None}
 
 
@@ -516,19 +579,14 @@ def _own_code(function: Callable[..., Any], tag: int) -> Callable[..., Any]:
     return types.FunctionType(code, function.__globals__, code.co_name)  # type: ignore[attr-defined]
 
 
-def _compiled_kernels(spec: KernelSpec) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+def _compiled_kernels(spec: KernelSpec) -> _CompiledKernels | None:
     """The compiled kernels of ``spec`` (compiled lazily, at their first call), or ``None`` past the cap."""
     with _compile_lock:
         if spec not in _compiled:
             if len(_compiled) >= MAX_COMPILED_SPECS:
                 return None
-            tag = len(_compiled)
             _LOGGER.info("compiling the fused loss kernels of %s (once per configuration: seconds to a minute)", spec)
-            # dynamic shapes: one compilation per spec, dtype and number of channels serves every patch size
-            _compiled[spec] = (
-                torch.compile(_own_code(fused_forward, tag), dynamic=True),
-                torch.compile(_own_code(fused_backward, tag), dynamic=True),
-            )
+            _compiled[spec] = _CompiledKernels(len(_compiled))
         return _compiled[spec]
 
 
@@ -542,18 +600,19 @@ def _target_chunk(spec: KernelSpec, target: torch.Tensor, part: slice) -> torch.
 
 def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *weights: torch.Tensor) -> tuple:
     """:func:`fused_forward` on chunks of voxels (bounded intermediates): partial sums added up, the log-sum-exp
-    gathered."""
+    gathered, the input's validity found from the totals."""
     parts = _chunks(x.shape[2])
     if len(parts) == 1:
         return fused_forward(spec, x, target, *weights)
     lse = x.new_empty(x.shape[0], x.shape[2]) if spec.activation == "softmax" else x.new_empty(0)
     totals: list | None = None
     for part in parts:
-        *sums, lse_part = fused_forward(spec, x[:, :, part], _target_chunk(spec, target, part), *weights)
+        *sums, lse_part = forward_sums(spec, x[:, :, part], _target_chunk(spec, target, part), *weights)
         totals = sums if totals is None else [_add_sums(t, s) for t, s in zip(totals, sums)]
         if lse.numel():
             lse[:, part] = lse_part
-    return (*totals, lse)  # type: ignore[misc]
+    pred_sums, tps, ref_sums, pixel = totals  # type: ignore[misc]
+    return pred_sums, tps, ref_sums, pixel, sums_valid(spec, pred_sums, ref_sums, pixel, x.shape[2]), lse
 
 
 def _add_sums(a: torch.Tensor | list[torch.Tensor], b: torch.Tensor | list[torch.Tensor]) -> Any:
@@ -590,7 +649,7 @@ class _Runner:
         flat_x, flat_target = _flatten(self.spec, x, target)
         if self.kernels is not None and _compile_state["failed"] is None:
             try:
-                return self.kernels[which](self.spec, flat_x, flat_target, *args)
+                return self.kernels.pick(flat_x, flat_target)[which](self.spec, flat_x, flat_target, *args)
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # no C++ compiler / Triton, unsupported platform, ...
@@ -617,26 +676,27 @@ class _Runner:
 class _FusedFunction(torch.autograd.Function):
     """Autograd of the statistics: saves the input, the target and the log-sum-exp; backward in one pass.
 
-    Returns ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B])`` (zeros for what the spec does not compute).
+    Returns ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B], valid [])`` (zeros for what the spec does not
+    compute; ``valid`` as :func:`sums_valid`).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor, runner: _Runner
     ) -> tuple[torch.Tensor, ...]:
-        pred_sums, tps, ref_sums, pixel, lse = runner.forward(x, target, wpos, wneg)
+        pred_sums, tps, ref_sums, pixel, valid, lse = runner.forward(x, target, wpos, wneg)
         ctx.save_for_backward(x, target, wpos, wneg, lse)
         ctx.runner = runner
         empty = x.new_zeros(x.shape[0], x.shape[1])
         pred_sum = torch.stack(pred_sums, 1) if pred_sums else empty
         tp = torch.stack(tps, 1) if tps else empty.clone()
         ref_sum = torch.stack(ref_sums, 1) if ref_sums else empty.clone()
-        ctx.mark_non_differentiable(ref_sum)
-        return pred_sum, tp, ref_sum, pixel
+        ctx.mark_non_differentiable(ref_sum, valid)
+        return pred_sum, tp, ref_sum, pixel, valid
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel):  # type: ignore[override]
+    def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel, _grad_valid):  # type: ignore[override]
         x, target, wpos, wneg, lse = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
@@ -664,10 +724,10 @@ class FusedStatistics:
         pixel: the pixel-wise term summed over the voxels and kept channels of every image ``[B]``.
         kept: the kept channels.
         num_voxels: voxels per image.
-        valid: a 0-d bool tensor, whether the input was finite and every class index valid (the kernels' guard and
-            label counts), or ``None`` where that was checked before the kernels ran. Reading it is a host-device
-            synchronisation: :meth:`check` (or a loss's final check, which reads it together with the loss's own
-            finiteness) does it once.
+        valid: a 0-d bool tensor from the kernels (:func:`sums_valid`): the input was finite and every class index
+            valid (inputs checked before the kernels ran pass it), or ``None`` for no check. Reading it is a
+            host-device synchronisation: :meth:`check` (or a loss's final check, which reads it together with the
+            loss's own finiteness) does it once.
         explain: raises the error that makes ``valid`` false (NaN / inf input, invalid class indices), as the plain
             path raises it.
     """
@@ -821,15 +881,10 @@ def fused_statistics(
     if not index_target:  # class indices of any real dtype go in as they are (see _as_compared)
         target = target.to(x.dtype)
     runner = _Runner(spec, compiled, explicit=mode == "compile")
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        pred_sum, tp, ref_sum, pixel = _FusedFunction.apply(x, target, wpos, wneg, runner)
-    num_voxels = x[0, 0].numel()
-    conditions = []
-    if not checked:  # the kernels' guard makes these sums NaN for any NaN / inf in the input (rarely on overflow)
-        conditions += [torch.isfinite(pixel).all(), torch.isfinite(pred_sum).all()]
-    if fast_labels:  # every voxel of a valid label map matches exactly one class
-        conditions.append((ref_sum.sum(1) == num_voxels).all())
-    valid = torch.stack(conditions).all() if conditions else None  # not read on the host here
+    autocast = torch.is_autocast_enabled(x.device.type)
+    with torch.autocast(device_type=x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+        pred_sum, tp, ref_sum, pixel, valid = _FusedFunction.apply(x, target, wpos, wneg, runner)
+    num_voxels = math.prod(x.shape[2:])
 
     def explain() -> None:
         if not checked:
