@@ -183,6 +183,17 @@ def test_chunked_volume_equals_plain() -> None:
     for name in ("mixed_focal", "combo", "focal_alpha_g1"):
         _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "eager")
     _compare("mixed_focal", "probabilities-onehot", {}, shape, torch.float32, "eager")
+    # the input check runs on the totals of the chunks: a NaN or a bad label in a later chunk is found
+    x, labels, kwargs = _make("softmax-labels", shape, torch.float32, seed=11)
+    bad = x.clone()
+    bad.view(2, 3, -1)[1, 2, _fused.CHUNK_VOXELS + 5] = math.nan
+    wrong = labels.clone()
+    wrong.view(2, -1)[0, 2 * _fused.CHUNK_VOXELS + 7] = 3
+    with _fused.use_fused_mode("eager"):
+        with pytest.raises(ValueError, match="input contains NaN/inf"):
+            MixedFocalLoss(**kwargs)(bad, labels)
+        with pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
+            MixedFocalLoss(**kwargs)(x, wrong)
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,7 @@ __all__ = [
     "fused_forward",
     "fused_mode",
     "fused_statistics",
+    "stacked_sums",
     "sums_valid",
     "use_fused_mode",
 ]
@@ -255,14 +256,41 @@ def _targets(spec: KernelSpec, target: torch.Tensor, num_channels: int, dtype: t
 
 def fused_forward(
     spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`forward_sums` and :func:`sums_valid` of them: the statistics and whether the input was valid.
+) -> tuple[torch.Tensor, ...]:
+    """:func:`forward_sums`, then :func:`sums_valid` and the per-channel sums stacked (:func:`stacked_sums`).
 
     Returns:
-        ``(pred_sums, tps, ref_sums, pixel, valid, lse)``, ``valid`` a 0-d bool tensor (see :func:`sums_valid`).
+        ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B], valid, lse)``, ``valid`` a 0-d bool tensor.
     """
-    pred_sums, tps, ref_sums, pixel, lse = forward_sums(spec, x, target, wpos, wneg)
-    return pred_sums, tps, ref_sums, pixel, sums_valid(spec, pred_sums, ref_sums, pixel, x.shape[2]), lse
+    return _outputs(spec, x, *forward_sums(spec, x, target, wpos, wneg))
+
+
+def _outputs(
+    spec: KernelSpec,
+    x: torch.Tensor,
+    pred_sums: list[torch.Tensor],
+    tps: list[torch.Tensor],
+    ref_sums: list[torch.Tensor],
+    pixel: torch.Tensor,
+    lse: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """What :func:`fused_forward` returns, from the results of :func:`forward_sums` over the whole volume."""
+    valid = sums_valid(spec, pred_sums, ref_sums, pixel, x.shape[2])
+    return (*stacked_sums(x, pred_sums, tps, ref_sums), pixel, valid, lse)
+
+
+def stacked_sums(
+    x: torch.Tensor, pred_sums: list[torch.Tensor], tps: list[torch.Tensor], ref_sums: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-channel ``[B]`` sums of :func:`forward_sums` as ``[B, C]`` tensors (zeros where the spec has none).
+
+    Done after the pass, in the compiled graph: tiny copies there instead of eager operations per loss call.
+    """
+
+    def stacked(sums: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(sums, 1) if sums else x.new_zeros(x.shape[0], x.shape[1])
+
+    return stacked(pred_sums), stacked(tps), stacked(ref_sums)
 
 
 def sums_valid(
@@ -287,8 +315,8 @@ def forward_sums(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The statistics of every image and channel, in one pass over the input.
 
-    The per-channel sums are returned as lists of ``[B]`` tensors (stacking them here would make Inductor split the
-    pass in two and write the exponentials to memory). The input is validated in the same pass: a guard
+    The per-channel sums are returned as lists of ``[B]`` tensors, one reduction each (:func:`stacked_sums` stacks
+    them after the pass). The input is validated in the same pass: a guard
     ``0 * sum_c z_c`` (``z`` the logits less their maximum, or the input itself) is added to the first prediction
     sum, or without region terms to the pixel-wise sum (added to the pixel-wise term next to region sums, it makes
     Inductor buffer the exponentials); it is exactly 0 for finite inputs and NaN for any NaN or infinity.
@@ -611,8 +639,7 @@ def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *wei
         totals = sums if totals is None else [_add_sums(t, s) for t, s in zip(totals, sums)]
         if lse.numel():
             lse[:, part] = lse_part
-    pred_sums, tps, ref_sums, pixel = totals  # type: ignore[misc]
-    return pred_sums, tps, ref_sums, pixel, sums_valid(spec, pred_sums, ref_sums, pixel, x.shape[2]), lse
+    return _outputs(spec, x, *totals, lse)  # type: ignore[misc]
 
 
 def _add_sums(a: torch.Tensor | list[torch.Tensor], b: torch.Tensor | list[torch.Tensor]) -> Any:
@@ -684,13 +711,9 @@ class _FusedFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, target: torch.Tensor, wpos: torch.Tensor, wneg: torch.Tensor, runner: _Runner
     ) -> tuple[torch.Tensor, ...]:
-        pred_sums, tps, ref_sums, pixel, valid, lse = runner.forward(x, target, wpos, wneg)
+        pred_sum, tp, ref_sum, pixel, valid, lse = runner.forward(x, target, wpos, wneg)
         ctx.save_for_backward(x, target, wpos, wneg, lse)
         ctx.runner = runner
-        empty = x.new_zeros(x.shape[0], x.shape[1])
-        pred_sum = torch.stack(pred_sums, 1) if pred_sums else empty
-        tp = torch.stack(tps, 1) if tps else empty.clone()
-        ref_sum = torch.stack(ref_sums, 1) if ref_sums else empty.clone()
         ctx.mark_non_differentiable(ref_sum, valid)
         return pred_sum, tp, ref_sum, pixel, valid
 
