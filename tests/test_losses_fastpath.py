@@ -250,6 +250,21 @@ def _statistics(x: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> _fused.
     return _fused.fused_statistics(x, target, **{**defaults, **kwargs}, region=True, focal=(0.25, 2.0, None))
 
 
+def test_weights_made_under_inference_mode_serve_training() -> None:
+    """The per-class weights are made once per configuration and reused: made first under ``torch.inference_mode``
+    (an evaluation), they still serve a training step (inference tensors cannot be saved for backward)."""
+    _fused._weight_tensors.cache_clear()
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=12)
+    loss = CategoricalFocalLoss(alpha=[0.125, 0.375, 0.5], beta=0.625, **kwargs)
+    with _fused.use_fused_mode("eager"):
+        with torch.inference_mode():
+            loss(x, labels)
+        leaf = x.clone().requires_grad_(True)
+        loss(leaf, labels).backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    assert _fused._weight_tensors.cache_info().hits >= 1
+
+
 def test_deferred_input_check() -> None:
     """``fused_statistics`` raises for invalid labels at once by default; with ``defer_check=True`` it returns the
     check as a tensor and :meth:`FusedStatistics.check` raises the same error."""

@@ -33,6 +33,7 @@ The mode is chosen with the environment variable ``MONAI_MIXEDFOCAL_FUSED`` or :
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ from monai_mixedfocal.losses._terms import (
     POW_EPS,
     PROB_CLIP,
     _check_target,
-    alpha_vector,
+    check_alpha_count,
     check_input_finite,
     check_target_shape,
     kept_channels,
@@ -782,25 +783,60 @@ class FusedStatistics:
 
 
 def focal_weights(
-    num_channels: int, kept: slice, alpha: float | torch.Tensor, beta: float | None, binary: bool, like: torch.Tensor
+    num_channels: int,
+    kept: slice,
+    alpha: float | Sequence[float],
+    beta: float | None,
+    binary: bool,
+    like: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel weights ``(w_pos, w_neg)`` of the pixel-wise term, as :func:`~._terms.pixel_focal_term` weights it.
 
     Categorical form: ``w_pos = alpha_c * w_c`` (``w_c = beta`` on foreground channels, ``1 - beta`` on channel 0,
     1 without ``beta``), ``w_neg = 0``. Binary form: ``w_pos = alpha_c * beta``, ``w_neg = alpha_c * (1 - beta)``.
     Dropped channels weigh 0.
+
+    Args:
+        num_channels: the input's channels.
+        kept: the kept channels.
+        alpha: one weight for all kept channels, or one per kept channel.
+        beta: the false-negative weight, or ``None``.
+        binary: the binary form.
+        like: the tensors get its dtype and device.
+
+    Returns:
+        ``(w_pos, w_neg)``, ``[C]`` each: made once per configuration, dtype and device, then reused (read only),
+        so that a loss call copies nothing from the host to a GPU.
     """
-    weights = torch.zeros(num_channels, dtype=like.dtype, device=like.device)
-    weights[kept] = alpha.to(weights) if isinstance(alpha, torch.Tensor) else float(alpha)
+    alphas = (float(alpha),) if isinstance(alpha, (int, float)) else tuple(float(a) for a in alpha)
+    indices = range(num_channels)[kept]
+    beta = None if beta is None else float(beta)
+    return _weight_tensors(num_channels, (indices.start, indices.stop), alphas, beta, binary, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _weight_tensors(
+    num_channels: int,
+    kept: tuple[int, int],
+    alphas: tuple[float, ...],
+    beta: float | None,
+    binary: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`focal_weights` from hashable arguments (in float64 arithmetic, then cast to ``dtype``)."""
+    indices = range(*kept)
+    positive = [0.0] * num_channels
+    for c, a in zip(indices, alphas * len(indices) if len(alphas) == 1 else alphas):
+        positive[c] = a
+    negative = [0.0] * num_channels
     if binary:
-        if beta is None:
-            return weights, weights.clone()
-        return weights * beta, weights * (1.0 - beta)
-    if beta is not None:
-        class_weights = torch.full_like(weights, beta)
-        class_weights[0] = 1.0 - beta
-        weights = weights * class_weights
-    return weights, torch.zeros_like(weights)
+        negative = list(positive) if beta is None else [w * (1.0 - beta) for w in positive]
+        positive = positive if beta is None else [w * beta for w in positive]
+    elif beta is not None:
+        positive = [w * (1.0 - beta if c == 0 else beta) for c, w in enumerate(positive)]
+    with torch.inference_mode(False):  # usable for autograd even if first made under inference_mode
+        return torch.tensor(positive, dtype=dtype, device=device), torch.tensor(negative, dtype=dtype, device=device)
 
 
 def _use_compile(mode: str, x: torch.Tensor) -> bool | None:
@@ -870,7 +906,7 @@ def fused_statistics(
     try:
         check_target_shape(input, target, index_target)
         if focal is not None:  # the plain path raises a wrong number of per-class weights after its other checks
-            alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, input)
+            check_alpha_count(focal[0], len(range(num_channels)[kept]), include_background)
     except ValueError:
         return None  # the plain path raises it, in its order of checks
     x = upcast(input)
@@ -896,11 +932,8 @@ def fused_statistics(
         gamma=None if focal is None else float(focal[1]),
         binary=binary,
     )
-    if focal is None:
-        wpos = wneg = x.new_zeros(num_channels)
-    else:
-        alpha = alpha_vector(focal[0], len(range(num_channels)[kept]), include_background, x)
-        wpos, wneg = focal_weights(num_channels, kept, alpha, focal[2], binary, x)
+    alpha, beta = (0.0, None) if focal is None else (focal[0], focal[2])  # no pixel-wise term: zero weights
+    wpos, wneg = focal_weights(num_channels, kept, alpha, beta, binary, x)
     if not index_target:  # class indices of any real dtype go in as they are (see _as_compared)
         target = target.to(x.dtype)
     runner = _Runner(spec, compiled, explicit=mode == "compile")

@@ -302,12 +302,17 @@ def alpha_vector(
     """
     if isinstance(alpha, (int, float)):
         return float(alpha)
-    if len(alpha) != num_kept:
+    check_alpha_count(alpha, num_kept, include_background)
+    return torch.tensor(alpha, dtype=like.dtype, device=like.device)
+
+
+def check_alpha_count(alpha: float | Sequence[float], num_kept: int, include_background: bool) -> None:
+    """Raise ``ValueError`` if a per-class ``alpha`` does not have one weight per kept channel."""
+    if not isinstance(alpha, (int, float)) and len(alpha) != num_kept:
         raise ValueError(
             f"alpha has {len(alpha)} per-class weights but the loss sees {num_kept} channels "
             f"(after include_background={include_background})."
         )
-    return torch.tensor(alpha, dtype=like.dtype, device=like.device)
 
 
 def _class_vector(values: torch.Tensor | None, prep: Prepared, like: torch.Tensor) -> torch.Tensor | None:
