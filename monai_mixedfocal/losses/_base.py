@@ -223,7 +223,7 @@ class SegmentationLoss(_Loss):
             FloatingPointError: for a non-finite loss from valid inputs.
         """
         finite = torch.isfinite(loss).all()
-        pending = source if isinstance(source, FusedStatistics) and source.valid is not None else None
+        pending = source if isinstance(source, FusedStatistics) else None
         if bool(finite if pending is None else finite & pending.valid):
             return loss
         if pending is not None:

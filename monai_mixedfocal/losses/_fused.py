@@ -749,9 +749,9 @@ class FusedStatistics:
         kept: the kept channels.
         num_voxels: voxels per image.
         valid: a 0-d bool tensor from the kernels (:func:`sums_valid`): the input was finite and every class index
-            valid (inputs checked before the kernels ran pass it), or ``None`` for no check. Reading it is a
-            host-device synchronisation: :meth:`check` (or a loss's final check, which reads it together with the
-            loss's own finiteness) does it once.
+            valid (inputs checked before the kernels ran pass it). Reading it is a host-device synchronisation:
+            :meth:`check` (or a loss's final check, which reads it together with the loss's own finiteness) does it
+            once.
         explain: raises the error that makes ``valid`` false (NaN / inf input, invalid class indices), as the plain
             path raises it.
     """
@@ -762,12 +762,12 @@ class FusedStatistics:
     pixel: torch.Tensor
     kept: slice
     num_voxels: int
-    valid: torch.Tensor | None = None
-    explain: Callable[[], None] | None = None
+    valid: torch.Tensor
+    explain: Callable[[], None]
 
     def check(self) -> None:
         """Raise the input's error if :attr:`valid` is false (one host-device synchronisation)."""
-        if self.valid is not None and not bool(self.valid) and self.explain is not None:
+        if not bool(self.valid):
             self.explain()
 
     def confusion(self, batch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -830,9 +830,10 @@ def _weight_tensors(
     for c, a in zip(indices, alphas * len(indices) if len(alphas) == 1 else alphas):
         positive[c] = a
     negative = [0.0] * num_channels
-    if binary:
-        negative = list(positive) if beta is None else [w * (1.0 - beta) for w in positive]
-        positive = positive if beta is None else [w * beta for w in positive]
+    if binary:  # the positive and the negative part each weighed by alpha, times beta and 1 - beta
+        positive_share, negative_share = (1.0, 1.0) if beta is None else (beta, 1.0 - beta)
+        negative = [w * negative_share for w in positive]
+        positive = [w * positive_share for w in positive]
     elif beta is not None:
         positive = [w * (1.0 - beta if c == 0 else beta) for c, w in enumerate(positive)]
     with torch.inference_mode(False):  # usable for autograd even if first made under inference_mode
