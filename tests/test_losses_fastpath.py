@@ -180,7 +180,7 @@ def test_chunked_volume_equals_plain() -> None:
     """A volume of several chunks (partial sums added up, the gradient written chunk by chunk)."""
     num_voxels = 2 * _fused.CHUNK_VOXELS + 123
     shape = (2, 3, num_voxels // 100 + 1, 100)
-    for name in ("mixed_focal", "combo", "focal_alpha_g1"):
+    for name in ("mixed_focal", "combo", "focal_alpha_g1", "dice"):
         _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "eager")
     _compare("mixed_focal", "probabilities-onehot", {}, shape, torch.float32, "eager")
     # the input check runs on the totals of the chunks: a NaN or a bad label in a later chunk is found
@@ -392,6 +392,36 @@ def test_one_host_read_per_call(name: str) -> None:
             loss(x, labels)
     reads = sum(e.count for e in profiler.key_averages() if e.key == "aten::_local_scalar_dense")
     assert reads == 1
+
+
+def _fused_node(value: torch.Tensor) -> Any:
+    """The autograd node of the fused statistics behind a loss value."""
+    pending, seen = [value.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "_FusedFunctionBackward":
+            return node
+        pending.extend(parent for parent, _ in node.next_functions)
+    raise AssertionError("no fused statistics behind this loss value")
+
+
+_SAVES_LSE = [("dice", False), ("focal_tversky", False), ("cross_entropy", False), ("combo", False)]
+
+
+@pytest.mark.parametrize(("name", "saves_lse"), [*_SAVES_LSE, ("focal", True), ("mixed_focal", True)])
+def test_log_sum_exp_saved_only_for_a_focal_term(name: str, saves_lse: bool) -> None:
+    """Between the passes a softmax keeps one value per voxel (its log-sum-exp) only where the focal term's gradient
+    needs ``log p``; region terms and the plain cross-entropy recompute the probabilities from the logits."""
+    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=13)
+    leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode("eager"):
+        value = LOSSES[name](3)(**kwargs)(leaf, labels)
+    lse = _fused_node(value).saved_tensors[-1]
+    voxels = math.prod(SHAPE_3D[2:])
+    assert lse.shape == ((SHAPE_3D[0], voxels) if saves_lse else (0,))
 
 
 def test_no_double_backward() -> None:

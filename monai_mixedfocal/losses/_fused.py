@@ -10,10 +10,10 @@ pixel-wise term (see :mod:`monai_mixedfocal.losses._terms`):
 - ``sum_i P_i`` of the (modified) focal / cross-entropy term of each voxel, for the pixel-wise terms.
 
 :func:`fused_statistics` computes all of them in one pass over the input (:func:`fused_forward`), saving only the
-input, the target and, for a softmax, the log-sum-exp of every voxel. Its backward pass is one more pass
-(:func:`fused_backward`): the gradient of the loss with respect to the input depends on the volume only through the
-per-class scalars ``dL/dsum_p`` and ``dL/dTP`` and the per-image ``dL/dsum_P``, so the softmax is recomputed and the
-gradient written at once. No one-hot volume is built for class-index targets.
+input, the target and, for a softmax with a pixel-wise term, the log-sum-exp of every voxel. Its backward pass is one
+more pass (:func:`fused_backward`): the gradient of the loss with respect to the input depends on the volume only
+through the per-class scalars ``dL/dsum_p`` and ``dL/dTP`` and the per-image ``dL/dsum_P``, so the softmax is
+recomputed and the gradient written at once. No one-hot volume is built for class-index targets.
 
 The two kernels are written as plain tensor code, one tensor per channel, so that ``torch.compile`` turns each into a
 single loop over the voxels (the "compile" mode). Without compilation (the "eager" mode) the same code runs on
@@ -151,6 +151,14 @@ class KernelSpec:
         """Class indices with the categorical form: only the labelled class has a pixel-wise term."""
         return self.index_target and not self.binary
 
+    @property
+    def saves_lse(self) -> bool:
+        """The forward pass saves the log-sum-exp for the backward pass: a softmax with a focal pixel-wise term
+        (``gamma != 0``), whose gradient needs ``log p``. Otherwise the backward pass recomputes the probabilities from
+        the logits alone (the gradient of the plain cross-entropy, ``p - y``, has no logarithm), and without a
+        pixel-wise term the forward pass takes no logarithm either (on CPU the costliest operation of the pass)."""
+        return self.activation == "softmax" and self.gamma not in (None, 0.0)
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Kernels: plain tensor code, one [B, N] tensor per channel (so that a compiler fuses them into one loop over voxels)
@@ -216,8 +224,9 @@ def _others(labels: torch.Tensor, ps: Sequence[torch.Tensor]) -> torch.Tensor:
     return _total([torch.where(labels == c, 0.0, p) for c, p in enumerate(ps)])
 
 
-def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-    """Probabilities of every channel, the log-sum-exp of every voxel and the shifted logits ``x_c - max_c x_c``.
+def _softmax(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Probabilities of every channel, the maximum ``m`` and sum ``s = sum_c exp(x_c - m)`` of every voxel, and the
+    shifted logits ``x_c - m`` (the log-sum-exp is ``m + log s``).
 
     The maximum is taken with a comparison, not ``torch.maximum``: it skips a NaN instead of propagating it (cheaper in
     the compiled loop), and a NaN still makes its shifted logit, hence the forward pass's guard, NaN.
@@ -229,7 +238,7 @@ def _softmax_forward(xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], to
     es = [torch.exp(z) for z in shifted]
     se = _total(es)
     inv = torch.reciprocal(se)
-    return [e * inv for e in es], m + torch.log(se), shifted
+    return [e * inv for e in es], m, se, shifted
 
 
 def _clip(p: torch.Tensor) -> torch.Tensor:
@@ -333,16 +342,18 @@ def forward_sums(
         ``(pred_sums, tps, ref_sums, pixel, lse)``: per channel, the sums over the voxels of the (clipped with
         ``region_clip``) probabilities, of ``y * p`` and of ``y`` (``[B]`` each; empty lists without ``region``, except
         ``ref_sums`` of class indices, which validate them: int32 counts below ``2**31`` voxels); the per-image sum of
-        the pixel-wise term ``[B]`` (zeros without one); and the log-sum-exp ``[B, N]`` of a softmax for the backward
-        pass (an empty tensor otherwise), which recomputes the probabilities from it: on CPU the exponentials cost less
-        than writing them to memory.
+        the pixel-wise term ``[B]`` (zeros without one); and the log-sum-exp ``[B, N]`` of a softmax with a pixel-wise
+        term for the backward pass (an empty tensor otherwise, see :attr:`KernelSpec.saves_lse`), which recomputes the
+        probabilities from it: on CPU the exponentials cost less than writing them to memory.
     """
     xs = x.unbind(1)
     num_channels = len(xs)
     target = _as_compared(spec, target, x.dtype)
     lse = x.new_empty(0)
     if spec.activation == "softmax":
-        ps, lse, shifted = _softmax_forward(xs)
+        ps, m, se, shifted = _softmax(xs)
+        if spec.gamma is not None:  # log p = x - lse for the pixel-wise term
+            lse = m + torch.log(se)
     else:
         ps = [torch.sigmoid(v) for v in xs] if spec.activation == "sigmoid" else list(xs)
         shifted = list(xs)
@@ -364,6 +375,7 @@ def forward_sums(
             tps = [(y * p).sum(-1) for y, p in zip(target.unbind(1), pr)]
     if spec.gamma is None:
         return pred_sums, tps, ref_sums, x.new_zeros(x.shape[0]), lse
+    saved = lse if spec.saves_lse else x.new_empty(0)
     if spec.index_categorical:
         if spec.activation == "softmax":
             log_t, u_t = _select(target, xs) - lse, _others(target, ps)
@@ -374,15 +386,16 @@ def forward_sums(
         term = _times(_focal_factor(u_t, spec.gamma), -log_t) * w_t
     else:
         term = _pixel_terms(spec, xs, ps, lse, _targets(spec, target, num_channels, x.dtype), wpos, wneg)
-    return pred_sums, tps, ref_sums, (term if spec.region else term + guard).sum(-1), lse
+    return pred_sums, tps, ref_sums, (term if spec.region else term + guard).sum(-1), saved
 
 
 def _logs(
-    spec: KernelSpec, xs: Sequence[torch.Tensor], ps: Sequence[torch.Tensor], lse: torch.Tensor
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
-    """``(p, log p, log(1 - p))`` of every channel in the form the pixel-wise term uses (clipped for "identity")."""
+    spec: KernelSpec, xs: Sequence[torch.Tensor], ps: Sequence[torch.Tensor], lse: torch.Tensor | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor] | None]:
+    """``(p, log p, log(1 - p))`` of every channel in the form the pixel-wise term uses (clipped for "identity"); for a
+    softmax ``log p = x - lse`` (``None`` without ``lse``)."""
     if spec.activation == "softmax":
-        return list(ps), [v - lse for v in xs], None
+        return list(ps), None if lse is None else [v - lse for v in xs], None
     if spec.activation == "sigmoid":
         logsigmoid = torch.nn.functional.logsigmoid
         return list(ps), [logsigmoid(v) for v in xs], [logsigmoid(-v) for v in xs]
@@ -431,7 +444,7 @@ def fused_backward(
 
     Args:
         spec, x, target, wpos, wneg: as for :func:`fused_forward`.
-        lse: the log-sum-exp saved by :func:`fused_forward`.
+        lse: the log-sum-exp saved by :func:`fused_forward` (an empty tensor without :attr:`KernelSpec.saves_lse`).
         grad_pred_sum: ``dL/d pred_sum`` ``[B, C]``.
         grad_tp: ``dL/d tp`` ``[B, C]``.
         grad_pixel: ``dL/d pixel`` ``[B]``.
@@ -442,15 +455,17 @@ def fused_backward(
     xs = x.unbind(1)
     num_channels = len(xs)
     target = _as_compared(spec, target, x.dtype)
-    if spec.activation == "softmax":
+    if spec.saves_lse:
         ps = [torch.exp(v - lse) for v in xs]
+    elif spec.activation == "softmax":
+        ps = _softmax(xs)[0]
     else:
         ps = [torch.sigmoid(v) for v in xs] if spec.activation == "sigmoid" else list(xs)
     g_sum = [grad_pred_sum[:, c : c + 1] for c in range(num_channels)]
     g_tp = [grad_tp[:, c : c + 1] for c in range(num_channels)]
     scale = grad_pixel[:, None]
     if spec.activation == "softmax" and spec.index_categorical:
-        log_t = None if spec.gamma is None else _select(target, xs) - lse
+        log_t = _select(target, xs) - lse if spec.saves_lse else None
         return _softmax_index_backward(spec, target, ps, log_t, wpos, g_sum, g_tp, scale)
     ys = _targets(spec, target, num_channels, x.dtype)
     # gradients with respect to p (region and pixel), log p and log(1 - p) (pixel), per channel
@@ -459,7 +474,7 @@ def fused_backward(
     glns: list[torch.Tensor | None] = []
     if spec.gamma is not None:
         gamma = float(spec.gamma)
-        pcs, logs, log_negs = _logs(spec, xs, ps, lse)
+        pcs, logs, log_negs = _logs(spec, xs, ps, lse if spec.saves_lse else None)
     for c in range(num_channels):
         y = ys[c]
         gp = g_sum[c] + y * g_tp[c] if spec.region else torch.zeros_like(ps[c])
@@ -471,7 +486,7 @@ def fused_backward(
             dfac = _focal_factor_grad(1.0 - p, gamma)
             gl = -_times(_focal_factor(1.0 - p, gamma), y * w)
             if dfac is not None:
-                gpc = dfac * (y * w) * logs[c]  # d/dp of (1 - p)^g (-y log p)
+                gpc = dfac * (y * w) * logs[c]  # type: ignore[index]  # d/dp of (1 - p)^g (-y log p)
             if spec.binary:
                 wn = (1.0 - y) * (wneg[c] * scale)
                 dneg = _focal_factor_grad(p, gamma)
@@ -522,17 +537,18 @@ def _softmax_index_backward(
     """The gradient for a softmax and class indices (the common case): only the labelled class has a pixel term.
 
     With ``a_c = dL/dsum_p_c``, ``t_c = dL/dTP_c``, ``gp``/``gl`` the pixel gradients at the labelled class ``t``:
-    ``dx_c = p_c (a_c - k) + [c = t] v`` with ``v = p_t (t_t + gp) + gl`` and ``k = sum_c a_c p_c + v``.
+    ``dx_c = p_c (a_c - k) + [c = t] v`` with ``v = p_t (t_t + gp) + gl`` and ``k = sum_c a_c p_c + v``
+    (``log_t = log p_t`` is needed for ``gp`` where ``gamma != 0`` only).
     """
     num_channels = len(ps)
     p_t = _select(labels, ps)
     v = p_t * _select(labels, g_tp) if spec.region else None
-    if log_t is not None:
+    if spec.gamma is not None:
         u_t = _others(labels, ps)
         w_t = _select(labels, [wpos[c] for c in range(num_channels)]) * scale
         gl = -_times(_focal_factor(u_t, spec.gamma), w_t)  # type: ignore[arg-type]
         dfac = _focal_factor_grad(u_t, spec.gamma)  # type: ignore[arg-type]
-        v = _sum_optional(v, gl if dfac is None else gl + p_t * (dfac * w_t * log_t))
+        v = _sum_optional(v, gl if dfac is None else gl + p_t * (dfac * w_t * log_t))  # type: ignore[operator]
     assert v is not None
     if spec.region:
         k = _total([p * a for p, a in zip(ps, g_sum)]) + v
@@ -633,7 +649,7 @@ def _eager_forward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *wei
     parts = _chunks(x.shape[2])
     if len(parts) == 1:
         return fused_forward(spec, x, target, *weights)
-    lse = x.new_empty(x.shape[0], x.shape[2]) if spec.activation == "softmax" else x.new_empty(0)
+    lse = x.new_empty(x.shape[0], x.shape[2]) if spec.saves_lse else x.new_empty(0)
     totals: list | None = None
     for part in parts:
         *sums, lse_part = forward_sums(spec, x[:, :, part], _target_chunk(spec, target, part), *weights)
