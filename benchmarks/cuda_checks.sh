@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (CI has no GPU): the CUDA tests of the losses, a bundle trained,
 # evaluated and run for inference on the GPU with AMP, torchrun with one NCCL process per GPU, then the losses
-# benchmark on the GPU alone (timings).
+# benchmark on the GPU alone (timings) and the experiment of benchmarks/tail_compile.py.
 #
 #   bash benchmarks/cuda_checks.sh [OUT_DIR]          # from the repository root; logs and tables go to OUT_DIR
-#   TESTS_TIMEOUT=200 BENCH_TIMEOUT=100 BENCH_ARGS="--patches kits19 --losses mixed_focal dice" bash ...  # shorter
+#   TESTS_TIMEOUT=200 BENCH_TIMEOUT=100 BENCH_ARGS="--patches kits19 --losses mixed_focal dice" \
+#       TAIL_TIMEOUT=0 bash benchmarks/cuda_checks.sh OUT      # shorter
 #
 # Where the project is not installed (a bare GPU machine with torch), wheels of its other dependencies in .whl/ are
 # installed to /tmp/site first and the repository is put on PYTHONPATH.
@@ -41,3 +42,10 @@ timeout "${BENCH_TIMEOUT:-200}" python3 -m benchmarks.losses --devices cuda --re
     --markdown "$out/losses_cuda.md" >"$out/losses_cuda.log" 2>&1
 echo "benchmark on cuda: exit $? ($((SECONDS - started)) s)"
 cat "$out/losses_cuda.md" 2>/dev/null
+
+# the experiment of benchmarks/tail_compile.py: the losses' arithmetic on the sums compiled too (TAIL_TIMEOUT=0 skips it)
+if [ "${TAIL_TIMEOUT:-150}" != "0" ]; then
+    timeout "${TAIL_TIMEOUT:-150}" python3 -m benchmarks.tail_compile --device cuda >"$out/tail_compile.log" 2>&1
+    echo "compiled tail on cuda: exit $? ($((SECONDS - started)) s)"
+    grep "^|" "$out/tail_compile.log"
+fi
