@@ -10,10 +10,10 @@ pixel-wise term (see :mod:`monai_mixedfocal.losses._terms`):
 - ``sum_i P_i`` of the (modified) focal / cross-entropy term of each voxel, for the pixel-wise terms.
 
 :func:`fused_statistics` computes all of them in one pass over the input (:func:`fused_forward`), saving only the
-input, the target and, for a softmax with a pixel-wise term, the log-sum-exp of every voxel. Its backward pass is one
-more pass (:func:`fused_backward`): the gradient of the loss with respect to the input depends on the volume only
-through the per-class scalars ``dL/dsum_p`` and ``dL/dTP`` and the per-image ``dL/dsum_P``, so the softmax is
-recomputed and the gradient written at once. No one-hot volume is built for class-index targets.
+input, the target and, for a softmax with a focal term (``gamma != 0``), the log-sum-exp of every voxel. Its backward
+pass is one more pass (:func:`fused_backward`): the gradient of the loss with respect to the input depends on the
+volume only through the per-class scalars ``dL/dsum_p`` and ``dL/dTP`` and the per-image ``dL/dsum_P``, so the
+softmax is recomputed and the gradient written at once. No one-hot volume is built for class-index targets.
 
 The two kernels are written as plain tensor code, one tensor per channel, so that ``torch.compile`` turns each into a
 single loop over the voxels (the "compile" mode). Without compilation (the "eager" mode) the same code runs on
@@ -342,8 +342,8 @@ def forward_sums(
         ``(pred_sums, tps, ref_sums, pixel, lse)``: per channel, the sums over the voxels of the (clipped with
         ``region_clip``) probabilities, of ``y * p`` and of ``y`` (``[B]`` each; empty lists without ``region``, except
         ``ref_sums`` of class indices, which validate them: int32 counts below ``2**31`` voxels); the per-image sum of
-        the pixel-wise term ``[B]`` (zeros without one); and the log-sum-exp ``[B, N]`` of a softmax with a pixel-wise
-        term for the backward pass (an empty tensor otherwise, see :attr:`KernelSpec.saves_lse`), which recomputes the
+        the pixel-wise term ``[B]`` (zeros without one); and the log-sum-exp ``[B, N]`` of a softmax with a focal term
+        for the backward pass (an empty tensor otherwise, see :attr:`KernelSpec.saves_lse`), which recomputes the
         probabilities from it: on CPU the exponentials cost less than writing them to memory.
     """
     xs = x.unbind(1)
@@ -718,7 +718,8 @@ class _Runner:
 
 
 class _FusedFunction(torch.autograd.Function):
-    """Autograd of the statistics: saves the input, the target and the log-sum-exp; backward in one pass.
+    """Autograd of the statistics: saves the input, the target and, where :attr:`KernelSpec.saves_lse`, the
+    log-sum-exp; backward in one pass.
 
     Returns ``(pred_sum [B, C], tp [B, C], ref_sum [B, C], pixel [B], valid [])`` (zeros for what the spec does not
     compute; ``valid`` as :func:`sums_valid`).
