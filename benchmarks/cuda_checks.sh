@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (CI has no GPU): the CUDA tests of the losses, a bundle trained,
 # evaluated and run for inference on the GPU with AMP, torchrun with one NCCL process per GPU, then the losses
-# benchmark on the GPU alone (timings) and the experiment of benchmarks/tail_compile.py.
+# benchmark on the GPU alone (timings) and benchmarks/whole_loss.py (the whole loss compiled against its statistics).
 #
 #   bash benchmarks/cuda_checks.sh [OUT_DIR]          # from the repository root; logs and tables go to OUT_DIR
 #   TESTS_TIMEOUT=200 BENCH_TIMEOUT=100 BENCH_ARGS="--patches kits19 --losses mixed_focal dice" \
-#       TAIL_TIMEOUT=0 bash benchmarks/cuda_checks.sh OUT      # shorter
+#       WHOLE_TIMEOUT=0 bash benchmarks/cuda_checks.sh OUT      # shorter
 #
 # Where the project is not installed (a bare GPU machine with torch), wheels of its other dependencies in .whl/ are
 # installed to /tmp/site first and the repository is put on PYTHONPATH.
@@ -43,9 +43,9 @@ timeout "${BENCH_TIMEOUT:-200}" python3 -m benchmarks.losses --devices cuda --re
 echo "benchmark on cuda: exit $? ($((SECONDS - started)) s)"
 cat "$out/losses_cuda.md" 2>/dev/null
 
-# the experiment of benchmarks/tail_compile.py: the losses' arithmetic on the sums compiled too (TAIL_TIMEOUT=0 skips it)
-if [ "${TAIL_TIMEOUT:-150}" != "0" ]; then
-    timeout "${TAIL_TIMEOUT:-150}" python3 -m benchmarks.tail_compile --device cuda >"$out/tail_compile.log" 2>&1
-    echo "compiled tail on cuda: exit $? ($((SECONDS - started)) s)"
-    grep "^|" "$out/tail_compile.log"
+# benchmarks/whole_loss.py: the whole loss compiled against the statistics path and MONAI (WHOLE_TIMEOUT=0 skips it)
+if [ "${WHOLE_TIMEOUT:-150}" != "0" ]; then
+    timeout "${WHOLE_TIMEOUT:-150}" python3 -m benchmarks.whole_loss --device cuda >"$out/whole_loss.log" 2>&1
+    echo "whole loss on cuda: exit $? ($((SECONDS - started)) s)"
+    grep "^|" "$out/whole_loss.log"
 fi

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from monai_mixedfocal.losses import _fused, _fused_loss
+
 
 @pytest.fixture(autouse=True)
 def _single_thread() -> Iterator[None]:
@@ -21,3 +23,15 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiled_losses() -> Iterator[None]:
+    """Each test starts with no whole-compiled loss (the registry holds its losses alive and caps their number, so that
+    losses of earlier tests would decide which path a later one takes) and forgets a failed compilation after."""
+    _fused_loss._compiled_losses.clear()
+    try:
+        yield
+    finally:
+        _fused_loss._compiled_losses.clear()
+        _fused._compile_state["failed"] = None

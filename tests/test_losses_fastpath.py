@@ -13,129 +13,40 @@ run there (eager and compiled, float64, float32 and under float16 autocast) agai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from fused_cases import (
+    LOSSES,
+    MODES,
+    OPTIONS,
+    ROOT,
+    SHAPE_2D,
+    SHAPE_3D,
+    assert_same,
+    make_case,
+    value_and_grad,
+)
 from monai.data import MetaTensor
 from torch._dynamo.utils import counters
-from torch.nn.modules.loss import _Loss
 
-from monai_mixedfocal.losses import (
-    CategoricalFocalLoss,
-    ComboLoss,
-    CosineTverskyLoss,
-    FocalTverskyLoss,
-    MixedFocalLoss,
-    ModifiedDiceLoss,
-    _fused,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
-SHAPE_3D = (2, 3, 5, 4, 6)
-SHAPE_2D = (3, 4, 7, 9)
-
-# name -> factory(num_kept) (per-class alphas need the number of kept channels)
-LOSSES: dict[str, Callable[[int], Callable[..., _Loss]]] = {
-    "dice": lambda k: partial(ModifiedDiceLoss, delta=0.5),
-    "tversky": lambda k: partial(ModifiedDiceLoss, delta=0.7),
-    "focal_tversky": lambda k: partial(FocalTverskyLoss),
-    "focal_tversky_g075": lambda k: partial(FocalTverskyLoss, gamma=0.75),
-    "cosine_tversky_g25": lambda k: partial(CosineTverskyLoss, gamma=2.5),
-    "focal": lambda k: partial(CategoricalFocalLoss),
-    "cross_entropy": lambda k: partial(CategoricalFocalLoss, alpha=1.0, gamma=0.0),
-    "focal_beta_g05": lambda k: partial(CategoricalFocalLoss, gamma=0.5, beta=0.7),
-    "focal_alpha_g1": lambda k: partial(CategoricalFocalLoss, gamma=1.0, alpha=[0.5 + 0.25 * c for c in range(k)]),
-    "focal_alpha_g3": lambda k: partial(CategoricalFocalLoss, gamma=3.0, alpha=[1.0 + c for c in range(k)], beta=0.2),
-    "combo": lambda k: partial(ComboLoss),
-    "combo_modified": lambda k: partial(ComboLoss, alpha=0.5, beta=0.7, delta=0.7),
-    "mixed_focal": lambda k: partial(MixedFocalLoss),
-    "mixed_focal_eq23": lambda k: partial(
-        MixedFocalLoss, lambda_focal=0.3, beta=0.6, alpha=[0.2 * (c + 1) for c in range(k)], gamma_tversky=0.8
-    ),
-}
-REGION_ONLY = {"dice", "tversky", "focal_tversky", "focal_tversky_g075", "cosine_tversky_g25"}
-
-
-def _labels(shape: tuple[int, ...], num_classes: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_classes, (shape[0], 1, *shape[2:]), generator=generator)
-    labels.view(shape[0], -1)[:, 0] = 0  # class 0 present everywhere; one class empty in the first image
-    labels[0][labels[0] == num_classes - 1] = 0
-    return labels
-
-
-def _make(mode: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """``(input, target, loss kwargs)`` of one input form."""
-    generator = torch.Generator().manual_seed(seed)
-    logits = 3.0 * torch.randn(shape, generator=generator, dtype=dtype)
-    num_channels = shape[1]
-    labels = _labels(shape, max(num_channels, 2), seed)
-    onehot = F.one_hot(labels[:, 0], max(num_channels, 2)).movedim(-1, 1).to(dtype)[:, :num_channels]
-    if num_channels == 1:
-        onehot = labels.to(dtype)
-    soft = torch.softmax(torch.randn(shape, generator=generator, dtype=dtype), 1)
-    forms: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {
-        "softmax-labels": (logits, labels, {"softmax": True, "to_onehot_y": True}),
-        "softmax-onehot": (logits, onehot, {"softmax": True}),
-        "softmax-soft": (logits, soft, {"softmax": True}),
-        "sigmoid-labels": (logits, labels, {"sigmoid": True, "to_onehot_y": True}),
-        "sigmoid-onehot": (logits, onehot, {"sigmoid": True}),
-        "probabilities-labels": (torch.softmax(logits, 1), labels, {"to_onehot_y": True}),
-        "probabilities-onehot": (torch.softmax(logits, 1), onehot, {}),
-        "other_act-labels": (logits, labels, {"other_act": partial(torch.softmax, dim=1), "to_onehot_y": True}),
-    }
-    return forms[mode]
-
-
-MODES = (
-    "softmax-labels",
-    "softmax-onehot",
-    "softmax-soft",
-    "sigmoid-labels",
-    "sigmoid-onehot",
-    "probabilities-labels",
-    "probabilities-onehot",
-    "other_act-labels",
-)
-OPTIONS: tuple[dict[str, Any], ...] = (
-    {},
-    {"include_background": False},
-    {"batch": True, "reduction": "sum"},
-    {"include_background": False, "batch": True},
-)
-
-
-def _value_and_grad(loss: _Loss, x: torch.Tensor, target: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    leaf = x.clone().requires_grad_(True)
-    with _fused.use_fused_mode(mode):
-        value = loss(leaf, target)
-    value.sum().backward()
-    assert leaf.grad is not None
-    return value.detach(), leaf.grad
-
-
-def _assert_same(fast: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -> None:
-    assert torch.isfinite(fast).all(), f"{what}: not finite"
-    scale = max(float(ref.abs().max()), 1e-30)
-    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+from monai_mixedfocal.losses import CategoricalFocalLoss, MixedFocalLoss, _fused, _fused_loss
 
 
 def _compare(name: str, mode: str, options: dict, shape: tuple[int, ...], dtype: torch.dtype, fused: str) -> None:
-    x, target, kwargs = _make(mode, shape, dtype, seed=len(name) + len(mode))
+    x, target, kwargs = make_case(mode, shape, dtype, seed=len(name) + len(mode))
     single = shape[1] == 1
     num_kept = shape[1] - (0 if (options.get("include_background", True) or single) else 1)
     loss = LOSSES[name](num_kept)(**kwargs, **options)
-    ref_value, ref_grad = _value_and_grad(loss, x, target, "off")
-    value, grad = _value_and_grad(loss, x, target, fused)
+    ref_value, ref_grad = value_and_grad(loss, x, target, "off")
+    value, grad = value_and_grad(loss, x, target, fused)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     what = f"{name} / {mode} / {options} / {dtype}"
-    _assert_same(value, ref_value, tol, f"{what}: value")
-    _assert_same(grad, ref_grad, tol, f"{what}: gradient")
+    assert_same(value, ref_value, tol, f"{what}: value")
+    assert_same(grad, ref_grad, tol, f"{what}: gradient")
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +95,7 @@ def test_chunked_volume_equals_plain() -> None:
         _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "eager")
     _compare("mixed_focal", "probabilities-onehot", {}, shape, torch.float32, "eager")
     # the input check runs on the totals of the chunks: a NaN or a bad label in a later chunk is found
-    x, labels, kwargs = _make("softmax-labels", shape, torch.float32, seed=11)
+    x, labels, kwargs = make_case("softmax-labels", shape, torch.float32, seed=11)
     bad = x.clone()
     bad.view(2, 3, -1)[1, 2, _fused.CHUNK_VOXELS + 5] = math.nan
     wrong = labels.clone()
@@ -206,7 +117,7 @@ def test_low_precision_and_autocast(
 ) -> None:
     """float32 loss from half-precision inputs (and under CPU autocast): the same value (1e-5) and gradient (in the
     input's precision) on both paths."""
-    x, target, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=3)
+    x, target, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=3)
     x = x.to(dtype)
     loss = LOSSES[name](3)(**kwargs)
     results = []
@@ -219,8 +130,8 @@ def test_low_precision_and_autocast(
         value.backward()
         assert leaf.grad is not None and leaf.grad.dtype == dtype
         results.append((value.detach(), leaf.grad.float()))
-    _assert_same(results[1][0], results[0][0], 1e-5, "value")
-    _assert_same(results[1][1], results[0][1], grad_tol, "gradient")
+    assert_same(results[1][0], results[0][0], 1e-5, "value")
+    assert_same(results[1][1], results[0][1], grad_tol, "gradient")
 
 
 @pytest.mark.parametrize(
@@ -236,7 +147,7 @@ def test_low_precision_and_autocast(
 )
 def test_gradcheck_fused(name: str, mode: str, options: dict) -> None:
     """The fused backward is the derivative of the fused forward (finite differences, float64)."""
-    x, target, kwargs = _make(mode, (2, 3, 3, 4), torch.float64, seed=7)
+    x, target, kwargs = make_case(mode, (2, 3, 3, 4), torch.float64, seed=7)
     if mode.startswith("probabilities"):
         x = x.clamp(1e-3, 1 - 1e-3)  # finite differences stay inside the clip
     loss = LOSSES[name](3 - (0 if options.get("include_background", True) else 1))(**kwargs, **options)
@@ -254,7 +165,7 @@ def test_weights_made_under_inference_mode_serve_training() -> None:
     """The per-class weights are made once per configuration and reused: made first under ``torch.inference_mode``
     (an evaluation), they still serve a training step (inference tensors cannot be saved for backward)."""
     _fused._weight_tensors.cache_clear()
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=12)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=12)
     loss = CategoricalFocalLoss(alpha=[0.125, 0.375, 0.5], beta=0.625, **kwargs)
     with _fused.use_fused_mode("eager"):
         with torch.inference_mode():
@@ -268,7 +179,7 @@ def test_weights_made_under_inference_mode_serve_training() -> None:
 def test_deferred_input_check() -> None:
     """``fused_statistics`` raises for invalid labels at once by default; with ``defer_check=True`` it returns the
     check as a tensor and :meth:`FusedStatistics.check` raises the same error."""
-    x, labels, _ = _make("softmax-labels", SHAPE_3D, torch.float32, seed=13)
+    x, labels, _ = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=13)
     labels[0, 0, 1, 2, 3] = 5
     with _fused.use_fused_mode("eager"):
         with pytest.raises(ValueError, match=r"got values in \[0, 5\]"):
@@ -285,7 +196,7 @@ def test_deferred_input_check() -> None:
 
 def test_mode_selects_the_path() -> None:
     """ "off" and small inputs in "auto" take the plain path; "eager" the fused one; the variable is validated."""
-    x, labels, _ = _make("softmax-labels", SHAPE_3D, torch.float32, seed=0)
+    x, labels, _ = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=0)
     with _fused.use_fused_mode("off"):
         assert _statistics(x, labels) is None
     with _fused.use_fused_mode("auto"):
@@ -309,7 +220,7 @@ def test_mode_selects_the_path() -> None:
 
 def test_plain_path_where_the_kernels_do_not_apply() -> None:
     """A target that requires a gradient, per-voxel pixel values and a wrong alpha length take the plain path."""
-    x, onehot, _ = _make("softmax-onehot", SHAPE_3D, torch.float64, seed=1)
+    x, onehot, _ = make_case("softmax-onehot", SHAPE_3D, torch.float64, seed=1)
     with _fused.use_fused_mode("eager"):
         assert _statistics(x, onehot.requires_grad_(True), to_onehot_y=False) is None
         with pytest.raises(ValueError, match="alpha has 2 per-class weights"):
@@ -322,7 +233,7 @@ def test_plain_path_where_the_kernels_do_not_apply() -> None:
 @pytest.mark.parametrize("where", ["labelled", "other"])
 def test_non_finite_input_raises(bad: float, where: str) -> None:
     """NaN / inf anywhere, also on a class that is not the label (no effect on the loss value), is an error."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=2)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=2)
     channel = int(labels[0, 0, 1, 1, 1]) if where == "labelled" else (int(labels[0, 0, 1, 1, 1]) + 1) % 3
     x[0, channel, 1, 1, 1] = bad
     for name in LOSSES:  # the fused kernels' check is read with each loss's own (one synchronisation): every loss
@@ -332,7 +243,7 @@ def test_non_finite_input_raises(bad: float, where: str) -> None:
 
 @pytest.mark.parametrize("bad", [-1, 3, 7])
 def test_label_out_of_range_raises(bad: int) -> None:
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=4)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=4)
     labels[1, 0, 2, 2, 2] = bad
     low, high = min(bad, 0), max(bad, 2)
     for dtype in (torch.int64, torch.int32, torch.uint8 if bad >= 0 else torch.int16):
@@ -347,15 +258,15 @@ def test_label_out_of_range_raises(bad: int) -> None:
 def test_float_labels_and_meta_tensors(name: str) -> None:
     """Class indices as float MetaTensors (what MONAI's transforms give) and MetaTensor logits: the values and
     gradients of plain int64 labels, on the fused path and on the plain one."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=8)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=8)
     loss = LOSSES[name](3)(**kwargs)
-    ref_value, ref_grad = _value_and_grad(loss, x, labels, "off")
+    ref_value, ref_grad = value_and_grad(loss, x, labels, "off")
     for fused in ("eager", "off"):
         for dtype in (torch.float32, torch.float64):
-            value, grad = _value_and_grad(loss, MetaTensor(x), MetaTensor(labels.to(dtype)), fused)
+            value, grad = value_and_grad(loss, MetaTensor(x), MetaTensor(labels.to(dtype)), fused)
             what = f"{name} / {fused} / {dtype} labels"
-            _assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-10, f"{what}: value")
-            _assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-10, f"{what}: gradient")
+            assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-10, f"{what}: value")
+            assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-10, f"{what}: gradient")
 
 
 @pytest.mark.parametrize(
@@ -364,7 +275,7 @@ def test_float_labels_and_meta_tensors(name: str) -> None:
 )
 def test_invalid_float_labels_raise(bad: float, message: str) -> None:
     """An invalid float label anywhere: the plain path's error on the fused path too."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=9)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=9)
     target = labels.float()
     target[1, 0, 3, 2, 4] = bad
     for fused in ("eager", "off"):
@@ -374,7 +285,7 @@ def test_invalid_float_labels_raise(bad: float, message: str) -> None:
 
 def test_integer_label_dtypes_agree() -> None:
     """int64, int32 and uint8 class indices give the same loss on the fused path."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=5)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=5)
     with _fused.use_fused_mode("eager"):
         values = [MixedFocalLoss(**kwargs)(x, labels.to(d)) for d in (torch.int64, torch.int32, torch.uint8)]
     assert values[0] == values[1] == values[2]
@@ -384,7 +295,7 @@ def test_integer_label_dtypes_agree() -> None:
 def test_one_host_read_per_call(name: str) -> None:
     """The fused path reads one value on the host per loss call (its input check together with the loss's
     finiteness): on a GPU each such read waits for the device."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=12)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=12)
     loss = LOSSES[name](3)(**kwargs)
     with _fused.use_fused_mode("eager"):
         loss(x, labels)
@@ -415,7 +326,7 @@ _SAVES_LSE = [("dice", False), ("focal_tversky", False), ("cross_entropy", False
 def test_log_sum_exp_saved_only_for_a_focal_term(name: str, saves_lse: bool) -> None:
     """Between the passes a softmax keeps one value per voxel (its log-sum-exp) only where the focal term's gradient
     needs ``log p``; region terms and the plain cross-entropy recompute the probabilities from the logits."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float32, seed=13)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=13)
     leaf = x.clone().requires_grad_(True)
     with _fused.use_fused_mode("eager"):
         value = LOSSES[name](3)(**kwargs)(leaf, labels)
@@ -426,7 +337,7 @@ def test_log_sum_exp_saved_only_for_a_focal_term(name: str, saves_lse: bool) -> 
 
 def test_no_double_backward() -> None:
     """The fused backward is not differentiable again: a clear error instead of a wrong second derivative."""
-    x, labels, kwargs = _make("softmax-labels", SHAPE_3D, torch.float64, seed=6)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=6)
     leaf = x.clone().requires_grad_(True)
     with _fused.use_fused_mode("eager"):
         (grad,) = torch.autograd.grad(MixedFocalLoss(**kwargs)(leaf, labels), leaf, create_graph=True)
@@ -435,9 +346,12 @@ def test_no_double_backward() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_kernels_equal_plain() -> None:
+def test_compiled_kernels_equal_plain(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile of the kernels (one spec per loss: static shapes for the first shape, dynamic shapes for every
-    other) gives the plain path's values; a third shape compiles nothing more."""
+    other) gives the plain path's values; a third shape compiles nothing more. The statistics path, which losses take
+    past ``MAX_COMPILED_LOSSES`` whole-compiled instances (``tests/test_losses_whole_compiled.py``), shares its kernels
+    between instances."""
+    monkeypatch.setattr(_fused_loss, "MAX_COMPILED_LOSSES", 0)
     for name in ("mixed_focal", "dice"):
         for shape in ((2, 3, 17, 16, 15), (2, 3, 9, 20, 8)):
             _compare(name, "softmax-labels", {"include_background": False}, shape, torch.float32, "compile")
@@ -446,16 +360,16 @@ def test_compiled_kernels_equal_plain() -> None:
     _compare("mixed_focal", "softmax-labels", {"include_background": False}, third, torch.float32, "compile")
     assert counters["stats"]["unique_graphs"] == graphs, "a third shape compiled the kernels again"
     # float labels and MetaTensors, as in a bundle
-    x, labels, kwargs = _make("softmax-labels", (2, 3, 17, 16, 15), torch.float32, seed=10)
+    x, labels, kwargs = make_case("softmax-labels", (2, 3, 17, 16, 15), torch.float32, seed=10)
     loss = MixedFocalLoss(**kwargs)
-    ref_value, ref_grad = _value_and_grad(loss, x, labels, "off")
-    value, grad = _value_and_grad(loss, MetaTensor(x), MetaTensor(labels.float()), "compile")
-    _assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-5, "MetaTensor value")
-    _assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-5, "MetaTensor gradient")
+    ref_value, ref_grad = value_and_grad(loss, x, labels, "off")
+    value, grad = value_and_grad(loss, MetaTensor(x), MetaTensor(labels.float()), "compile")
+    assert_same(value.as_subclass(torch.Tensor), ref_value, 1e-5, "MetaTensor value")
+    assert_same(grad.as_subclass(torch.Tensor), ref_grad, 1e-5, "MetaTensor gradient")
     # uint8 class indices go into the kernels as they are; the compiled kernels still find bad inputs and labels
-    value, grad = _value_and_grad(loss, x, labels.to(torch.uint8), "compile")
-    _assert_same(value, ref_value, 1e-5, "uint8 labels value")
-    _assert_same(grad, ref_grad, 1e-5, "uint8 labels gradient")
+    value, grad = value_and_grad(loss, x, labels.to(torch.uint8), "compile")
+    assert_same(value, ref_value, 1e-5, "uint8 labels value")
+    assert_same(grad, ref_grad, 1e-5, "uint8 labels gradient")
     for channel in range(3):
         bad = x.clone()
         bad[1, channel, 4, 5, 6] = math.nan
@@ -476,14 +390,14 @@ def _compare_on_cuda(name: str, mode: str, fused: str) -> None:
     """The loss on the GPU against the plain path on the CPU in float64: to 1e-10 in float64 and 1e-5 in float32
     (a volume of two chunks for the float32 case)."""
     for dtype, shape, tol in ((torch.float64, SHAPE_3D, 1e-10), (torch.float32, (2, 3, 40, 48, 41), 1e-5)):
-        x, target, kwargs = _make(mode, shape, dtype, seed=len(name) + len(mode))
+        x, target, kwargs = make_case(mode, shape, dtype, seed=len(name) + len(mode))
         loss = LOSSES[name](2)(**kwargs, include_background=False)
         ref_target = target.double() if target.is_floating_point() else target
-        ref_value, ref_grad = _value_and_grad(loss, x.double(), ref_target, "off")
-        value, grad = _value_and_grad(loss, x.to(GPU), target.to(GPU), fused)
+        ref_value, ref_grad = value_and_grad(loss, x.double(), ref_target, "off")
+        value, grad = value_and_grad(loss, x.to(GPU), target.to(GPU), fused)
         what = f"{name} / {mode} / {dtype} / {fused} on cuda"
-        _assert_same(value.cpu().double(), ref_value, tol, f"{what}: value")
-        _assert_same(grad.cpu().double(), ref_grad, tol, f"{what}: gradient")
+        assert_same(value.cpu().double(), ref_value, tol, f"{what}: value")
+        assert_same(grad.cpu().double(), ref_grad, tol, f"{what}: gradient")
 
 
 @CUDA
@@ -512,10 +426,10 @@ def test_cuda_autocast_float16(name: str, fused: str) -> None:
     float16 gradient equal to float16 precision; "auto" compiles at this size. As in AMP training, the loss is scaled
     before the backward pass (``torch.amp.GradScaler``'s initial scale, 2**16): unscaled, the per-voxel gradients of a
     mean over a million voxels (~1e-7) are float16 subnormals, exact only to 6e-8 on either path."""
-    x, target, kwargs = _make("softmax-labels", (2, 3, 64, 64, 48), torch.float32, seed=11)
+    x, target, kwargs = make_case("softmax-labels", (2, 3, 64, 64, 48), torch.float32, seed=11)
     x = x.clamp(-20, 20)
     loss = LOSSES[name](3)(**kwargs)
-    ref_value, ref_grad = _value_and_grad(loss, x.half().double(), target, "off")
+    ref_value, ref_grad = value_and_grad(loss, x.half().double(), target, "off")
     leaf = x.half().to(GPU).requires_grad_(True)
     with torch.autocast(GPU, dtype=torch.float16), _fused.use_fused_mode(fused):
         value = loss(leaf, target.to(GPU))
@@ -523,8 +437,8 @@ def test_cuda_autocast_float16(name: str, fused: str) -> None:
     grad_scale = 2.0**16
     (value * grad_scale).backward()
     assert leaf.grad is not None and leaf.grad.dtype == torch.float16
-    _assert_same(value.detach().cpu().double(), ref_value, 1e-4, f"{name} value")
-    _assert_same(leaf.grad.cpu().double() / grad_scale, ref_grad, 2e-3, f"{name} gradient")
+    assert_same(value.detach().cpu().double(), ref_value, 1e-4, f"{name} value")
+    assert_same(leaf.grad.cpu().double() / grad_scale, ref_grad, 2e-3, f"{name} gradient")
 
 
 def test_benchmark_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -551,22 +465,3 @@ def test_profile_script_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     summaries = [line for line in capsys.readouterr().out.splitlines() if line.startswith("per step:")]
     assert len(summaries) == 3  # ours, plain, MONAI
     assert summaries[0].endswith(", 1 scalar reads / syncs")
-
-
-@pytest.mark.slow
-def test_tail_compile_script_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m benchmarks.tail_compile`` on a tiny input: the loss with its tail compiled gives the same value and
-    gradient, and a step dispatches fewer ATen operations than with the eager tail."""
-    monkeypatch.syspath_prepend(str(ROOT))
-    from benchmarks import tail_compile
-
-    x, labels, kwargs = _make("softmax-labels", (2, 3, 6, 7, 8), torch.float32, seed=14)
-    ref_value, ref_grad = _value_and_grad(MixedFocalLoss(**kwargs), x, labels, "compile")
-    value, grad = _value_and_grad(tail_compile.with_compiled_tail(MixedFocalLoss(**kwargs)), x, labels, "compile")
-    _assert_same(value, ref_value, 1e-6, "compiled tail value")
-    _assert_same(grad, ref_grad, 1e-6, "compiled tail gradient")
-    args = ["--device", "cpu", "--shape", "1", "3", "6", "6", "6", "--repeats", "1", "--warmup", "1", "--threads", "1"]
-    assert tail_compile.main([*args, "--losses", "dice"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| dice"))
-    ours, tail, monai = (int(cell) for cell in row.strip("| ").split("|")[-3:])
-    assert tail < ours and monai > 0

@@ -24,7 +24,8 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_mixedfocal.losses._fused import FusedStatistics, fused_statistics
+from monai_mixedfocal.losses._fused import FusedStatistics, checked_loss
+from monai_mixedfocal.losses._fused_loss import fused_loss
 from monai_mixedfocal.losses._terms import Prepared, plain_tensor, prepare
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +148,7 @@ class SegmentationLoss(_Loss):
     def _prepare_quietly(self, input: torch.Tensor, target: torch.Tensor) -> Prepared:
         return prepare(input, target, **self._input_options)
 
-    def _statistics(
+    def _evaluate(
         self,
         input: torch.Tensor,
         target: torch.Tensor,
@@ -155,9 +156,13 @@ class SegmentationLoss(_Loss):
         region: bool,
         region_clip: bool = False,
         focal: tuple[float | Sequence[float], float, float | None] | None = None,
-    ) -> FusedStatistics | Prepared:
-        """The fused statistics of the fast path (:mod:`~monai_mixedfocal.losses._fused`) where it applies, else the
-        :class:`Prepared` tensors of the plain autograd path. Both give the same values up to float rounding.
+    ) -> torch.Tensor:
+        """The checked loss :meth:`_value` of the statistics of ``(input, target)``.
+
+        On the fused fast path (:mod:`~monai_mixedfocal.losses._fused`) the statistics come from the fused kernels,
+        and where they are compiled the whole loss is (:mod:`~monai_mixedfocal.losses._fused_loss`: one compiled call
+        forward, one backward); elsewhere :meth:`_value` gets the :class:`Prepared` tensors of the plain autograd
+        path. Both give the same values up to float rounding.
 
         Args:
             input: the network output.
@@ -168,21 +173,27 @@ class SegmentationLoss(_Loss):
         """
         self._warn_ignored_flags(input)
         input, target = plain_tensor(input), plain_tensor(target)
-        stats = fused_statistics(
-            input,
-            target,
-            **self._input_options,
-            region=region,
-            region_clip=region_clip,
-            focal=focal,
-            defer_check=True,  # read with the loss's own check in _checked: one host-device synchronisation
-        )
-        return stats if stats is not None else self._prepare_quietly(input, target)
+        spatial_dims = input.ndim - 2
+        options = {**self._input_options, "region": region, "region_clip": region_clip, "focal": focal}
+        scalar = self.reduction != LossReduction.NONE.value
+        loss = fused_loss(input, target, self._value, spatial_dims, scalar, **options)
+        if loss is not None:
+            return loss
+        return self._checked(self._value(self._prepare_quietly(input, target), spatial_dims))
+
+    def _value(self, source: FusedStatistics | Prepared, spatial_dims: int) -> torch.Tensor:
+        """The loss from the statistics of :meth:`_evaluate` (a function of tensors only: the fused path traces it).
+
+        Args:
+            source: the fused statistics, or the prepared tensors of the plain path.
+            spatial_dims: the input's spatial dimensions (the shape of ``reduction="none"``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} computes its loss in forward()")
 
     def _reduce_pixel_part(
         self, source: FusedStatistics | Prepared, per_voxel: Callable[[Prepared], torch.Tensor]
     ) -> torch.Tensor:
-        """The reduced pixel-wise part from :meth:`_statistics` (``per_voxel`` computes it on the plain path)."""
+        """The reduced pixel-wise part of :meth:`_value` (``per_voxel`` computes it on the plain path)."""
         if isinstance(source, Prepared):
             return self._pixel_reduce(per_voxel(source), source)
         total = source.pixel.sum()
@@ -212,24 +223,10 @@ class SegmentationLoss(_Loss):
         return term
 
     @staticmethod
-    def _checked(loss: torch.Tensor, source: FusedStatistics | Prepared | None = None) -> torch.Tensor:
-        """Return ``loss``, or raise instead of silently returning NaN / inf.
-
-        The plain path checked its inputs before; the fused statistics of :meth:`_statistics` (``source``) carry
-        their check, read here together with the loss's finiteness: one host-device synchronisation per loss.
+    def _checked(loss: torch.Tensor) -> torch.Tensor:
+        """Return ``loss`` from inputs checked before, or raise instead of silently returning NaN / inf.
 
         Raises:
-            ValueError: for a NaN / inf input or invalid class indices found by the fused kernels.
             FloatingPointError: for a non-finite loss from valid inputs.
         """
-        finite = torch.isfinite(loss).all()
-        pending = source if isinstance(source, FusedStatistics) else None
-        if bool(finite if pending is None else finite & pending.valid):
-            return loss
-        if pending is not None:
-            pending.check()  # raises the input's error, where that is what went wrong
-        if not bool(finite):
-            raise FloatingPointError(
-                "the loss is not finite although the input is; please report this with the input that triggers it."
-            )
-        return loss
+        return checked_loss(loss, torch.isfinite(loss).all(), None, None)

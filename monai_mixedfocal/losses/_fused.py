@@ -62,12 +62,15 @@ __all__ = [
     "AUTO_MIN_ELEMENTS",
     "ENV_VAR",
     "MODES",
+    "FusedInputs",
     "FusedStatistics",
     "KernelSpec",
+    "checked_loss",
     "focal_weights",
     "forward_sums",
     "fused_backward",
     "fused_forward",
+    "fused_inputs",
     "fused_mode",
     "fused_statistics",
     "stacked_sums",
@@ -569,7 +572,8 @@ _compile_lock = threading.Lock()
 
 
 class _CompiledKernels:
-    """The compiled kernels of one spec: with static shapes for the first input's shapes and dtypes, with dynamic
+    """The compiled kernels of one spec (``forward`` and ``backward``, :func:`fused_forward` and
+    :func:`fused_backward` by default): with static shapes for the first input's shapes and dtypes, with dynamic
     shapes for all others (two compilations at most, each at its first call).
 
     A fixed patch size (training) thus gets static kernels: Inductor's CPU code splits a reduction over all threads
@@ -577,14 +581,17 @@ class _CompiledKernels:
     machine with 16 cores). Any other size (the last, smaller batch, a validation volume) runs the dynamic kernels.
     """
 
-    def __init__(self, tag: int) -> None:
+    def __init__(
+        self, tag: int, forward: Callable[..., Any] | None = None, backward: Callable[..., Any] | None = None
+    ) -> None:
+        forward, backward = forward or fused_forward, backward or fused_backward
         self.static = (
-            torch.compile(_own_code(fused_forward, 2 * tag), dynamic=False),
-            torch.compile(_own_code(fused_backward, 2 * tag), dynamic=False),
+            torch.compile(_own_code(forward, 2 * tag), dynamic=False),
+            torch.compile(_own_code(backward, 2 * tag), dynamic=False),
         )
         self.dynamic = (
-            torch.compile(_own_code(fused_forward, 2 * tag + 1), dynamic=True),
-            torch.compile(_own_code(fused_backward, 2 * tag + 1), dynamic=True),
+            torch.compile(_own_code(forward, 2 * tag + 1), dynamic=True),
+            torch.compile(_own_code(backward, 2 * tag + 1), dynamic=True),
         )
         self.static_key: tuple | None = None
 
@@ -689,11 +696,14 @@ class _Runner:
         self.kernels = _compiled_kernels(spec) if compiled else None
         self.explicit = explicit  # the user asked for "compile": say so when it fails
 
-    def _call(self, which: int, eager: Callable[..., Any], x: torch.Tensor, target: torch.Tensor, *args: Any) -> Any:
+    def _call(
+        self, which: int, eager: Callable[..., Any], head: tuple, x: torch.Tensor, target: torch.Tensor, *args: Any
+    ) -> Any:
+        """Kernel ``which`` (0 forward, 1 backward) of ``(*head, x, target, *args)`` on the flattened tensors."""
         flat_x, flat_target = _flatten(self.spec, x, target)
         if self.kernels is not None and _compile_state["failed"] is None:
             try:
-                return self.kernels.pick(flat_x, flat_target)[which](self.spec, flat_x, flat_target, *args)
+                return self.kernels.pick(flat_x, flat_target)[which](*head, flat_x, flat_target, *args)
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # no C++ compiler / Triton, unsupported platform, ...
@@ -706,15 +716,15 @@ class _Runner:
                         RuntimeWarning,
                         stacklevel=2,
                     )
-        return eager(self.spec, flat_x, flat_target, *args)
+        return eager(*head, flat_x, flat_target, *args)
 
     def forward(self, *args: torch.Tensor) -> tuple:
         """:func:`fused_forward` of ``(x, target, wpos, wneg)``."""
-        return self._call(0, _eager_forward, *args)
+        return self._call(0, _eager_forward, (self.spec,), *args)
 
     def backward(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
         """:func:`fused_backward` of ``(x, target, wpos, wneg, lse, *grads)``, shaped like ``x``."""
-        return self._call(1, _eager_backward, x, *args).view(x.shape)
+        return self._call(1, _eager_backward, (self.spec,), x, *args).view(x.shape)
 
 
 class _FusedFunction(torch.autograd.Function):
@@ -768,9 +778,10 @@ class FusedStatistics:
         valid: a 0-d bool tensor from the kernels (:func:`sums_valid`): the input was finite and every class index
             valid (inputs checked before the kernels ran pass it). Reading it is a host-device synchronisation:
             :meth:`check` (or a loss's final check, which reads it together with the loss's own finiteness) does it
-            once.
+            once. ``None`` where the caller checks the input itself (the compiled loss of
+            :mod:`~monai_mixedfocal.losses._fused_loss`, whose arithmetic on the sums sees these statistics).
         explain: raises the error that makes ``valid`` false (NaN / inf input, invalid class indices), as the plain
-            path raises it.
+            path raises it (``None`` with ``valid``).
     """
 
     pred_sum: torch.Tensor
@@ -779,12 +790,12 @@ class FusedStatistics:
     pixel: torch.Tensor
     kept: slice
     num_voxels: int
-    valid: torch.Tensor
-    explain: Callable[[], None]
+    valid: torch.Tensor | None = None
+    explain: Callable[[], None] | None = None
 
     def check(self) -> None:
         """Raise the input's error if :attr:`valid` is false (one host-device synchronisation)."""
-        if not bool(self.valid):
+        if self.valid is not None and not bool(self.valid) and self.explain is not None:
             self.explain()
 
     def confusion(self, batch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -870,7 +881,56 @@ def _use_compile(mode: str, x: torch.Tensor) -> bool | None:
     return True
 
 
-def fused_statistics(
+@dataclass
+class FusedInputs:
+    """The input and target of the fused kernels, validated and converted, with what the kernels compute.
+
+    Attributes:
+        x: the activation's input ``[B, C, *spatial]`` (float32 or float64; ``other_act`` already applied).
+        target: class indices (any real dtype, validated by the kernels) or the dense target in ``x``'s dtype.
+        spec: what the kernels compute.
+        wpos, wneg: the per-channel weights of the pixel-wise term (:func:`focal_weights`).
+        kept: the kept channels.
+        compiled: run the compiled kernels (else the eager ones).
+        explicit: the user asked for the "compile" mode (a failed compilation is reported).
+        explain: raises the error of an invalid input (NaN / inf, invalid class indices), as the plain path raises it.
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    spec: KernelSpec
+    wpos: torch.Tensor
+    wneg: torch.Tensor
+    kept: slice
+    compiled: bool
+    explicit: bool
+    explain: Callable[[], None]
+
+    @property
+    def num_voxels(self) -> int:
+        """Voxels per image."""
+        return math.prod(self.x.shape[2:])
+
+    def autocast_off(self) -> contextlib.AbstractContextManager:
+        """A context without ``torch.autocast`` on the input's device: the kernels compute in the input's dtype."""
+        device = self.x.device.type
+        return (
+            torch.autocast(device_type=device, enabled=False)
+            if torch.is_autocast_enabled(device)
+            else contextlib.nullcontext()
+        )
+
+    def statistics(self) -> FusedStatistics:
+        """The statistics from the kernels (:class:`_FusedFunction`), their check left to the caller."""
+        runner = _Runner(self.spec, self.compiled, self.explicit)
+        with self.autocast_off():
+            pred_sum, tp, ref_sum, pixel, valid = _FusedFunction.apply(
+                self.x, self.target, self.wpos, self.wneg, runner
+            )
+        return FusedStatistics(pred_sum, tp, ref_sum, pixel, self.kept, self.num_voxels, valid, self.explain)
+
+
+def fused_inputs(
     input: torch.Tensor,
     target: torch.Tensor,
     *,
@@ -882,9 +942,8 @@ def fused_statistics(
     region: bool,
     region_clip: bool = False,
     focal: tuple[float | Sequence[float], float, float | None] | None = None,
-    defer_check: bool = False,
-) -> FusedStatistics | None:
-    """The statistics of a loss from the fused kernels, or ``None`` where the plain autograd path must be used.
+) -> FusedInputs | None:
+    """The inputs of the fused kernels, or ``None`` where the plain autograd path must be used.
 
     Same conventions, validation and error messages as :func:`~monai_mixedfocal.losses._terms.prepare` (whose
     argument names it takes). Returns ``None`` for the mode ``"off"``, inside ``torch.compile`` tracing, for shapes
@@ -899,15 +958,10 @@ def fused_statistics(
         region_clip: clip probability inputs to ``[1e-7, 1 - 1e-7]`` before the region sums (focal Tversky).
         focal: ``(alpha, gamma, beta)`` of the pixel-wise term (``alpha`` a number or one weight per kept channel), or
             ``None``.
-        defer_check: leave the check of the input's finiteness and class indices to the caller
-            (:meth:`FusedStatistics.check`, or :attr:`FusedStatistics.valid` read together with the caller's own
-            checks): on a GPU every check read on the host waits for the device.
-
-    Returns:
-        the statistics, or ``None``.
 
     Raises:
-        ValueError: for NaN / inf inputs, class indices out of range, and whatever :func:`~._terms.prepare` raises.
+        ValueError: for a dense target or an input checked up front (``other_act``) that :func:`~._terms.prepare`
+            rejects. Class indices are checked by the kernels themselves (see :attr:`FusedInputs.explain`).
     """
     mode = fused_mode()
     if mode == "off" or input.ndim < 3 or target.ndim != input.ndim or target.requires_grad:
@@ -954,19 +1008,71 @@ def fused_statistics(
     wpos, wneg = focal_weights(num_channels, kept, alpha, beta, binary, x)
     if not index_target:  # class indices of any real dtype go in as they are (see _as_compared)
         target = target.to(x.dtype)
-    runner = _Runner(spec, compiled, explicit=mode == "compile")
-    autocast = torch.is_autocast_enabled(x.device.type)
-    with torch.autocast(device_type=x.device.type, enabled=False) if autocast else contextlib.nullcontext():
-        pred_sum, tp, ref_sum, pixel, valid = _FusedFunction.apply(x, target, wpos, wneg, runner)
-    num_voxels = math.prod(x.shape[2:])
+    checked_target = target
 
     def explain() -> None:
         if not checked:
             check_input_finite(x)
         if fast_labels:
-            _check_target(x, target, index_target)  # raises why (NaN, fraction, range found)
+            _check_target(x, checked_target, index_target)  # raises why (NaN, fraction, range found)
 
-    stats = FusedStatistics(pred_sum, tp, ref_sum, pixel, kept, num_voxels, valid, explain)
+    return FusedInputs(x, target, spec, wpos, wneg, kept, compiled, mode == "compile", explain)
+
+
+def fused_statistics(
+    input: torch.Tensor, target: torch.Tensor, *, defer_check: bool = False, **options: Any
+) -> FusedStatistics | None:
+    """The statistics of a loss from the fused kernels, or ``None`` where the plain autograd path must be used.
+
+    Args:
+        input: ``[B, C, *spatial]`` network output.
+        target: ``[B, 1, *spatial]`` class indices (``to_onehot_y``) or ``[B, C, *spatial]``.
+        defer_check: leave the check of the input's finiteness and class indices to the caller
+            (:meth:`FusedStatistics.check`, or :attr:`FusedStatistics.valid` read together with the caller's own
+            checks): on a GPU every check read on the host waits for the device.
+        options: the keyword arguments of :func:`fused_inputs` (``sigmoid``, ``softmax``, ``other_act``,
+            ``to_onehot_y``, ``include_background``, ``region``, ``region_clip``, ``focal``).
+
+    Returns:
+        the statistics, or ``None`` (see :func:`fused_inputs`).
+
+    Raises:
+        ValueError: for NaN / inf inputs, class indices out of range, and whatever :func:`~._terms.prepare` raises.
+    """
+    inputs = fused_inputs(input, target, **options)
+    if inputs is None:
+        return None
+    stats = inputs.statistics()
     if not defer_check:
         stats.check()
     return stats
+
+
+def checked_loss(
+    loss: torch.Tensor,
+    finite: torch.Tensor,
+    valid: torch.Tensor | None,
+    explain: Callable[[], None] | None,
+    ok: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Return ``loss``, or raise instead of silently returning NaN / inf.
+
+    ``finite`` (the loss is finite) and ``valid`` (the fused kernels found a valid input, ``None`` for an input checked
+    before) are 0-d bool tensors, read together (``ok``, both, where the caller has it): one host-device
+    synchronisation per loss.
+
+    Raises:
+        ValueError: for a NaN / inf input or invalid class indices found by the fused kernels (``explain`` says which).
+        FloatingPointError: for a non-finite loss from valid inputs.
+    """
+    if ok is None:
+        ok = finite if valid is None else finite & valid
+    if bool(ok):
+        return loss
+    if valid is not None and not bool(valid) and explain is not None:
+        explain()  # raises the input's error, where that is what went wrong
+    if not bool(finite):
+        raise FloatingPointError(
+            "the loss is not finite although the input is; please report this with the input that triggers it."
+        )
+    return loss

@@ -15,6 +15,8 @@ import torch
 from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
+from monai_mixedfocal.losses._fused import FusedStatistics
+from monai_mixedfocal.losses._terms import Prepared
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
 from monai_mixedfocal.losses.region import FocalTverskyLoss, ModifiedDiceLoss
 
@@ -83,14 +85,16 @@ class ComboLoss(_CompoundLoss):
         Returns:
             the scalar loss.
         """
-        source = self._statistics(input, target, region=True, focal=self.cross_entropy.focal_parameters)
+        return self._evaluate(input, target, region=True, focal=self.cross_entropy.focal_parameters)
+
+    def _value(self, source: FusedStatistics | Prepared, spatial_dims: int) -> torch.Tensor:
         ce = self._reduce_pixel_part(source, self.cross_entropy.per_voxel_loss)
         index = self.dice.tversky_index(source)
         if self.alpha is None:
-            return self._checked(ce - self._region_reduce(index, 0), source)
+            return ce - self._region_reduce(index, 0)
         if self.delta == 0.5:
-            return self._checked(self.alpha * ce - (1.0 - self.alpha) * self._region_reduce(index, 0), source)
-        return self._checked(self.alpha * ce + (1.0 - self.alpha) * self._region_reduce(1.0 - index, 0), source)
+            return self.alpha * ce - (1.0 - self.alpha) * self._region_reduce(index, 0)
+        return self.alpha * ce + (1.0 - self.alpha) * self._region_reduce(1.0 - index, 0)
 
 
 class MixedFocalLoss(_CompoundLoss):
@@ -155,9 +159,11 @@ class MixedFocalLoss(_CompoundLoss):
         Returns:
             the scalar loss.
         """
-        source = self._statistics(input, target, region=True, region_clip=True, focal=self.focal.focal_parameters)
+        return self._evaluate(input, target, region=True, region_clip=True, focal=self.focal.focal_parameters)
+
+    def _value(self, source: FusedStatistics | Prepared, spatial_dims: int) -> torch.Tensor:
         focal = self._reduce_pixel_part(source, self.focal.per_voxel_loss)
         focal_tversky = self._region_reduce(self.focal_tversky.per_class_loss(source), 0)
         if self.lambda_focal is None:
-            return self._checked(focal + focal_tversky, source)
-        return self._checked(self.lambda_focal * focal + (1.0 - self.lambda_focal) * focal_tversky, source)
+            return focal + focal_tversky
+        return self.lambda_focal * focal + (1.0 - self.lambda_focal) * focal_tversky

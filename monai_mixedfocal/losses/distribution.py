@@ -10,6 +10,7 @@ import torch
 from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, alpha_weights, check_positive, check_unit_interval
+from monai_mixedfocal.losses._fused import FusedStatistics
 from monai_mixedfocal.losses._terms import Prepared, alpha_vector, pixel_focal_term
 
 
@@ -86,10 +87,12 @@ class CategoricalFocalLoss(SegmentationLoss):
         if self.reduction == LossReduction.NONE.value:  # per-voxel values: the plain path
             prep = self._prepare(input, target)
             return self._checked(self._pixel_reduce(self.per_voxel_loss(prep), prep))
-        source = self._statistics(input, target, region=False, focal=self.focal_parameters)
-        return self._checked(self._reduce_pixel_part(source, self.per_voxel_loss), source)
+        return self._evaluate(input, target, region=False, focal=self.focal_parameters)
+
+    def _value(self, source: FusedStatistics | Prepared, spatial_dims: int) -> torch.Tensor:
+        return self._reduce_pixel_part(source, self.per_voxel_loss)
 
     @property
     def focal_parameters(self) -> tuple[float | tuple[float, ...], float, float | None]:
-        """``(alpha, gamma, beta)``, as the fused path of :meth:`SegmentationLoss._statistics` takes them."""
+        """``(alpha, gamma, beta)``, as the fused path of :meth:`SegmentationLoss._evaluate` takes them."""
         return self.alpha, self.gamma, self.beta

@@ -56,8 +56,10 @@ class _TverskyIndexLoss(SegmentationLoss):
         Raises:
             ValueError: for mismatched shapes, class indices out of range or non-finite inputs.
         """
-        source = self._statistics(input, target, region=True, region_clip=self.clip_probabilities)
-        return self._checked(self._region_reduce(self.per_class_loss(source), input.ndim - 2), source)
+        return self._evaluate(input, target, region=True, region_clip=self.clip_probabilities)
+
+    def _value(self, source: FusedStatistics | Prepared, spatial_dims: int) -> torch.Tensor:
+        return self._region_reduce(self.per_class_loss(source), spatial_dims)
 
 
 class ModifiedDiceLoss(_TverskyIndexLoss):
