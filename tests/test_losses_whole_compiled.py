@@ -55,10 +55,17 @@ def _whole_node(value: torch.Tensor) -> Any:
     return node if type(node).__name__ == "_FusedLossFunctionBackward" else None
 
 
-def _check(name: str, mode: str, options: dict, dtype: torch.dtype = torch.float64, scale: float = 1.0) -> Any:
+def _check(
+    name: str,
+    mode: str,
+    options: dict,
+    dtype: torch.dtype = torch.float64,
+    scale: float = 1.0,
+    shape: tuple[int, ...] = SHAPE_3D,
+) -> Any:
     """The whole path's value and gradient (of ``scale * loss``) against the plain path; returns the loss value."""
-    x, target, kwargs = make_case(mode, SHAPE_3D, dtype, seed=len(name) + 3)
-    num_kept = SHAPE_3D[1] - (0 if options.get("include_background", True) else 1)
+    x, target, kwargs = make_case(mode, shape, dtype, seed=len(name) + 3)
+    num_kept = shape[1] - (0 if options.get("include_background", True) else 1)
     loss = LOSSES[name](num_kept)(**kwargs, **options)
     ref_value, ref_grad = value_and_grad(loss, x, target, "off")
     leaf = x.clone().requires_grad_(True)
@@ -122,10 +129,12 @@ def test_reduction_none_and_the_cap_use_the_statistics(uncompiled: None, monkeyp
 @pytest.mark.parametrize("at_backward", [False, True])
 def test_failed_compilation_falls_back(monkeypatch: pytest.MonkeyPatch, at_backward: bool) -> None:
     """A compilation that fails (forward, or only backward) is reported in "compile" mode and the loss is still right:
-    the eager kernels take over for good."""
+    the eager kernels (on chunks of voxels: a volume of two here) take over for good."""
     monkeypatch.setattr(_fused_loss, "_CompiledKernels", lambda *a: _Failing(*a, at_backward=at_backward))
+    two_chunks = (1, 3, 41, 40, 41)
+    assert math.prod(two_chunks[2:]) > _fused.CHUNK_VOXELS
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
-        _check("mixed_focal", "softmax-labels", {"include_background": False}, scale=3.0)
+        _check("mixed_focal", "softmax-labels", {"include_background": False}, scale=3.0, shape=two_chunks)
     assert "no C++ compiler" in _fused.compile_unavailable_reason()
     assert _whole_node(_check("combo", "softmax-labels", {})) is None  # the statistics from now on
 

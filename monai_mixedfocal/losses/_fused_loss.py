@@ -20,6 +20,7 @@ same values up to float rounding.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from monai_mixedfocal.losses._fused import (
 )
 
 __all__ = ["MAX_COMPILED_LOSSES", "fused_loss"]
+
+_LOGGER = logging.getLogger(__name__)
 
 #: most loss instances (times their input layouts: kernel spec and number of spatial dimensions) compiled whole in one
 #: process; the others run the compiled statistics and their arithmetic on the sums in eager mode
@@ -173,6 +176,12 @@ def _compiled_loss(value: LossValue, spec: KernelSpec, kept: slice, spatial_dims
         if key not in _compiled_losses:
             if len(_compiled_losses) >= MAX_COMPILED_LOSSES:
                 return None
+            _LOGGER.info(
+                "compiling the fused loss kernels of %s with its arithmetic on the sums, for %s (once per loss "
+                "instance: seconds to a minute)",
+                type(getattr(value, "__self__", value)).__name__,
+                spec,
+            )
             kernels = _CompiledKernels(len(_compiled_losses), loss_forward, loss_backward)
             _compiled_losses[key] = (_Tail(value, kept, spatial_dims), kernels)
         return _compiled_losses[key]
