@@ -159,7 +159,8 @@ def test_invalid_inputs_raise(uncompiled: None, bad: float) -> None:
 def test_compiled_whole_loss() -> None:
     """``torch.compile`` of the whole loss: the plain path's values for the study losses; one instance compiles once
     for its first shape and once for all others; running class weights (a new per-class ``alpha`` every step) compile
-    nothing more; bad inputs still raise; MetaTensors and float labels as a bundle gives them."""
+    nothing more; bad inputs still raise; MetaTensors and float labels as a bundle gives them; a changed
+    configuration gives its new value."""
     for name in STUDY:
         _check(name, "softmax-labels", {"include_background": False}, dtype=torch.float32)
     loss = MixedFocalLoss(softmax=True, to_onehot_y=True)
@@ -185,6 +186,13 @@ def test_compiled_whole_loss() -> None:
         bad[0, 1, 2, 3, 4] = math.nan
         with pytest.raises(ValueError, match="input contains NaN/inf"):
             loss(bad, labels)
+    # an attribute that the loss's arithmetic reads, changed after compilation: compiled again (Dynamo's guards)
+    for lambda_focal, delta in ((0.3, 0.7), (0.3, 0.4)):
+        loss.lambda_focal, loss.focal_tversky.delta = lambda_focal, delta
+        ref_value, ref_grad = value_and_grad(loss, x, labels, "off")
+        value, grad = value_and_grad(loss, x, labels, "compile")
+        assert_same(value, ref_value, 1e-5, f"lambda_focal={lambda_focal}, delta={delta}: value")
+        assert_same(grad, ref_grad, 1e-5, f"lambda_focal={lambda_focal}, delta={delta}: gradient")
     assert _fused.compile_unavailable_reason() is None
 
 
