@@ -149,12 +149,13 @@ class _FusedLossFunction(torch.autograd.Function):
         ctx.save_for_backward(x, target, wpos, wneg, lse, *grads)
         ctx.runner = runner
         ctx.mark_non_differentiable(ok, valid, finite)
+        ctx.set_materialize_grads(False)  # no zero tensors (kernel launches on a GPU) for the checks' gradients
         return loss, ok, valid, finite
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor, *_grad_checks: Any):  # type: ignore[override]
-        if not ctx.needs_input_grad[0]:
+    def backward(ctx: Any, grad: torch.Tensor | None, *_grad_checks: Any):  # type: ignore[override]
+        if grad is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         x, *args = ctx.saved_tensors
         return ctx.runner.backward(x, *args, grad), None, None, None, None
