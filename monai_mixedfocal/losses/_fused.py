@@ -1008,13 +1008,12 @@ def fused_inputs(
     wpos, wneg = focal_weights(num_channels, kept, alpha, beta, binary, x)
     if not index_target:  # class indices of any real dtype go in as they are (see _as_compared)
         target = target.to(x.dtype)
-    checked_target = target
 
     def explain() -> None:
         if not checked:
             check_input_finite(x)
         if fast_labels:
-            _check_target(x, checked_target, index_target)  # raises why (NaN, fraction, range found)
+            _check_target(x, target, index_target)  # raises why (NaN, fraction, range found)
 
     return FusedInputs(x, target, spec, wpos, wneg, kept, compiled, mode == "compile", explain)
 

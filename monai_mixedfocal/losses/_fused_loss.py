@@ -100,11 +100,17 @@ def loss_forward(
     return tail.value_and_gradients(x, fused_forward(spec, x, target, wpos, wneg))
 
 
+def _scaled(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(wpos, wneg, lse, dL/dpred_sum, dL/dtp, dL/dpixel)`` as saved by :func:`loss_forward`, followed by the gradient
+    of the loss, to the arguments of the kernels' backward pass: the derivatives times that gradient."""
+    wpos, wneg, lse, *derivatives, grad = args
+    return wpos, wneg, lse, *(derivative * grad for derivative in derivatives)
+
+
 def loss_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """``dL/dx`` ``[B, C, N]`` from ``(wpos, wneg, lse, dL/dpred_sum, dL/dtp, dL/dpixel)`` of :func:`loss_forward`
     and the gradient of the loss."""
-    wpos, wneg, lse, grad_pred_sum, grad_tp, grad_pixel, grad = args
-    return fused_backward(spec, x, target, wpos, wneg, lse, grad_pred_sum * grad, grad_tp * grad, grad_pixel * grad)
+    return fused_backward(spec, x, target, *_scaled(*args))
 
 
 def _eager_loss_forward(spec: KernelSpec, tail: _Tail, x: torch.Tensor, target: torch.Tensor, *weights: Any) -> tuple:
@@ -114,8 +120,7 @@ def _eager_loss_forward(spec: KernelSpec, tail: _Tail, x: torch.Tensor, target: 
 
 def _eager_loss_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """:func:`loss_backward` with the eager (chunked) kernels."""
-    wpos, wneg, lse, grad_pred_sum, grad_tp, grad_pixel, grad = args
-    return _eager_backward(spec, x, target, wpos, wneg, lse, grad_pred_sum * grad, grad_tp * grad, grad_pixel * grad)
+    return _eager_backward(spec, x, target, *_scaled(*args))
 
 
 class _LossRunner(_Runner):
