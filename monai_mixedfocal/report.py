@@ -87,6 +87,9 @@ _PNG_DPI = 120
 def format_p(p: float) -> str:
     """Format a p-value as in the paper: 3 significant digits, scientific notation below 0.001, ``"n/a"`` for NaN.
 
+    More digits where 3 would round a p-value up onto a significance threshold that it is below (0.049996 is
+    ``"0.049996"``, not ``"0.0500"`` next to its mark ``*`` for p < 0.05).
+
     Args:
         p: a p-value.
 
@@ -95,7 +98,11 @@ def format_p(p: float) -> str:
     """
     if p is None or math.isnan(p):
         return "n/a"
-    return f"{p:.2e}" if p < 0.001 else f"{p:#.3g}"
+    for digits in range(3, 18):
+        text = f"{p:.{digits - 1}e}" if p < 0.001 else f"{p:#.{digits}g}"
+        if not any(p < threshold <= float(text) for threshold, _ in stats.SIGNIFICANCE_MARKS):
+            break
+    return text
 
 
 def _metric_label(metric: str, cls: str) -> str:
@@ -505,8 +512,8 @@ def _methods_text(df: pd.DataFrame, test: str, correction: str, confidence: floa
         f"- Data: {df['case'].nunique()} cases{folds}, {df['method'].nunique()} methods (losses), "
         f"{df['class'].nunique()} classes: {', '.join(pd.unique(df['class']))}.",
         f"- Table 1: mean ± half-width of the two-sided {pct} Student-t confidence interval over cases "
-        "(mean ± t(1 − α/2, n − 1) · s / √n, sample standard deviation s). Undefined values (NaN, e.g. precision "
-        "with an empty prediction) are skipped; the number of cases used is in the table below Table 1.",
+        "(mean ± t(1 − α/2, n − 1) · s / √n, sample standard deviation s). Undefined values (NaN, e.g. a class "
+        "absent from both label and prediction) are skipped; the number of cases used is in the table below Table 1.",
         f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {METRIC_LABELS.get(metric, metric)}.",
         f"- p-values are adjusted with the {correction!r} method of `statsmodels.stats.multitest.multipletests` over "
         "all pairs of methods of one class (each class separately). Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 "

@@ -5,8 +5,9 @@
 Everything works on a *per-case long table* (a :class:`pandas.DataFrame` or a CSV file) with one row per
 (``case``, ``method``, ``class``) and one column per metric (any of ``dsc``, ``precision``, ``recall``, ``iou``, and
 any extra numeric column); an optional ``fold`` column is kept and used to pair cases. A metric may be missing (NaN)
-where it is undefined (e.g. precision when nothing is predicted): every statistic skips those values and reports how
-many it used.
+where it is undefined (in the tables of :mod:`monai_mixedfocal.metrics`, a class absent from both label and
+prediction; other tools also leave, e.g., the precision of an empty prediction undefined): every statistic skips those
+values and reports how many it used.
 
 The methods follow Yeung et al. (2022), Section III-F:
 
@@ -68,7 +69,7 @@ MEAN_IOU_CLASS = "all classes"
 #: the pairwise tests offered by :func:`pairwise_tests`
 TESTS: tuple[str, ...] = ("ranksum", "signedrank")
 #: significance thresholds and marks, strictest first (the paper prints a double dagger for p < 0.001)
-_MARKS: tuple[tuple[float, str], ...] = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+SIGNIFICANCE_MARKS: tuple[tuple[float, str], ...] = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 #: statsmodels ``multipletests`` methods accepted as ``correction`` (plus ``"none"``)
 _CORRECTIONS: tuple[str, ...] = (
     "holm",
@@ -161,7 +162,7 @@ def significance_mark(p: float) -> str:
         return ""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"significance_mark expects a p-value in [0, 1], got {p}")
-    for threshold, mark in _MARKS:
+    for threshold, mark in SIGNIFICANCE_MARKS:
         if p < threshold:
             return mark
     return ""
@@ -212,8 +213,8 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
 
     Raises:
         TypeError: if ``df`` is not a DataFrame.
-        ValueError: on an empty table, a missing identifier column, no metric column, a missing identifier value,
-            a duplicated row identifier, or a non-numeric or infinite metric value.
+        ValueError: on an empty table, a missing identifier column, no metric column, a missing or blank identifier
+            value, a duplicated row identifier, or a non-numeric or infinite metric value.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -225,10 +226,12 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
     keys = _key_columns(df)
     out = df.copy()
     for col in keys:
-        if out[col].isna().any():
-            rows = out.index[out[col].isna()].tolist()[:5]
-            raise ValueError(f"column {col!r} has missing values (row index {rows})")
-        out[col] = out[col].astype(str).str.strip()
+        stripped = out[col].astype(str).str.strip()
+        blank = out[col].isna() | (stripped == "")
+        if blank.any():
+            rows = out.index[blank].tolist()[:5]
+            raise ValueError(f"column {col!r} has missing or blank values (row index {rows})")
+        out[col] = stripped
     dup = out.duplicated(subset=keys, keep=False)
     if dup.any():
         examples = out.loc[dup, keys].drop_duplicates().head(3).to_dict("records")

@@ -59,7 +59,18 @@ def assert_png_not_blank(path: Path, min_size: int = 200) -> None:
 
 
 @pytest.mark.parametrize(
-    ("p", "text"), [(1.0, "1.00"), (0.0841, "0.0841"), (0.00468, "0.00468"), (2.52e-5, "2.52e-05"), (np.nan, "n/a")]
+    ("p", "text"),
+    [
+        (1.0, "1.00"),
+        (0.0841, "0.0841"),
+        (0.00468, "0.00468"),
+        (2.52e-5, "2.52e-05"),
+        (np.nan, "n/a"),
+        (0.05, "0.0500"),
+        (0.049996, "0.049996"),  # not "0.0500", which would contradict its mark for p < 0.05
+        (0.0099996, "0.0099996"),
+        (0.00099996, "9.9996e-04"),
+    ],
 )
 def test_format_p_like_the_paper(p: float, text: str) -> None:
     assert report.format_p(p) == text

@@ -128,7 +128,8 @@ def test_significance_mark_rejects_out_of_range() -> None:
         (lambda d: d.assign(dsc=d["dsc"].astype(object).where(d.index != 2, "bad")), "non-numeric"),
         (lambda d: d.assign(dsc=d["dsc"].where(d.index != 2, np.inf)), "infinite"),
         (lambda d: d.iloc[0:0], "no rows"),
-        (lambda d: d.assign(case=d["case"].where(d.index != 1, None)), "missing values"),
+        (lambda d: d.assign(case=d["case"].where(d.index != 1, None)), "'case' has missing or blank values"),
+        (lambda d: d.assign(method=d["method"].where(d.index != 2, "  ")), r"'method' has missing or blank.*\[2\]"),
         (lambda d: d[["case", "method", "class"]], "no metric column"),
     ],
 )

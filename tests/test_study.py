@@ -39,7 +39,9 @@ def _study(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_parse_losses() -> None:
+    # "all" is the paper's Table 1 (Section III-D): cosine Tversky in, no plain cross entropy
     assert parse_losses("all") == list(PAPER_LOSSES)
+    assert PAPER_LOSSES == ("focal", "dice", "tversky", "cosine_tversky", "focal_tversky", "combo", "mixed_focal")
     assert parse_losses("dice, mixed_focal") == ["dice", "mixed_focal"]
     with pytest.raises(ValueError, match=r"unknown loss name.*nope.*mixed_focal"):
         parse_losses("dice,nope")
