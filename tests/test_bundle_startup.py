@@ -5,6 +5,7 @@ per-case metrics writer (with a real SupervisedEvaluator)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +58,24 @@ def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_pa
         load_split("msd", kits_root, fold=0)
 
 
+def test_a_datalist_is_resolved_under_the_first_root_holding_its_files(kits_root: Path, tmp_path: Path) -> None:
+    datalist = str(write_datalist(tmp_path / "datalist.json", kits19_datalist(kits_root), num_folds=5, seed=0))
+    expected = load_split("kits19", kits_root, fold=1, datalist=datalist)
+    # the bundle's default --dataset_dir, which does not exist here, gives way to the root recorded in the JSON
+    assert load_split("kits19", "/workspace/data/kits19", fold=1, datalist=datalist) == expected
+    assert load_split("kits19", "", fold=1, datalist=datalist) == expected
+    # the repository's data/ folder, as accepted when listing, finds the datalist's data/case_... paths too
+    assert load_split("kits19", kits_root / "data", fold=1, datalist=datalist) == expected
+    # the data set moved: --dataset_dir finds it; the recorded root no longer holds it
+    moved = tmp_path / "moved"
+    shutil.copytree(kits_root, moved)
+    train, val = load_split("kits19", moved, fold=1, datalist=datalist)
+    assert all(Path(item["image"]).is_relative_to(moved) for item in train + val)
+    (moved / "data" / val[0]["case"] / "segmentation.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"under none of the roots tried: .*moved \(no .*segmentation\.nii\.gz\)"):
+        load_split("kits19", moved, fold=1, datalist=str(shutil.copy(datalist, moved / "datalist.json")))
+
+
 def test_find_images(kits_root: Path, tmp_path: Path) -> None:
     images = find_images(kits_root, "**/imaging.nii.gz")
     assert len(images) == 5 and images == sorted(images)
@@ -64,6 +83,11 @@ def test_find_images(kits_root: Path, tmp_path: Path) -> None:
         find_images(tmp_path, "**/imaging.nii.gz")
     with pytest.raises(DataError, match="is not a folder"):
         find_images(tmp_path / "missing", "*")
+    damaged = tmp_path / "damaged" / "case_00000" / "imaging.nii.gz"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(Path(images[0]).read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"damaged/case_00000/imaging\.nii\.gz: truncated"):
+        find_images(tmp_path / "damaged", "**/imaging.nii.gz")
 
 
 def test_protect_key_lets_spacingd_run_with_monai_labels_image_path(kits_root: Path) -> None:

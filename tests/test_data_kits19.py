@@ -22,7 +22,9 @@ def kits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Cases 0, 1, 2, 15, 23 and an unlabelled test case 210."""
     root = tmp_path_factory.mktemp("kits19")
     synthesize_kits19(root, case_ids=[0, 1, 2, 15, 23, 210], shape=SHAPE)
-    (root / "data" / "case_00210" / "segmentation.nii.gz").unlink()
+    # as in the real data set, the generator writes no segmentation for the test cases 210-299
+    assert not (root / "data" / "case_00210" / "segmentation.nii.gz").exists()
+    assert (root / "data" / "case_00210" / "imaging.nii.gz").is_file()
     (root / "data" / "kits.json").write_text("[]")  # the real data/ folder holds other files too
     return root
 
@@ -82,6 +84,17 @@ def test_truncated_image_is_detected_from_headers(copy_root: Path) -> None:
     with pytest.raises(DataError, match=r"case_00002/imaging\.nii\.gz: truncated"):
         kits19_datalist(copy_root)
     assert len(kits19_datalist(copy_root, validate=False).cases) == 3  # headers not checked
+
+
+def test_label_damaged_in_place_is_detected_by_its_checksum(copy_root: Path) -> None:
+    label = copy_root / "data" / "case_00002" / "segmentation.nii.gz"
+    data = bytearray(label.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # same size: the gzip trailer's length still matches the header
+    label.write_bytes(bytes(data))
+    assert len(kits19_datalist(copy_root).cases) == 3  # the header checks cannot see it
+    with pytest.raises(DataError, match=r"case_00002/segmentation\.nii\.gz: cannot read the voxel data"):
+        kits19_datalist(copy_root, check_labels=True)
 
 
 def test_garbage_file_is_reported(copy_root: Path) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json
+from monai_mixedfocal.data.io import is_nifti, read_nifti_header
 from monai_mixedfocal.losses import get_loss
 
 __all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split"]
@@ -82,8 +83,10 @@ def load_split(
     Args:
         source: ``"kits19"`` or ``"brats20"``: how to list ``dataset_dir`` when no ``datalist`` is given.
         dataset_dir: the data set root (the kits19 repository or its ``data/`` folder; the folder holding
-            ``MICCAI_BraTS2020_TrainingData``). With a ``datalist``, the root its relative paths are resolved
-            against (``None`` or ``""``: the ``dataset_root`` recorded in the JSON).
+            ``MICCAI_BraTS2020_TrainingData``). With a ``datalist``, the first root under which every file of the
+            datalist exists is used: ``dataset_dir`` (for KiTS19 also its parent when it is the ``data/`` folder),
+            then the ``dataset_root`` recorded in the JSON; so the bundle's default ``dataset_dir`` does not hide
+            the recorded root, and a moved data set is found through ``--dataset_dir``.
         fold: the validation fold.
         datalist: a JSON written by ``python -m monai_mixedfocal datalist`` (fixed folds), or ``None`` to list
             ``dataset_dir`` and assign the folds here (the same assignment for the same cases and seed).
@@ -96,7 +99,8 @@ def load_split(
         ``(train, val)`` lists of case dicts with absolute ``image`` / ``label`` paths and a ``case`` id.
 
     Raises:
-        DataError: no cases, a bad datalist, or a fold out of range (the message names the option and the value).
+        DataError: no cases, a bad datalist, a datalist whose files are under none of the roots tried, or a fold out
+            of range (the message names the option and the value).
         ValueError: an unknown ``source``.
     """
     if source not in DATA_SOURCES:
@@ -104,7 +108,7 @@ def load_split(
     base_dir = Path(dataset_dir) if dataset_dir not in (None, "") else None
     try:
         if datalist not in (None, ""):
-            return split_datalist(datalist, fold, base_dir=base_dir)
+            return _split_under_a_root(source, datalist, fold, base_dir)
         if base_dir is None:
             raise DataError("neither --dataset_dir nor --datalist is set")
         if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
@@ -122,6 +126,35 @@ def load_split(
         ) from err
 
 
+def _split_under_a_root(
+    source: str, datalist: str | os.PathLike, fold: int, dataset_dir: Path | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`split_datalist` against the first root under which every image and label of the datalist exists."""
+    roots: list[Path | None] = []
+    if dataset_dir is not None:
+        roots.append(dataset_dir)
+        if source == "kits19" and dataset_dir.name == "data":
+            roots.append(dataset_dir.parent)  # the datalist's paths start with data/ (written from the repository)
+    roots.append(None)  # the dataset_root recorded in the JSON
+    tried = []
+    for root in roots:
+        train, val = split_datalist(datalist, fold, base_dir=root)
+        missing = next((path for item in train + val for path in _files_of(item) if not os.path.isfile(path)), None)
+        if missing is None:
+            return train, val
+        tried.append(f"{'the dataset_root recorded in it' if root is None else str(root)} (no {missing})")
+    raise DataError(f"the files of the datalist are under none of the roots tried: {'; '.join(tried)}")
+
+
+def _files_of(item: dict[str, Any]) -> list[str]:
+    """The image and label paths of a datalist entry (an image may be a list of files)."""
+    paths = []
+    for key in ("image", "label"):
+        value = item.get(key)
+        paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
+    return paths
+
+
 def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:
     """The images to run inference on: files under ``dataset_dir`` matching a glob pattern, sorted.
 
@@ -133,7 +166,8 @@ def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:
         Absolute paths, sorted.
 
     Raises:
-        DataError: ``dataset_dir`` is not a folder, or nothing matches.
+        DataError: ``dataset_dir`` is not a folder, nothing matches, or a NIfTI file that matches is unreadable or
+            truncated (its header is read, no voxels), so that inference stops before it starts, naming the file.
     """
     root = Path(dataset_dir)
     if not root.is_dir():
@@ -141,6 +175,9 @@ def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:
     found = sorted(str(p.absolute()) for p in root.glob(pattern) if p.is_file())
     if not found:
         raise DataError(f"--dataset_dir {str(dataset_dir)!r}: no image matches {pattern!r}.")
+    for path in found:
+        if is_nifti(path):
+            read_nifti_header(path)
     return found
 
 

@@ -18,12 +18,15 @@ from monai_mixedfocal.data.datalist import Datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.io import check_label_values, check_pair, load_array
 
-__all__ = ["KITS19_EXCLUDED_CASES", "KITS19_LABELS", "kits19_case_id", "kits19_datalist"]
+__all__ = ["KITS19_EXCLUDED_CASES", "KITS19_LABELLED_CASES", "KITS19_LABELS", "kits19_case_id", "kits19_datalist"]
 
 KITS19_EXCLUDED_CASES: tuple[int, ...] = (15, 23, 37, 68, 125, 133)
 """Labelled cases left out by default, as in the paper (204 of 210 remain)."""
 
 KITS19_LABELS: dict[str, str] = {"0": "background", "1": "kidney", "2": "tumor"}
+
+KITS19_LABELLED_CASES = 210
+"""Cases 0-209 come with a segmentation; 210-299 are the challenge's test cases, without one."""
 
 IMAGE_NAME = "imaging.nii.gz"
 LABEL_NAME = "segmentation.nii.gz"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_mixedfocal.data.io import save_nifti
-from monai_mixedfocal.data.kits19 import IMAGE_NAME, LABEL_NAME, kits19_case_id
+from monai_mixedfocal.data.kits19 import IMAGE_NAME, KITS19_LABELLED_CASES, LABEL_NAME, kits19_case_id
 from monai_mixedfocal.data.synthetic_common import (
     MmGrid,
     case_rng,
@@ -191,6 +191,8 @@ def synthesize_kits19(
 ) -> list[Path]:
     """Write KiTS19-like cases in the real layout: ``OUT/data/case_XXXXX/{imaging,segmentation}.nii.gz``.
 
+    As in the real data set, cases 210 and above (the challenge's test cases) get no ``segmentation.nii.gz``.
+
     Output is byte-identical for a given seed (and case id), and each case is independent of the others.
 
     Args:
@@ -217,6 +219,7 @@ def synthesize_kits19(
         image, label, affine = synthetic_kits19_case(case, seed, shape, spacing, tumor_fraction, spacing_jitter)
         folder = Path(out_dir) / "data" / kits19_case_id(case)
         save_nifti(folder / IMAGE_NAME, image, affine)
-        save_nifti(folder / LABEL_NAME, label, affine)
+        if case < KITS19_LABELLED_CASES:
+            save_nifti(folder / LABEL_NAME, label, affine)
         folders.append(folder)
     return folders
