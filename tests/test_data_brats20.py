@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import monai_mixedfocal.data.brats20 as brats20_module
 from monai_mixedfocal.data import DataError, brats20_datalist, synthesize_brats20
 from monai_mixedfocal.data.io import save_nifti
 
@@ -78,16 +80,57 @@ def test_keep_empty_cases(brats_root: Path, tmp_path: Path) -> None:
     assert not np.asarray(nib.load(datalist.base_dir / empty["label"]).dataobj).any()
 
 
-def test_masks_reused_when_up_to_date_and_rebuilt_when_stale(copy_root: Path) -> None:
+def _label_of_case_1(root: Path, labels_dir: Path | None = None) -> np.ndarray:
+    """The binary mask the datalist of ``root`` points at for case 1."""
+    datalist = brats20_datalist(root, labels_dir=labels_dir)
+    case = next(case for case in datalist.cases if case["case"] == "BraTS20_Training_001")
+    return np.asarray(nib.load(datalist.base_dir / case["label"]).dataobj)
+
+
+def test_mask_of_another_segmentation_not_reused(tmp_path: Path) -> None:
+    labels_dir = tmp_path / "labels_et"
+    for name, seed in (("a", 0), ("b", 1)):  # two data sets with the same case names
+        synthesize_brats20(tmp_path / name, seed=seed, case_ids=[1], shape=SHAPE)
+    mask_a = _label_of_case_1(tmp_path / "a", labels_dir)
+    seg_b = next((tmp_path / "b").rglob("BraTS20_Training_001_seg.nii.gz"))
+    os.utime(seg_b, (0, 0))  # unpacked from an archive: far older than the mask made from set a
+    expected = (np.asarray(nib.load(seg_b).dataobj) == 4).astype(np.uint8)
+    assert not np.array_equal(mask_a, expected)
+    np.testing.assert_array_equal(_label_of_case_1(tmp_path / "b", labels_dir), expected)
+
+
+def test_mask_reused_for_the_same_segmentation(copy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     brats20_datalist(copy_root)
     mask = copy_root / "labels_et" / "BraTS20_Training_001_et.nii.gz"
-    first = mask.stat().st_mtime_ns
-    brats20_datalist(copy_root)
-    assert mask.stat().st_mtime_ns == first  # reused
     seg = _case_dir(copy_root, 1) / "BraTS20_Training_001_seg.nii.gz"
-    os.utime(seg, ns=(first + 10**9, first + 10**9))
+    digest = hashlib.sha256(seg.read_bytes()).hexdigest()[:32]
+    assert nib.load(mask).header["descrip"].item() == f"ET mask of sha256:{digest}".encode()
+    before = mask.stat()
+    os.utime(seg, ns=(before.st_mtime_ns + 10**9,) * 2)  # touched, same bytes
+
+    def no_rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an up-to-date mask was rebuilt")
+
+    monkeypatch.setattr(brats20_module, "save_nifti", no_rebuild)
+    assert _label_of_case_1(copy_root).any()
+    assert (mask.stat().st_ino, mask.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("descrip", ["", "ET mask of sha256:" + "0" * 32], ids=["no_fingerprint", "other"])
+def test_mask_without_matching_fingerprint_rebuilt(copy_root: Path, descrip: str) -> None:
     brats20_datalist(copy_root)
-    assert mask.stat().st_mtime_ns != first  # rebuilt from the newer segmentation
+    mask = copy_root / "labels_et" / "BraTS20_Training_001_et.nii.gz"
+    seg = _case_dir(copy_root, 1) / "BraTS20_Training_001_seg.nii.gz"
+    seg_image = nib.load(seg)
+    header = nib.Nifti1Header()
+    header["descrip"] = descrip  # e.g. written by an older version, or for another segmentation
+    save_nifti(mask, np.zeros(SHAPE, np.uint8), seg_image.affine, header=header)
+    later = seg.stat().st_mtime_ns + 10**9
+    os.utime(mask, ns=(later, later))
+    expected = (np.asarray(seg_image.dataobj) == 4).astype(np.uint8)
+    np.testing.assert_array_equal(_label_of_case_1(copy_root), expected)
+    mask.write_bytes(mask.read_bytes()[:-20])  # a damaged mask is rebuilt too
+    np.testing.assert_array_equal(_label_of_case_1(copy_root), expected)
 
 
 def test_undefined_label_value(copy_root: Path) -> None:

@@ -10,11 +10,13 @@ cases without an ET voxel are excluded by default (342 of the 369 remain).
 
 MONAI Label and the bundles train from binary label files, so the 4 -> 1 remap is done here, once: the masks are
 written as uint8 0/1 NIfTI files with the segmentation's affine into ``labels_dir`` and the datalist's ``"label"``
-points at them (the original segmentation stays available as ``"seg"``).
+points at them (the original segmentation stays available as ``"seg"``). Each mask records a SHA-256 of its
+segmentation file in its header's ``descrip`` and is reused only while that fingerprint matches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -51,6 +53,7 @@ BRATS20_SEG_ALIASES: dict[str, str] = {"BraTS20_Training_355": "W39_1998.09.19_S
 
 _CASE_RE = re.compile(r"^BraTS20_Training_(\d{3})$")
 _MAX_DEPTH = 3
+_HASH_CHUNK = 1 << 20
 
 
 def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
@@ -94,18 +97,35 @@ def _et_mask_path(labels_dir: Path, case: str) -> Path:
     return labels_dir / f"{case}_et.nii.gz"
 
 
+def _seg_fingerprint(seg_path: Path) -> str:
+    """The ``descrip`` of an ET mask made from ``seg_path``: a SHA-256 of the file's bytes (32 hex digits)."""
+    digest = hashlib.sha256()
+    try:
+        with seg_path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as err:
+        raise DataError(f"{seg_path}: cannot read the segmentation ({err})") from err
+    return f"ET mask of sha256:{digest.hexdigest()[:32]}"
+
+
 def _et_voxels(seg_path: Path, mask_path: Path, validate: bool) -> int:
-    """Number of ET voxels; (re)writes the binary mask unless an up-to-date one exists."""
-    if mask_path.is_file() and mask_path.stat().st_mtime >= seg_path.stat().st_mtime:
+    """Number of ET voxels; reuses the mask made from this very segmentation's bytes, else (re)writes it."""
+    fingerprint = _seg_fingerprint(seg_path)
+    if mask_path.is_file():
         try:
-            return int(np.count_nonzero(load_array(mask_path, read_nifti_header(mask_path))))
+            mask_image = read_nifti_header(mask_path)
+            if mask_image.header["descrip"].item() == fingerprint.encode():
+                return int(np.count_nonzero(load_array(mask_path, mask_image)))
         except DataError:
             pass  # a damaged mask is simply rebuilt from the segmentation below
     seg_image = read_nifti_header(seg_path, check_complete=validate)
     seg = load_array(seg_path, seg_image)
     check_label_values(seg_path, seg, BRATS20_LABEL_VALUES, "BraTS20")
     mask = (seg == BRATS20_ET_LABEL).astype(np.uint8)
-    save_nifti(mask_path, mask, seg_image.affine, header=seg_image.header)
+    header = seg_image.header.copy()
+    header["descrip"] = fingerprint
+    save_nifti(mask_path, mask, seg_image.affine, header=header)
     return int(mask.sum())
 
 
@@ -118,7 +138,9 @@ def brats20_datalist(
     """List the BraTS20 training cases (T1-CE + binary ET mask), writing the masks, and report every exclusion.
 
     Every segmentation is read (to find ET and to check that its values are in {0, 1, 2, 4}); the binary masks are
-    written atomically as ``<labels_dir>/<case>_et.nii.gz`` and reused while newer than their segmentation.
+    written atomically as ``<labels_dir>/<case>_et.nii.gz``, each with a SHA-256 of its segmentation file in the NIfTI
+    ``descrip`` field, and a mask is reused only while that fingerprint matches the segmentation's bytes (a mask from
+    another segmentation, an older version or a damaged one is rebuilt).
 
     Args:
         root: ``MICCAI_BraTS2020_TrainingData``, or a folder holding it up to two levels deeper; paths in the result are
