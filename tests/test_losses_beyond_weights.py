@@ -165,6 +165,29 @@ def test_losses_update_running_weights_only_in_training_steps():
     )
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SigmoidFocalLoss(class_weights="running", to_onehot_y=True),
+        lambda: UnifiedFocalLoss(softmax=True, to_onehot_y=True, class_weights="running"),
+        lambda: ClassWeightedLoss(get_loss("mixed_focal", softmax=True, to_onehot_y=True), "running"),
+    ],
+    ids=["sigmoid_focal", "unified", "class_weighted"],
+)
+def test_running_weights_are_in_the_loss_state_dict(make):
+    """A loss saved and loaded with its state_dict (as MONAI's CheckpointSaver / CheckpointLoader do) keeps them."""
+    x, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))
+    trained = make()
+    trained(x, labels)
+    trained(x, torch.zeros_like(labels))
+    restored = make()
+    restored.load_state_dict(trained.state_dict())
+    assert torch.equal(restored.class_weights.weights(), trained.class_weights.weights())
+    trained.eval(), restored.eval()
+    assert float(restored(x, labels)) == float(trained(x, labels))
+    assert make().state_dict()["_extra_state"] == {"class_weights": RunningClassWeights().state_dict()}
+
+
 @pytest.mark.parametrize("include_background", [True, False])
 def test_class_weighted_loss_sets_alpha(include_background):
     x, labels = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randint(0, 3, (2, 1, 4, 4))

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.modules.loss import _Loss
@@ -30,6 +31,7 @@ from monai_mixedfocal.losses import (
     SigmoidFocalLoss,
     get_loss,
 )
+from monai_mixedfocal.losses._fused import use_fused_mode
 
 ALL_CLASSES: tuple[type[_Loss], ...] = (
     ModifiedDiceLoss,
@@ -84,6 +86,25 @@ def test_target_with_wrong_number_of_dimensions(cls: type[_Loss]) -> None:
 def test_input_without_spatial_dimensions() -> None:
     with pytest.raises(ValueError, match=re.escape("(2, 3)")):
         ModifiedDiceLoss(softmax=True)(torch.randn(2, 3), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("mode", ["off", "eager"])
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4)], ids=["no-image", "no-voxel"])
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+def test_empty_input(cls: type[_Loss], shape: tuple[int, ...], mode: str) -> None:
+    labels = torch.zeros(shape[0], 1, *shape[2:], dtype=torch.long)
+    with use_fused_mode(mode), pytest.raises(ValueError, match=re.escape(f"input has no elements (shape {shape})")):
+        cls(softmax=True, to_onehot_y=True)(torch.randn(shape), labels)
+
+
+@pytest.mark.parametrize("mode", ["off", "eager"])
+def test_zero_smooth_dr_on_an_absent_class_says_so(mode: str) -> None:
+    """smooth_dr=0 is allowed (the exact formulas), but 0/0 for a class with neither target nor prediction says why."""
+    labels = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    probabilities = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
+    loss = ModifiedDiceLoss(smooth_nr=0.0, smooth_dr=0.0, to_onehot_y=True)
+    with use_fused_mode(mode), pytest.raises(FloatingPointError, match=r"smooth_dr=0.*use smooth_dr > 0"):
+        loss(probabilities, labels)
 
 
 # --------------------------------------------------------------------------------------------- forward: label values
@@ -228,6 +249,15 @@ def test_alpha_sequence_of_the_wrong_length(
 def test_alpha_sequence_of_the_right_length_is_accepted(cls: type[_Loss]) -> None:
     loss = cls(alpha=[0.3, 0.7], softmax=True, to_onehot_y=True, include_background=False)
     assert torch.isfinite(loss(_logits(), _labels()))
+
+
+@pytest.mark.parametrize("cls", ALPHA_WEIGHT_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("scalar", [np.float32(0.25), np.float64(0.25), torch.tensor(0.25)], ids=repr)
+def test_alpha_scalar_of_numpy_or_torch_is_a_scalar(cls: type[_Loss], scalar: object) -> None:
+    loss = cls(alpha=scalar, softmax=True, to_onehot_y=True)
+    assert getattr(loss, "focal", loss).alpha == 0.25  # MixedFocalLoss keeps it in its focal part
+    reference = cls(alpha=0.25, softmax=True, to_onehot_y=True)
+    assert float(loss(_logits(), _labels())) == float(reference(_logits(), _labels()))
 
 
 # ------------------------------------------------------------------------------------------- constructor: activations

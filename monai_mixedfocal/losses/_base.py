@@ -14,6 +14,7 @@ Reduction conventions (see ``docs/losses.md``):
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import warnings
@@ -58,8 +59,8 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
 
 def alpha_weights(alpha: float | Sequence[float]) -> float | torch.Tensor:
     """Validate ``alpha``: a non-negative scalar, or a sequence of non-negative per-class weights (as a tensor)."""
-    if isinstance(alpha, (int, float)):
-        check_positive("alpha", float(alpha), allow_zero=True)
+    if isinstance(alpha, numbers.Real) or (isinstance(alpha, torch.Tensor) and alpha.ndim == 0):
+        check_positive("alpha", float(alpha), allow_zero=True)  # also NumPy and 0-d tensor scalars
         return float(alpha)
     values = torch.as_tensor(alpha, dtype=torch.float64).flatten()
     if values.numel() == 0:

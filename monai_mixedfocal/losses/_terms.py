@@ -77,7 +77,10 @@ class Prepared:
 
 
 def check_target_shape(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> None:
-    """Raise ``ValueError`` unless ``target`` has the shape of class indices (``to_onehot``) or of ``input``."""
+    """Raise ``ValueError`` for an empty input, or unless ``target`` has the shape of class indices (``to_onehot``) or
+    of ``input``."""
+    if input.numel() == 0:
+        raise ValueError(f"input has no elements (shape {tuple(input.shape)}): a loss needs at least one voxel.")
     if target.ndim != input.ndim:
         raise ValueError(
             f"target must have the same number of dimensions as input [B, C, *spatial]; "
@@ -125,7 +128,7 @@ def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) ->
         check_label_range(labels, num_classes)
         return labels
     target = target.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
-    low, high = float(target.min()), float(target.max())
+    low, high = (float(v) for v in torch.aminmax(target.detach()))
     if low < 0.0 or high > 1.0:
         raise ValueError(
             f"a one-hot / soft target must hold values in [0, 1]; got values in [{low:g}, {high:g}]. "

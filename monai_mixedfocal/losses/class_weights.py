@@ -40,6 +40,7 @@ __all__ = [
     "ClassWeightedLoss",
     "ClassWeights",
     "ClassWeightsLogger",
+    "ClassWeightsState",
     "EffectiveNumberWeights",
     "FixedClassWeights",
     "RunningClassWeights",
@@ -177,6 +178,23 @@ class ClassWeights:
         values = self.weights()
         shown = "unknown" if values is None else [round(v, 4) for v in values.tolist()]
         return f"{type(self).__name__}({shown})"
+
+
+class ClassWeightsState:
+    """Mixin for a ``torch.nn.Module`` with a ``class_weights`` provider: the provider's state is part of the module's
+    own ``state_dict()`` (its ``_extra_state`` entry), so that saving and loading the loss, e.g. MONAI's
+    ``CheckpointSaver`` / ``CheckpointLoader`` with ``save_dict={"loss": loss}``, keeps running class statistics."""
+
+    class_weights: ClassWeights | None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The provider's :meth:`ClassWeights.state_dict` (empty without a provider)."""
+        return {} if self.class_weights is None else {"class_weights": self.class_weights.state_dict()}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_extra_state`."""
+        if self.class_weights is not None and "class_weights" in state:
+            self.class_weights.load_state_dict(state["class_weights"])
 
 
 class FixedClassWeights(ClassWeights):
@@ -510,7 +528,7 @@ def step_class_weights(
     return class_weight_vector(provider, num_channels, kept, like)
 
 
-class ClassWeightedLoss(_Loss):
+class ClassWeightedLoss(ClassWeightsState, _Loss):
     """Set the per-class ``alpha`` of every :class:`~monai_mixedfocal.losses.CategoricalFocalLoss` inside a loss
     from a class-weight provider, at every step (updating the provider first in training steps).
 

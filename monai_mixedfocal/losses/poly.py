@@ -17,12 +17,17 @@ import torch
 
 from monai_mixedfocal.losses._base import SegmentationLoss, alpha_weights, check_positive
 from monai_mixedfocal.losses._terms import Prepared, pixel_focal_term, safe_pow
-from monai_mixedfocal.losses.class_weights import ClassWeights, make_class_weights, step_class_weights
+from monai_mixedfocal.losses.class_weights import (
+    ClassWeights,
+    ClassWeightsState,
+    make_class_weights,
+    step_class_weights,
+)
 
 __all__ = ["Poly1Loss"]
 
 
-class Poly1Loss(SegmentationLoss):
+class Poly1Loss(ClassWeightsState, SegmentationLoss):
     """Poly-1 cross entropy (``gamma=0``) or Poly-1 focal loss (``gamma > 0``), Leng et al. 2022.
 
     Categorical form (``softmax`` or probabilities, ``C >= 2``), per voxel with target class ``t``:

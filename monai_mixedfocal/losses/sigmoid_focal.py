@@ -24,7 +24,12 @@ from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
 from monai_mixedfocal.losses._terms import Prepared, safe_pow
-from monai_mixedfocal.losses.class_weights import ClassWeights, make_class_weights, step_class_weights
+from monai_mixedfocal.losses.class_weights import (
+    ClassWeights,
+    ClassWeightsState,
+    make_class_weights,
+    step_class_weights,
+)
 
 __all__ = ["AsymmetricSigmoidFocalLoss", "SigmoidFocalLoss"]
 
@@ -39,7 +44,7 @@ def _binary_view(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return prep.prob_clipped[:, kept], target[:, kept], prep.log_prob[:, kept], log_neg[:, kept]
 
 
-class SigmoidFocalLoss(SegmentationLoss):
+class SigmoidFocalLoss(ClassWeightsState, SegmentationLoss):
     """The sigmoid focal loss of RetinaNet (Lin et al. 2017) for binary and multi-label segmentation.
 
     Per voxel and channel ``c`` (``p = sigmoid(x_c)``, ``y`` its target, ``p_t = p`` if ``y = 1`` else ``1 - p``):

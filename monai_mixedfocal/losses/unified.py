@@ -29,12 +29,17 @@ from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, check_unit_interval, warn_caller
 from monai_mixedfocal.losses._terms import Prepared, confusion_sums, pixel_focal_term, prepare, safe_pow, tversky_index
-from monai_mixedfocal.losses.class_weights import ClassWeights, make_class_weights, step_class_weights
+from monai_mixedfocal.losses.class_weights import (
+    ClassWeights,
+    ClassWeightsState,
+    make_class_weights,
+    step_class_weights,
+)
 
 __all__ = ["UnifiedFocalLoss"]
 
 
-class UnifiedFocalLoss(SegmentationLoss):
+class UnifiedFocalLoss(ClassWeightsState, SegmentationLoss):
     """The (asymmetric) Unified Focal loss, Yeung et al. 2022, multi-class, from logits or probabilities.
 
     ``L = lambda_focal * L_F + (1 - lambda_focal) * L_FT`` where, for the asymmetric version (see the module docstring
