@@ -6,7 +6,8 @@
   (kept cases and the exclusions with their reasons).
 - Folds: :func:`assign_folds`, :func:`write_datalist` (JSON in ``load_decathlon_datalist`` format, written
   atomically), :func:`split_datalist`.
-- Preprocessing: :func:`kits19_deterministic_transforms`, :func:`brats20_deterministic_transforms`.
+- Preprocessing: :func:`kits19_deterministic_transforms`, :func:`brats20_deterministic_transforms`; their voxel checks
+  right after loading, :class:`CheckFinited` and :class:`CheckLabelValuesd` (also usable on their own in configs).
 - Generated data in the real layouts: :func:`synthesize_kits19`, :func:`synthesize_brats20`.
 - Every data problem raises :class:`DataError` naming the file and the problem.
 """
@@ -25,23 +26,27 @@ from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
 from monai_mixedfocal.data.synthetic_kits19 import synthesize_kits19
 
-# the preprocessing factories import MONAI (slow); load them on first use so the command line and the datalist helpers
-# stay light (``monai_mixedfocal.data.kits19_deterministic_transforms`` works as usual, e.g. from bundle configs)
-_LAZY: dict[str, str] = dict.fromkeys(
-    (
-        "BRATS20_PATCH_SIZE",
-        "KITS19_HU_RANGE",
-        "KITS19_PATCH_SIZE",
-        "KITS19_PIXDIM",
-        "brats20_deterministic_transforms",
-        "kits19_deterministic_transforms",
+# the preprocessing factories and checks import MONAI (slow); load them on first use so the command line and the
+# datalist helpers stay light (``monai_mixedfocal.data.kits19_deterministic_transforms`` works as usual, e.g. from
+# bundle configs)
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "BRATS20_PATCH_SIZE",
+            "KITS19_HU_RANGE",
+            "KITS19_PATCH_SIZE",
+            "KITS19_PIXDIM",
+            "brats20_deterministic_transforms",
+            "kits19_deterministic_transforms",
+        ),
+        "monai_mixedfocal.data.transforms",
     ),
-    "monai_mixedfocal.data.transforms",
-)
+    **dict.fromkeys(("CheckFinited", "CheckLabelValuesd"), "monai_mixedfocal.data.checks"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the MONAI-based names of :mod:`monai_mixedfocal.data.transforms` on first access."""
+    """Import the MONAI-based names (preprocessing factories, voxel checks) on first access."""
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -62,6 +67,8 @@ __all__ = [
     "KITS19_LABELS",
     "KITS19_PATCH_SIZE",
     "KITS19_PIXDIM",
+    "CheckFinited",
+    "CheckLabelValuesd",
     "DataError",
     "Datalist",
     "assign_folds",

@@ -10,6 +10,11 @@ spacing 3.22 x 1.62 x 1.62 mm is therefore ``pixdim=(1.62, 1.62, 3.22)`` here, a
 The lists are plain MONAI transforms (``LoadImaged`` first), so bundle configs can call the factories
 (``"$monai_mixedfocal.data.kits19_deterministic_transforms()"``), MONAI Label finds the loader, and
 :class:`~monai.transforms.Invertd` can undo the spatial steps (orientation, spacing) on predictions.
+
+Right after loading, :class:`~monai_mixedfocal.data.checks.CheckFinited` (image) and
+:class:`~monai_mixedfocal.data.checks.CheckLabelValuesd` (label) raise a
+:class:`~monai_mixedfocal.data.errors.DataError` naming the file for a NaN / infinite voxel or an undefined label
+value; they are not invertible, so ``Invertd`` skips them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from monai.transforms import (
     Spacingd,
 )
 
+from monai_mixedfocal.data.brats20 import BRATS20_LABELS
+from monai_mixedfocal.data.checks import CheckFinited, CheckLabelValuesd
+from monai_mixedfocal.data.kits19 import KITS19_LABELS
+
 __all__ = [
     "BRATS20_PATCH_SIZE",
     "KITS19_HU_RANGE",
@@ -45,6 +54,9 @@ KITS19_PATCH_SIZE: tuple[int, int, int] = (160, 160, 80)
 BRATS20_PATCH_SIZE: tuple[int, int, int] = (96, 96, 96)
 
 
+_KITS19_LABEL_VALUES: tuple[int, ...] = tuple(int(v) for v in KITS19_LABELS)  # 0 background, 1 kidney, 2 tumour
+_BRATS20_MASK_VALUES: tuple[int, ...] = tuple(int(v) for v in BRATS20_LABELS)  # the binary enhancing-tumour mask
+
 RAS_LABELS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("I", "S"))
 """Axis labels of nibabel's RAS+ world (the space MONAI's NIfTI readers load into), given explicitly to Orientationd."""
 
@@ -57,12 +69,16 @@ def _keys(image_key: str, label_key: str | None) -> list[str]:
     return [image_key] if label_key is None else [image_key, label_key]
 
 
-def _loading(keys: list[str], axcodes: str) -> list[MapTransform]:
-    """Load, channel first, and reorient from the affine."""
+def _loading(keys: list[str], axcodes: str, label_values: Sequence[int], dataset: str) -> list[MapTransform]:
+    """Load, check the voxels (finite image, defined label values), channel first, and reorient from the affine."""
     if not isinstance(axcodes, str) or len(axcodes) != 3:
         raise ValueError(f"axcodes must be a 3-letter orientation code such as 'RAS', got {axcodes!r}")
+    checks: list[MapTransform] = [CheckFinited(keys[0])]
+    if len(keys) > 1:
+        checks.append(CheckLabelValuesd(keys[1], values=label_values, dataset=dataset))
     return [
         LoadImaged(keys, image_only=True),
+        *checks,
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes=axcodes, labels=RAS_LABELS),
     ]
@@ -81,9 +97,10 @@ def kits19_deterministic_transforms(
 ) -> list[MapTransform]:
     """KiTS19 preprocessing: orientation, resampling, HU clipping and a per-image z-score.
 
-    Steps: ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``Spacingd(pixdim, bilinear /
-    nearest)`` -> clip HU to ``hu_range`` (``ScaleIntensityRanged`` with an identity mapping and ``clip=True``) ->
-    ``NormalizeIntensityd`` (z-score over the whole image) -> ``EnsureTyped`` (float32 MetaTensors, label values kept).
+    Steps: ``LoadImaged`` -> ``CheckFinited`` (image) / ``CheckLabelValuesd`` (label values 0, 1, 2) ->
+    ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``Spacingd(pixdim, bilinear / nearest)`` -> clip HU to
+    ``hu_range`` (``ScaleIntensityRanged`` with an identity mapping and ``clip=True``) -> ``NormalizeIntensityd``
+    (z-score over the whole image) -> ``EnsureTyped`` (float32 MetaTensors, label values kept).
 
     Args:
         pixdim: output voxel size in mm, in ``axcodes`` order (default: the paper's spacing, slice axis last).
@@ -98,6 +115,10 @@ def kits19_deterministic_transforms(
     Raises:
         ValueError: a bad ``pixdim``, ``axcodes``, ``hu_range`` or key.
 
+    When applied, a NaN / infinite image voxel or a label value other than 0, 1, 2 raises
+    :class:`~monai_mixedfocal.data.errors.DataError` naming the file (MONAI's ``Compose`` wraps it in a
+    ``RuntimeError``; it is the ``__cause__``).
+
     Example:
         >>> from monai.transforms import Compose
         >>> preprocess = Compose(kits19_deterministic_transforms())
@@ -111,7 +132,7 @@ def kits19_deterministic_transforms(
         raise ValueError(f"hu_range must be (low, high) with low < high, got {tuple(hu_range)}")
     keys = _keys(image_key, label_key)
     return [
-        *_loading(keys, axcodes),
+        *_loading(keys, axcodes, _KITS19_LABEL_VALUES, "KiTS19"),
         Spacingd(keys, pixdim=pixdim, mode=["bilinear", "nearest"][: len(keys)]),
         ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=low, b_max=high, clip=True),
         NormalizeIntensityd(image_key),
@@ -124,9 +145,10 @@ def brats20_deterministic_transforms(
 ) -> list[MapTransform]:
     """BraTS20 preprocessing: orientation and a z-score over the brain (non-zero) voxels; the 1 mm grid is kept.
 
-    Steps: ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` ->
-    ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` -> ``EnsureTyped`` (float32 MetaTensors, label values
-    kept). The label is the binary enhancing-tumour mask from :func:`~monai_mixedfocal.data.brats20_datalist`.
+    Steps: ``LoadImaged`` -> ``CheckFinited`` (image) / ``CheckLabelValuesd`` (label values 0, 1) ->
+    ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``NormalizeIntensityd(nonzero=True, channel_wise=True)``
+    -> ``EnsureTyped`` (float32 MetaTensors, label values kept). The label is the binary enhancing-tumour mask from
+    :func:`~monai_mixedfocal.data.brats20_datalist`.
 
     Args:
         axcodes: target orientation.
@@ -134,11 +156,12 @@ def brats20_deterministic_transforms(
         label_key: the label key, or ``None`` for images only.
 
     Returns:
-        The transforms, to wrap in :class:`monai.transforms.Compose`.
+        The transforms, to wrap in :class:`monai.transforms.Compose`. When applied, a NaN / infinite image voxel or a
+        label value other than 0, 1 raises :class:`~monai_mixedfocal.data.errors.DataError` naming the file.
     """
     keys = _keys(image_key, label_key)
     return [
-        *_loading(keys, axcodes),
+        *_loading(keys, axcodes, _BRATS20_MASK_VALUES, "BraTS20 enhancing-tumour mask"),
         NormalizeIntensityd(image_key, nonzero=True, channel_wise=True),
         _typing(keys),
     ]
