@@ -6,6 +6,7 @@ to MONAI's AsymmetricUnifiedFocalLoss, gradcheck, extreme inputs and validation.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -219,3 +220,9 @@ def test_validation_errors():
         UnifiedFocalLoss(softmax=True)(torch.full((1, 2, 4, 4), float("nan")), torch.zeros(1, 2, 4, 4))
     with pytest.warns(UserWarning, match="include_background"):
         UnifiedFocalLoss(sigmoid=True, include_background=False)(torch.randn(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    # a one-channel input is expanded to two classes inside; the errors quote the caller's shapes and values
+    binary = UnifiedFocalLoss(sigmoid=True)
+    with pytest.raises(ValueError, match=re.escape("got input shape (2, 1, 5, 5) and target shape (2, 5, 5)")):
+        binary(torch.randn(2, 1, 5, 5), torch.zeros(2, 5, 5))
+    with pytest.raises(ValueError, match=re.escape("got values in [2, 2]")):  # not the pair's [-1, 2]
+        binary(torch.randn(2, 1, 5, 5), torch.full((2, 1, 5, 5), 2.0))

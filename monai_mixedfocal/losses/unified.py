@@ -28,7 +28,15 @@ import torch
 from monai.utils import LossReduction
 
 from monai_mixedfocal.losses._base import SegmentationLoss, check_unit_interval, warn_caller
-from monai_mixedfocal.losses._terms import Prepared, confusion_sums, pixel_focal_term, prepare, safe_pow, tversky_index
+from monai_mixedfocal.losses._terms import (
+    Prepared,
+    _check_target,
+    confusion_sums,
+    pixel_focal_term,
+    prepare,
+    safe_pow,
+    tversky_index,
+)
 from monai_mixedfocal.losses.class_weights import (
     ClassWeights,
     ClassWeightsState,
@@ -153,9 +161,8 @@ class UnifiedFocalLoss(ClassWeightsState, SegmentationLoss):
         else:
             p = self.other_act(x) if self.other_act is not None else x
             pair = torch.cat([1.0 - p, p], dim=1)
-        if target.ndim == input.ndim and target.shape[1] == 1:
-            y = target.to(pair.dtype)
-            target = torch.cat([1.0 - y, y], dim=1)
+        y = _check_target(input, target, to_onehot=False)  # errors quote the user's shapes and values, not the pair's
+        target = torch.cat([1.0 - y, y], dim=1).to(pair.dtype)
         return prepare(
             pair,
             target,
