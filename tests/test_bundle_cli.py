@@ -136,6 +136,15 @@ def test_brats20_with_a_target_loss(tmp_path: Path) -> None:
     assert len(sorted((tmp_path / "infer").rglob("*_t1ce_seg.nii.gz"))) == 6
 
 
+def test_a_sigmoid_loss_trains_by_name(kits_data: Path, tmp_path: Path) -> None:
+    """``--loss sigmoid_focal`` trains although the bundle passes ``softmax=True`` (read as ``sigmoid`` for it)."""
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=1)
+    out = run_bundle(KITS, [*TRAIN, *cli_args({**values, "loss": "sigmoid_focal", "iterations_per_epoch": 2})])
+    losses = [float(value) for _, value in VAL_LOSS.findall(out.stdout + out.stderr)]
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
 def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
     values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=4)
     values["iterations_per_epoch"] = 2

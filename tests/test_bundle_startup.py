@@ -6,8 +6,11 @@ per-case metrics writer (with a real SupervisedEvaluator)."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,7 +22,13 @@ from monai.losses import DiceCELoss
 from monai.transforms import AsDiscreted, Compose
 
 from monai_mixedfocal.bundle import PerCaseMetricsWriter, build_loss, find_images, load_split, protect_key
-from monai_mixedfocal.data import DataError, kits19_datalist, kits19_deterministic_transforms, write_datalist
+from monai_mixedfocal.data import (
+    DataError,
+    brats20_datalist,
+    kits19_datalist,
+    kits19_deterministic_transforms,
+    write_datalist,
+)
 from monai_mixedfocal.losses import LOSS_NAMES, MixedFocalLoss
 from monai_mixedfocal.metrics import ConfusionCountsMetric
 
@@ -41,6 +50,22 @@ def test_build_loss_by_name_or_object() -> None:
     assert all(name in str(info.value) for name in LOSS_NAMES)
     with pytest.raises(TypeError, match="registry name or a callable"):
         build_loss(3)
+    with pytest.raises(ValueError, match=r"--loss 'focal_tversky' with arguments .*gamma"):
+        build_loss("focal_tversky", gamma=-1.0)  # a registry loss with a bad argument is not "not in the registry"
+    with pytest.raises(TypeError, match=r"--loss 'dice' with arguments .*bogus"):
+        build_loss("dice", bogus=1)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None:
+    """``--loss <name>`` builds with what the bundles pass, sigmoid losses included, and gives a finite gradient."""
+    loss = build_loss(name, softmax=True, to_onehot_y=True)
+    if getattr(loss, "sigmoid_only", False):
+        assert loss.sigmoid and not loss.softmax
+    logits = torch.randn(2, 3, 6, 6, 6, requires_grad=True)
+    value = loss(logits, torch.randint(0, 3, (2, 1, 6, 6, 6)))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
 
 
 def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_path: Path) -> None:
@@ -74,6 +99,34 @@ def test_a_datalist_is_resolved_under_the_first_root_holding_its_files(kits_root
     (moved / "data" / val[0]["case"] / "segmentation.nii.gz").unlink()
     with pytest.raises(DataError, match=r"under none of the roots tried: .*moved \(no .*segmentation\.nii\.gz\)"):
         load_split("kits19", moved, fold=1, datalist=str(shutil.copy(datalist, moved / "datalist.json")))
+
+
+def test_a_saved_brats20_datalist_never_trains_on_another_segmentations_masks(tmp_path: Path) -> None:
+    """The masks of a saved datalist are checked against their segmentations at start-up: after the data set under
+    the root is replaced by another with the same case names, or the masks are deleted, they are rebuilt."""
+    data = make_data("brats20", tmp_path / "data", cases=4, seed=0)
+    path = write_datalist(
+        tmp_path / "runs" / "datalist.json", brats20_datalist(data, labels_dir=tmp_path / "runs" / "labels_et"), 2
+    )
+    shutil.rmtree(data)
+    make_data("brats20", data, cases=4, seed=1)  # other segmentations under the same names
+
+    def masks_match(items: list[dict]) -> bool:
+        return all(
+            np.array_equal(np.asarray(nib.load(i["label"]).dataobj) == 1, np.asarray(nib.load(i["seg"]).dataobj) == 4)
+            for i in items
+        )
+
+    with pytest.warns(UserWarning, match="4 enhancing-tumour mask.*rebuilt"):
+        train, val = load_split("brats20", data, fold=0, datalist=path, num_folds=2)
+    assert masks_match(train + val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # current masks are reused without a word
+        load_split("brats20", data, fold=0, datalist=path, num_folds=2)
+    shutil.rmtree(tmp_path / "runs" / "labels_et")
+    with pytest.warns(UserWarning, match="rebuilt"):
+        train, val = load_split("brats20", data, fold=1, datalist=path, num_folds=2)
+    assert masks_match(train + val)
 
 
 def test_find_images(kits_root: Path, tmp_path: Path) -> None:

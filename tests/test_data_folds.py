@@ -89,6 +89,21 @@ def test_split_datalist_from_file_and_list(kits_datalist: Datalist, tmp_path: Pa
     assert Path(val[0]["image"]).is_file()
 
 
+def test_split_datalist_paths_are_absolute_from_a_relative_json_path(
+    kits_datalist: Datalist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A datalist named relative to the working directory still gives absolute paths, valid after a ``chdir``."""
+    write_datalist(tmp_path / "lists" / "datalist.json", kits_datalist, num_folds=3)
+    monkeypatch.chdir(tmp_path)
+    train, val = split_datalist("lists/datalist.json", 0)
+    monkeypatch.chdir(tmp_path / "lists")
+    assert all(
+        Path(item[key]).is_absolute() and Path(item[key]).is_file()
+        for item in train + val
+        for key in ("image", "label")
+    )
+
+
 def test_split_datalist_errors(kits_datalist: Datalist, tmp_path: Path) -> None:
     path = write_datalist(tmp_path / "datalist.json", kits_datalist, num_folds=3)
     with pytest.raises(DataError, match=r"fold must be an integer in 0\.\.2, got 3"):

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, split_datalist
+from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json
 from monai_mixedfocal.data.io import is_nifti, read_nifti_header
-from monai_mixedfocal.losses import get_loss
+from monai_mixedfocal.losses import get_loss, loss_class
 
 __all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split"]
 
@@ -33,10 +33,15 @@ DATA_SOURCES: tuple[str, ...] = ("kits19", "brats20")
 def build_loss(loss: str | Callable[..., Any], device: str | torch.device | None = None, **kwargs: Any) -> Any:
     """The training loss: a registry name built with ``kwargs``, or a ready loss object used as it is.
 
+    The bundles pass ``softmax=True``: their networks output one logit per class. A sigmoid loss of the registry
+    (``sigmoid_focal``, ``asymmetric_focal``) scores each of those channels with its own sigmoid against the one-hot
+    target instead (RetinaNet's per-class focal loss), so ``softmax=True`` is read as ``sigmoid=True`` for it; the
+    argmax of the logits that evaluation and inference take is the same under both activations.
+
     Args:
         loss: a name of :data:`monai_mixedfocal.losses.LOSS_NAMES` (``--loss focal_tversky``), or a callable loss
             (what a ``"_target_"`` config instantiates, e.g. ``monai.losses.DiceCELoss``), which must then take care of
-            its own activation and one-hot conversion.
+            its own activation and target format.
         device: move a ``torch.nn.Module`` loss there (losses with buffers, such as class weights).
         kwargs: constructor arguments for a named loss (the bundles pass ``softmax=True, to_onehot_y=True``); ignored
             for a loss object.
@@ -45,18 +50,28 @@ def build_loss(loss: str | Callable[..., Any], device: str | torch.device | None
         The loss callable.
 
     Raises:
-        ValueError: an unknown loss name (the message lists the valid names).
-        TypeError: ``loss`` is neither a string nor callable.
+        ValueError: an unknown loss name (the message lists the valid names), or an argument out of range for the
+            named loss (the message names the loss and its arguments).
+        TypeError: ``loss`` is neither a string nor callable, or an argument the named loss does not take.
 
     Example:
         >>> build_loss("mixed_focal", softmax=True, to_onehot_y=True)  # doctest: +ELLIPSIS
         MixedFocalLoss(...)
+        >>> build_loss("sigmoid_focal", softmax=True, to_onehot_y=True).sigmoid
+        True
     """
     if isinstance(loss, str):
         try:
-            function = get_loss(loss, **kwargs)
+            cls = loss_class(loss)
         except ValueError as err:
             raise ValueError(f"--loss {loss!r} is not a loss of the registry: {err}") from err
+        if kwargs.get("softmax") and getattr(cls, "sigmoid_only", False):
+            logger.info("--loss %s is a sigmoid loss: each output channel gets its own sigmoid (not softmax).", loss)
+            kwargs = {**{k: v for k, v in kwargs.items() if k != "softmax"}, "sigmoid": True}
+        try:
+            function = get_loss(loss, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"--loss {loss!r} with arguments {kwargs}: {err}") from err
     elif callable(loss):
         function = loss
     else:
@@ -141,15 +156,18 @@ def _split_under_a_root(
         train, val = split_datalist(datalist, fold, base_dir=root)
         missing = next((path for item in train + val for path in _files_of(item) if not os.path.isfile(path)), None)
         if missing is None:
+            if source == "brats20":
+                refresh_et_masks(train + val)  # the data under the root may have changed since the masks were made
             return train, val
         tried.append(f"{'the dataset_root recorded in it' if root is None else str(root)} (no {missing})")
     raise DataError(f"the files of the datalist are under none of the roots tried: {'; '.join(tried)}")
 
 
 def _files_of(item: dict[str, Any]) -> list[str]:
-    """The image and label paths of a datalist entry (an image may be a list of files)."""
+    """The source files of a datalist entry: image and label, or image and segmentation for a BraTS20 entry (whose
+    binary mask ``label`` is derived data, rebuilt when missing or stale); an image may be a list of files."""
     paths = []
-    for key in ("image", "label"):
+    for key in ("image", "seg" if "seg" in item else "label"):
         value = item.get(key)
         paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
     return paths

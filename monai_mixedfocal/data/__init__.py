@@ -5,7 +5,8 @@
 - Datalists: :func:`kits19_datalist`, :func:`brats20_datalist`, :func:`msd_datalist` return a :class:`Datalist`
   (kept cases and the exclusions with their reasons).
 - Folds: :func:`assign_folds`, :func:`write_datalist` (JSON in ``load_decathlon_datalist`` format, written
-  atomically), :func:`split_datalist`.
+  atomically), :func:`split_datalist`; :func:`refresh_et_masks` rebuilds a saved BraTS20 datalist's masks that no
+  longer match their segmentations.
 - Preprocessing: :func:`kits19_deterministic_transforms`, :func:`brats20_deterministic_transforms`; their voxel checks
   right after loading, :class:`CheckFinited` and :class:`CheckLabelValuesd` (also usable on their own in configs).
 - Generated data in the real layouts: :func:`synthesize_kits19`, :func:`synthesize_brats20`.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from monai_mixedfocal.data.brats20 import BRATS20_LABEL_VALUES, BRATS20_LABELS, brats20_datalist
+from monai_mixedfocal.data.brats20 import BRATS20_LABEL_VALUES, BRATS20_LABELS, brats20_datalist, refresh_et_masks
 from monai_mixedfocal.data.datalist import Datalist, read_datalist, split_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.folds import assign_folds
@@ -78,6 +79,7 @@ __all__ = [
     "kits19_deterministic_transforms",
     "msd_datalist",
     "read_datalist",
+    "refresh_et_masks",
     "split_datalist",
     "synthesize_brats20",
     "synthesize_kits19",

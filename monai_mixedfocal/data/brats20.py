@@ -19,8 +19,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from monai_mixedfocal.data.datalist import Datalist
@@ -41,7 +44,9 @@ __all__ = [
     "BRATS20_SEG_ALIASES",
     "brats20_datalist",
     "find_brats20_cases",
+    "refresh_et_masks",
 ]
+
 
 BRATS20_LABEL_VALUES: tuple[int, ...] = (0, 1, 2, 4)
 """Label values of a BraTS20 segmentation: background, necrotic core, oedema, enhancing tumour."""
@@ -109,16 +114,19 @@ def _seg_fingerprint(seg_path: Path) -> str:
     return f"ET mask of sha256:{digest.hexdigest()[:32]}"
 
 
-def _et_voxels(seg_path: Path, mask_path: Path, validate: bool) -> int:
-    """Number of ET voxels; reuses the mask made from this very segmentation's bytes, else (re)writes it."""
-    fingerprint = _seg_fingerprint(seg_path)
-    if mask_path.is_file():
-        try:
-            mask_image = read_nifti_header(mask_path)
-            if mask_image.header["descrip"].item() == fingerprint.encode():
-                return int(np.count_nonzero(load_array(mask_path, mask_image)))
-        except DataError:
-            pass  # a damaged mask is simply rebuilt from the segmentation below
+def _current_mask(mask_path: Path, fingerprint: str) -> nib.Nifti1Image | None:
+    """The mask's image (header only) when it was made from the segmentation with ``fingerprint``, else ``None``."""
+    if not mask_path.is_file():
+        return None
+    try:
+        mask_image = read_nifti_header(mask_path)
+    except DataError:
+        return None  # a damaged mask is simply rebuilt from the segmentation
+    return mask_image if mask_image.header["descrip"].item() == fingerprint.encode() else None
+
+
+def _write_et_mask(seg_path: Path, mask_path: Path, fingerprint: str, validate: bool) -> int:
+    """Write the binary ET mask of ``seg_path`` (recording ``fingerprint``); returns its number of ET voxels."""
     seg_image = read_nifti_header(seg_path, check_complete=validate)
     seg = load_array(seg_path, seg_image)
     check_label_values(seg_path, seg, BRATS20_LABEL_VALUES, "BraTS20")
@@ -127,6 +135,59 @@ def _et_voxels(seg_path: Path, mask_path: Path, validate: bool) -> int:
     header["descrip"] = fingerprint
     save_nifti(mask_path, mask, seg_image.affine, header=header)
     return int(mask.sum())
+
+
+def _et_voxels(seg_path: Path, mask_path: Path, validate: bool) -> int:
+    """Number of ET voxels; reuses the mask made from this very segmentation's bytes, else (re)writes it."""
+    fingerprint = _seg_fingerprint(seg_path)
+    mask_image = _current_mask(mask_path, fingerprint)
+    if mask_image is not None:
+        try:
+            return int(np.count_nonzero(load_array(mask_path, mask_image)))
+        except DataError:
+            pass  # a damaged mask is simply rebuilt from the segmentation below
+    return _write_et_mask(seg_path, mask_path, fingerprint, validate)
+
+
+def refresh_et_masks(items: Iterable[Mapping[str, object]]) -> list[str]:
+    """Rebuild every ET mask of resolved datalist items that was not made from the item's own segmentation.
+
+    A saved datalist names both the binary mask (``"label"``) and the segmentation it was made from (``"seg"``). When
+    the data set under the datalist's root has changed since (another copy with the same case names, a corrected
+    segmentation), the mask's SHA-256 fingerprint no longer matches and the mask is written again from ``"seg"``, so
+    training and evaluation never use another segmentation's masks. Items without ``"seg"`` are left alone. Only
+    headers are read and segmentations hashed unless a mask is rebuilt.
+
+    Args:
+        items: datalist items with absolute (or working-directory relative) ``"label"`` and ``"seg"`` paths, e.g. the
+            output of :func:`~monai_mixedfocal.data.split_datalist`.
+
+    Returns:
+        The case ids (``"case"``, else the label path) whose masks were rebuilt; a warning names them and any that
+        now have no enhancing-tumour voxel.
+
+    Raises:
+        DataError: an unreadable segmentation or a label value outside {0, 1, 2, 4}.
+    """
+    rebuilt, empty = [], []
+    for item in items:
+        seg, label = item.get("seg"), item.get("label")
+        if not isinstance(seg, str) or not isinstance(label, str):
+            continue
+        fingerprint = _seg_fingerprint(Path(seg))
+        if _current_mask(Path(label), fingerprint) is not None:
+            continue
+        case = str(item.get("case", label))
+        rebuilt.append(case)
+        if _write_et_mask(Path(seg), Path(label), fingerprint, validate=True) == 0:
+            empty.append(case)
+    if rebuilt:
+        warnings.warn(
+            f"{len(rebuilt)} enhancing-tumour mask(s) were not made from their segmentation and were rebuilt: "
+            f"{', '.join(rebuilt)}" + (f"; now without an enhancing-tumour voxel: {', '.join(empty)}" if empty else ""),
+            stacklevel=2,
+        )
+    return rebuilt
 
 
 def brats20_datalist(

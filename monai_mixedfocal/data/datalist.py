@@ -220,7 +220,8 @@ def split_datalist(
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
         raise DataError(f"{where}: fold must be an integer in 0..{num_folds - 1}, got {fold!r}")
     if base_dir is not None:
-        items = [_resolve(item, Path(base_dir)) for item in items]
+        root = Path(base_dir).expanduser().absolute()  # absolute: the working directory may change before loading
+        items = [_resolve(item, root) for item in items]
     else:
         items = copy.deepcopy(items)
     train = [item for item in items if item["fold"] != fold]

@@ -22,7 +22,7 @@ from monai_mixedfocal.losses.compound import ComboLoss, MixedFocalLoss
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
 from monai_mixedfocal.losses.poly import Poly1Loss
 from monai_mixedfocal.losses.region import CosineTverskyLoss, FocalTverskyLoss, ModifiedDiceLoss
-from monai_mixedfocal.losses.registry import LOSS_NAMES, PAPER_PRESETS, get_loss
+from monai_mixedfocal.losses.registry import LOSS_NAMES, PAPER_PRESETS, get_loss, loss_class
 from monai_mixedfocal.losses.sigmoid_focal import AsymmetricSigmoidFocalLoss, SigmoidFocalLoss
 from monai_mixedfocal.losses.unified import UnifiedFocalLoss
 
@@ -45,4 +45,5 @@ __all__ = [
     "SigmoidFocalLoss",
     "UnifiedFocalLoss",
     "get_loss",
+    "loss_class",
 ]

@@ -46,6 +46,25 @@ PAPER_PRESETS: dict[str, tuple[Callable[..., _Loss], dict[str, Any]]] = {
 LOSS_NAMES: tuple[str, ...] = tuple(PAPER_PRESETS)
 
 
+def loss_class(name: str) -> Callable[..., _Loss]:
+    """The class of a registry loss, without building it (e.g. to see whether it is a sigmoid loss).
+
+    Args:
+        name: one of :data:`LOSS_NAMES` (case-insensitive; ``-`` and spaces are read as ``_``).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid names).
+    """
+    return PAPER_PRESETS[_registry_key(name)][0]
+
+
+def _registry_key(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in PAPER_PRESETS:
+        raise ValueError(f"unknown loss name {name!r}; valid names are: {', '.join(LOSS_NAMES)}.")
+    return key
+
+
 def get_loss(name: str, **overrides: Any) -> _Loss:
     """Build a loss of the registry by name, with the paper's hyper-parameters and any overrides.
 
@@ -65,8 +84,5 @@ def get_loss(name: str, **overrides: Any) -> _Loss:
         >>> from monai_mixedfocal.losses import get_loss
         >>> loss = get_loss("focal_tversky", softmax=True, to_onehot_y=True)
     """
-    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in PAPER_PRESETS:
-        raise ValueError(f"unknown loss name {name!r}; valid names are: {', '.join(LOSS_NAMES)}.")
-    cls, preset = PAPER_PRESETS[key]
+    cls, preset = PAPER_PRESETS[_registry_key(name)]
     return cls(**{**preset, **overrides})

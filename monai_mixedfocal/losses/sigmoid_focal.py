@@ -16,7 +16,7 @@ the Poly-1 term of Leng et al. 2022 (``(1 - p_t)^(gamma + 1)``; ``(1 - p_t)`` fo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,9 @@ class SigmoidFocalLoss(ClassWeightsState, SegmentationLoss):
         Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017; Ridnik et al., "Asymmetric Loss for
         Multi-Label Classification", ICCV 2021; Leng et al., "PolyLoss", ICLR 2022.
     """
+
+    #: the loss scores each channel with its own sigmoid and never takes ``softmax=True``
+    sigmoid_only: ClassVar[bool] = True
 
     def __init__(
         self,
