@@ -29,6 +29,7 @@ import io
 import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from monai_mixedfocal.utils import atomic_write_bytes
 
 __all__ = [
     "METRIC_LABELS",
+    "REPORT_MANIFEST",
     "TEST_DESCRIPTIONS",
     "OverlayInput",
     "format_p",
@@ -84,6 +86,10 @@ _PNG_DPI = 120
 # ------------------------------------------------------------------------------------------------ table text
 
 
+#: the file of a report folder that lists the report's files (to remove an earlier report's leftovers)
+REPORT_MANIFEST = "report_files.txt"
+
+
 def format_p(p: float) -> str:
     """Format a p-value as in the paper: 3 significant digits, scientific notation below 0.001, ``"n/a"`` for NaN.
 
@@ -94,10 +100,12 @@ def format_p(p: float) -> str:
         p: a p-value.
 
     Returns:
-        e.g. ``"1.00"``, ``"0.0841"``, ``"2.52e-05"``.
+        e.g. ``"1.00"``, ``"0.0841"``, ``"2.52e-05"``; ``"< 2.2e-308"`` for a p-value that underflowed to 0.
     """
     if p is None or math.isnan(p):
         return "n/a"
+    if p < sys.float_info.min:
+        return f"< {sys.float_info.min:.1e}"  # underflowed to 0 (or a denormal): report the bound, not 0.00e+00
     for digits in range(3, 18):
         text = f"{p:.{digits - 1}e}" if p < 0.001 else f"{p:#.{digits}g}"
         if not any(p < threshold <= float(text) for threshold, _ in stats.SIGNIFICANCE_MARKS):
@@ -139,7 +147,8 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
     classes = list(dict.fromkeys(c for c, _ in columns))
     columns = [(c, m) for c in classes for (c2, m) in columns if c2 == c]
     labels = [_metric_label(m, c) for c, m in columns]
-    cells = pd.DataFrame("", index=pd.Index(methods, name="Method"), columns=labels)
+    # a method without any row for a column has no value: "n/a" (0 values used), as a method whose values are all NaN
+    cells = pd.DataFrame("n/a" if value == "ci" else "0", index=pd.Index(methods, name="Method"), columns=labels)
     means = pd.DataFrame(np.nan, index=cells.index, columns=labels)
     for row in summary.to_dict("records"):
         label = _metric_label(row["metric"], row["class"])
@@ -515,8 +524,14 @@ def _methods_text(df: pd.DataFrame, test: str, correction: str, confidence: floa
         "(mean ± t(1 − α/2, n − 1) · s / √n, sample standard deviation s). Undefined values (NaN, e.g. a class "
         "absent from both label and prediction) are skipped; the number of cases used is in the table below Table 1.",
         f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {METRIC_LABELS.get(metric, metric)}.",
-        f"- p-values are adjusted with the {correction!r} method of `statsmodels.stats.multitest.multipletests` over "
-        "all pairs of methods of one class (each class separately). Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 "
+        (
+            "- p-values are not adjusted for multiple comparisons (`correction='none'`). "
+            if correction == "none"
+            else f"- p-values are adjusted with the {correction!r} method of "
+            "`statsmodels.stats.multitest.multipletests` over all pairs of methods of one class (each class "
+            "separately). "
+        )
+        + "Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 "
         "(the paper prints a double dagger for p < 0.001). The sign after each p-value is that of the statistic of "
         "the row method against the column method: (+) row scores higher, (-) lower.",
         "",
@@ -537,6 +552,7 @@ def write_report(
     overlay_case: str | None = None,
     class_names: Sequence[str] | Mapping[int, str] | None = None,
     digits: int = 3,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the full report (Markdown, CSV, LaTeX, PNG) of a per-case table into ``out_dir``.
 
@@ -555,9 +571,12 @@ def write_report(
         overlay_case: case name shown on ``overlays.png``.
         class_names: names of label values 1, 2, ... for ``overlays.png``; default the classes of ``df`` in order.
         digits: decimals in Table 1.
+        notes: paragraphs shown first, under the title (e.g. that a study is incomplete).
 
     Returns:
-        Path of ``report.md``.
+        Path of ``report.md``. The names of the files written are kept in ``report_files.txt``; files of an earlier
+        report in ``out_dir`` that this one does not write again (e.g. ``pairwise_<class>.csv`` of a class no longer
+        in the table) are removed, so that the folder holds one consistent report.
 
     Raises:
         ValueError: on invalid data or arguments, or when ``out_dir`` exists and is not a folder.
@@ -577,18 +596,22 @@ def write_report(
     cells, best = table1(summary, digits=digits)
     counts, _ = table1(summary, value="n")
     label = METRIC_LABELS.get(test_metric, test_metric)
-    md = [f"# {title}", "", *_methods_text(df, test, correction, confidence, test_metric)]
+    md = [f"# {title}", "", *[line for note in notes for line in (f"> **Note:** {note}", "")]]
+    md += _methods_text(df, test, correction, confidence, test_metric)
     md += [f"## Table 1: mean ± {_pct(confidence)} confidence interval per loss and class", ""]
     md += [markdown_table(cells, best), "Bold: highest mean of each column.", ""]
     md += ["### Number of cases used (non-missing values)", "", markdown_table(counts), ""]
     tex = [latex_table(cells, best, caption=f"{title}: mean ± {_pct(confidence)} CI", label="tab:summary")]
     used: set[str] = set()
+    p_kind = "unadjusted" if correction == "none" else "adjusted"
+    if df["method"].nunique() < 2:
+        md += ["(No Table 2: the pairwise tests need at least two methods.)", ""]
     for cls in pd.unique(pairs["class"]):
         stem = _file_stem(cls, used)
         files[f"pairwise_{stem}.csv"] = pairs[pairs["class"] == cls].to_csv(index=False).encode()
         matrix = pairwise_matrix(pairs, cls, methods=list(pd.unique(df["method"])))
-        md += [f"## Table 2 ({cls}): adjusted p-values, {test} test on {label}", "", markdown_table(matrix), ""]
-        caption = f"Adjusted p-values of pairwise {test} tests on {label}, {cls} (row vs column)"
+        md += [f"## Table 2 ({cls}): {p_kind} p-values, {test} test on {label}", "", markdown_table(matrix), ""]
+        caption = f"{p_kind.capitalize()} p-values of pairwise {test} tests on {label}, {cls} (row vs column)"
         tex.append(latex_table(matrix, caption=caption, label=f"tab:pairwise-{stem}"))
     files["summary.tex"] = "\n".join(tex).encode()
 
@@ -606,6 +629,19 @@ def write_report(
     files["report.md"] = "\n".join(md).encode()
 
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_report_files(out)
+    files[REPORT_MANIFEST] = "".join(f"{name}\n" for name in sorted(files)).encode()
     for name, data in files.items():
         atomic_write_bytes(out / name, data)
+    for name in earlier - set(files):
+        (out / name).unlink(missing_ok=True)
     return out / "report.md"
+
+
+def _earlier_report_files(out: Path) -> set[str]:
+    """The files the previous report in ``out`` wrote (its manifest), plain names only."""
+    try:
+        names = (out / REPORT_MANIFEST).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {name for name in names if name and name == Path(name).name}

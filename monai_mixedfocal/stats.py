@@ -84,6 +84,30 @@ _CORRECTIONS: tuple[str, ...] = (
     "fdr_tsbky",
     "none",
 )
+#: two-stage corrections whose adjusted p-values depend on the level alpha (statsmodels computes them at 0.05)
+_ALPHA_DEPENDENT: tuple[str, ...] = ("fdr_tsbh", "fdr_tsbky")
+#: the text pandas reads as a missing value by default; in a per-case CSV only metric columns read them so
+PANDAS_NA_MARKERS: tuple[str, ...] = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 
 
 class MeanCI(NamedTuple):
@@ -171,8 +195,10 @@ def significance_mark(p: float) -> str:
 def load_per_case(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a per-case CSV file (see :func:`validate_per_case`).
 
-    ``case``, ``method``, ``class`` and ``fold`` are read as text, so case identifiers such as ``00012`` keep their
-    leading zeros.
+    ``case``, ``method``, ``class`` and ``fold`` are read as text, exactly as written: case identifiers such as
+    ``00012`` keep their leading zeros and a method named ``None`` or ``NA`` is a name, not a missing value (an empty
+    identifier is still an error). In metric columns pandas' missing-value markers (:data:`PANDAS_NA_MARKERS`, e.g.
+    ``NA``, ``nan``, ``null``, an empty field) are NaN.
 
     Args:
         path: the CSV file.
@@ -189,7 +215,10 @@ def load_per_case(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FileNotFoundError(f"per-case CSV not found: {path}")
     text_columns = dict.fromkeys((*ID_COLUMNS, FOLD_COLUMN), str)
     try:
-        df = pd.read_csv(path, dtype=text_columns, skipinitialspace=True)
+        header = pd.read_csv(path, nrows=0, skipinitialspace=True).columns
+        # identifiers are text as written (a method named "None" or "NA" stays one); metrics read NA markers as NaN
+        missing = {col: list(PANDAS_NA_MARKERS) for col in header if col not in text_columns}
+        df = pd.read_csv(path, dtype=text_columns, skipinitialspace=True, keep_default_na=False, na_values=missing)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable CSV file ({err})") from err
     try:
@@ -340,7 +369,9 @@ def pairwise_tests(
     Returns:
         DataFrame with columns ``class``, ``method_a``, ``method_b``, ``test``, ``n_a``, ``n_b`` (values used per
         method), ``n_pairs`` (matched cases, signed-rank only, else NaN), ``statistic``, ``p_raw``, ``p_adjusted``,
-        ``mark`` (:func:`significance_mark` of ``p_adjusted``).
+        ``mark`` (:func:`significance_mark` of ``p_adjusted``; for the two-stage corrections ``"fdr_tsbh"`` and
+        ``"fdr_tsbky"``, whose adjusted p-values statsmodels computes for alpha = 0.05, the mark is the strictest
+        level at which the procedure itself rejects, and ``p_adjusted`` is the one for 0.05).
 
     Raises:
         ValueError: on invalid data, an unknown metric, test, correction or zero method.
@@ -482,4 +513,11 @@ def _adjust(rows: pd.DataFrame, correction: str) -> pd.DataFrame:
         p = rows.loc[finite, "p_raw"].to_numpy(dtype=float)
         rows.loc[finite, "p_adjusted"] = p if correction == "none" else multipletests(p, method=correction)[1]
     rows["mark"] = [significance_mark(p) for p in rows["p_adjusted"]]
+    if correction in _ALPHA_DEPENDENT and finite.any():
+        # the two-stage adjusted p-values hold for alpha = 0.05 only: mark what the procedure rejects at each level
+        marks = pd.Series("", index=rows.index[finite])
+        for threshold, mark in reversed(SIGNIFICANCE_MARKS):  # loosest first, stricter levels overwrite
+            rejected = multipletests(p, alpha=threshold, method=correction)[0]
+            marks[rejected] = mark
+        rows.loc[finite, "mark"] = marks
     return rows

@@ -116,7 +116,8 @@ def _print_tables(
     print(report.markdown_table(counts, escape=False))
     label = report.METRIC_LABELS.get(test_metric, test_metric)
     for cls in dict.fromkeys(pairs["class"]):
-        print(f"Table 2 ({cls}): {args.correction}-adjusted p-values, {args.test} test on {label}, row vs column")
+        kind = "unadjusted" if args.correction == "none" else f"{args.correction}-adjusted"
+        print(f"Table 2 ({cls}): {kind} p-values, {args.test} test on {label}, row vs column")
         print(
             report.markdown_table(report.pairwise_matrix(pairs, cls, list(dict.fromkeys(df["method"]))), escape=False)
         )

@@ -70,6 +70,7 @@ def assert_png_not_blank(path: Path, min_size: int = 200) -> None:
         (0.049996, "0.049996"),  # not "0.0500", which would contradict its mark for p < 0.05
         (0.0099996, "0.0099996"),
         (0.00099996, "9.9996e-04"),
+        (0.0, "< 2.2e-308"),  # an underflowed p-value is a bound, not 0.00e+00
     ],
 )
 def test_format_p_like_the_paper(p: float, text: str) -> None:
@@ -99,6 +100,11 @@ def test_table1_single_case_and_empty_cells() -> None:
     cells, _ = report.table1(stats.summary_table(df))
     assert cells.loc["x", "DSC k"] == "0.500 (n=1)"
     assert cells.loc["y", "DSC k"] == "n/a"
+    # a method without any row for a class: "n/a" and 0 cases used, as one whose values are all NaN
+    df = pd.DataFrame({"case": ["a", "a", "a"], "method": ["x", "y", "x"], "class": ["k", "k", "j"], "dsc": 0.5})
+    cells, _ = report.table1(stats.summary_table(df))
+    counts, _ = report.table1(stats.summary_table(df), value="n")
+    assert cells.loc["y", "DSC j"] == "n/a" and counts.loc["y", "DSC j"] == "0"
 
 
 def test_pairwise_matrix_lower_triangle_with_signs() -> None:
@@ -145,7 +151,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert path == out / "report.md"
     expected = {
         "report.md", "summary.csv", "summary.tex", "pairwise_kidney.csv", "pairwise_tumour_cyst.csv",
-        "boxplot_dsc.png", "precision_recall.png", "overlays.png",
+        "boxplot_dsc.png", "precision_recall.png", "overlays.png", report.REPORT_MANIFEST,
     }  # fmt: skip
     assert {p.name for p in out.iterdir()} == expected  # no temporary file left behind
     text = path.read_text()
@@ -162,6 +168,30 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert tex.count(r"\begin{tabular}") == 3 and r"mixed\_focal" in tex and r"tumour \& cyst" in tex
     for name in ("boxplot_dsc.png", "precision_recall.png", "overlays.png"):
         assert_png_not_blank(out / name)
+
+
+def test_write_report_again_leaves_one_consistent_report(tmp_path: Path) -> None:
+    """A second report into the same folder removes the first one's files it does not write again (and nothing
+    else); notes are shown under the title; a single method gets no Table 2, with the reason."""
+    report.write_report(study_table(), tmp_path)
+    (tmp_path / "mine.txt").write_text("the user's own file")
+    one_class = study_table()
+    one_class = one_class[(one_class["class"] == "kidney") & (one_class["method"] == "dice")].drop(columns="precision")
+    with pytest.warns(UserWarning, match="at least two methods"):
+        path = report.write_report(one_class, tmp_path, notes=["incomplete study: 1 of 2 runs"])
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "pairwise_tumour_cyst.csv" not in names and "precision_recall.png" not in names
+    assert "pairwise_kidney.csv" not in names  # a single method: no pairwise tests
+    assert {"mine.txt", "report.md", "boxplot_dsc.png", report.REPORT_MANIFEST} <= names
+    text = path.read_text()
+    assert text.startswith("# Loss function comparison\n\n> **Note:** incomplete study: 1 of 2 runs\n")
+    assert "No Table 2: the pairwise tests need at least two methods" in text
+
+
+def test_write_report_without_correction_says_so(tmp_path: Path) -> None:
+    text = report.write_report(study_table(), tmp_path, correction="none").read_text()
+    assert "not adjusted for multiple comparisons" in text and "adjusted with the 'none'" not in text
+    assert "## Table 2 (kidney): unadjusted p-values" in text
 
 
 def test_write_report_signedrank_subset_and_no_pr_plot(tmp_path: Path) -> None:

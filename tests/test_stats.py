@@ -164,6 +164,18 @@ def test_load_per_case_keeps_text_ids(tmp_path) -> None:
     assert math.isnan(df["precision"].iloc[0])
 
 
+def test_load_per_case_reads_identifiers_literally(tmp_path) -> None:
+    """A method or class named like a pandas missing-value marker is a name; in metrics such markers are NaN."""
+    path = tmp_path / "per_case.csv"
+    path.write_text("case,method,class,dsc\nc1,None,NA,0.5\nc2,None,NA,null\nc1,dice,NA,0.7\nc2,dice,NA,NA\n")
+    df = stats.load_per_case(path)
+    assert df["method"].tolist() == ["None", "None", "dice", "dice"] and set(df["class"]) == {"NA"}
+    assert df["dsc"].isna().tolist() == [False, True, False, True]
+    path.write_text("case,method,class,dsc\nc1,,k,0.5\n")
+    with pytest.raises(ValueError, match="missing or blank"):
+        stats.load_per_case(path)
+
+
 def test_load_per_case_errors_name_the_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         stats.load_per_case(tmp_path / "missing.csv")
@@ -302,6 +314,21 @@ def test_pairwise_corrections_and_bad_arguments() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             stats.pairwise_tests(df, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["fdr_tsbh", "fdr_tsbky"])
+def test_two_stage_corrections_mark_what_the_procedure_rejects_at_each_level(method: str) -> None:
+    """Their adjusted p-values hold for alpha = 0.05 only: a mark for p < 0.01 needs a rejection at alpha = 0.01."""
+    p = np.array([0.0004, 0.003, 0.008, 0.02, 0.04, 0.3, 0.5])
+    rows = stats._adjust(pd.DataFrame({"p_raw": p}), method)
+    np.testing.assert_allclose(rows["p_adjusted"], multipletests(p, alpha=0.05, method=method)[1])
+    expected = [""] * len(p)
+    for threshold, mark in reversed(stats.SIGNIFICANCE_MARKS):
+        for i in np.flatnonzero(multipletests(p, alpha=threshold, method=method)[0]):
+            expected[i] = mark
+    assert rows["mark"].tolist() == expected
+    adjusted_at_05 = multipletests(p, alpha=0.05, method=method)[1]
+    assert any(stats.significance_mark(a) != m for a, m in zip(adjusted_at_05, expected))  # the case that was wrong
 
 
 def test_single_method_warns_and_returns_empty() -> None:

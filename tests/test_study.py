@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monai_mixedfocal.data import read_datalist, synthesize_kits19
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import execute_runs, format_seconds, run_logged
 from monai_mixedfocal.study.runs import PER_CASE_CSV, Run, default_bundle_dir, format_override, plan_runs
-from monai_mixedfocal.study.study import PAPER_LOSSES, StudySpec, parse_losses
+from monai_mixedfocal.study.study import PAPER_LOSSES, StudySpec, collect_and_report, parse_losses, prepare_datalist
 
 BUNDLE = default_bundle_dir("kits19")
 # a study small enough for CI: tiny network, tiny patches, 1 epoch of 2 iterations
@@ -124,6 +125,60 @@ def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
     image, lab, pred = slices["dice"]
     assert lab.max() == 2 and pred.max() == 1 and image.shape == lab.shape == (5, 6)
     assert overlay_slices(runs, "case_00002", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz") is None
+
+
+def _finish_with_labels_as_predictions(spec: StudySpec, run: Run) -> None:
+    """Make ``run`` look evaluated: a per-case CSV and, as prediction, each validation case's own label."""
+    content = read_datalist(spec.datalist_path)
+    base = spec.datalist_path.parent / content["dataset_root"]
+    rows = "case,class,dsc,precision,recall,iou,absent\n"
+    for item in (item for item in content["training"] if item["fold"] == run.fold):
+        (run.root / "eval" / item["case"]).mkdir(parents=True)
+        nib.save(nib.load(base / item["label"]), run.root / "eval" / item["case"] / "imaging_seg.nii.gz")
+        rows += f"{item['case']},kidney,0.8,0.8,0.8,0.67,False\n{item['case']},tumor,0.5,0.5,0.5,0.33,False\n"
+    run.per_case_csv.write_text(rows)
+
+
+def test_report_of_a_partial_study_says_what_is_missing(tmp_path: Path) -> None:
+    """Fold 0 failed for every loss, fold 1 finished: the report is written (overlays from fold 1) and names the
+    missing runs; a different --data for the same study folder is refused."""
+    data = tmp_path / "data"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    out = tmp_path / "study"
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=out, losses=["dice", "focal"], num_folds=2)
+    prepare_datalist(spec)
+    runs = spec.runs()
+    for run in runs:
+        if run.fold == 1:
+            _finish_with_labels_as_predictions(spec, run)
+        else:
+            run.root.mkdir(parents=True)
+            (run.root / "failed.json").write_text('{"step": "training", "log": "train.log"}')
+    text = collect_and_report(spec, echo=lambda line: None).read_text()
+    assert "> **Note:** incomplete study: 2 of 4 runs have finished" in text
+    assert "dice/fold_0 (failed), focal/fold_0 (failed)" in text
+    assert (spec.out_dir / "overlays.png").is_file()
+    other = tmp_path / "other"
+    synthesize_kits19(other, cases=5, seed=1, shape=(16, 16, 16))
+    moved = StudySpec(dataset="kits19", data_root=other, out_dir=spec.out_dir, losses=["dice"], num_folds=2)
+    with pytest.raises(ValueError, match=r"lists the data set in .*data, not --data .*other"):
+        prepare_datalist(moved)
+    same = StudySpec(dataset="kits19", data_root=data / "data", out_dir=spec.out_dir, losses=["dice"], num_folds=2)
+    assert prepare_datalist(same) == spec.datalist_path  # the repository's data/ folder is the same data set
+
+
+def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:
+    run = Run("dice", 0, tmp_path / "run", BUNDLE, {"epochs": 2})
+    run.root.mkdir()
+    run.record_settings()
+    run.per_case_csv.parent.mkdir()
+    run.per_case_csv.write_text("case,class,dsc\na,kidney,0.5\n")
+    lines: list[str] = []
+    execute_runs([Run("dice", 0, run.root, BUNDLE, {"epochs": 3, "seed": 1})], echo=lines.append)
+    assert "made with other settings (epochs: 2 -> 3; seed: (unset) -> 1)" in lines[0]
+    lines.clear()
+    execute_runs([run], echo=lines.append)
+    assert "other settings" not in "\n".join(lines)
 
 
 def test_collect_without_finished_runs_fails_clearly(tmp_path: Path) -> None:

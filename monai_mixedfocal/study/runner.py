@@ -114,12 +114,20 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
     env.setdefault("PYTHONUNBUFFERED", "1")
     for index, run in enumerate(runs, start=1):
         tag = f"[{index}/{len(runs)}] {run.name}"
+        changes = run.settings_changes()
+        if changes:
+            echo(
+                f"{tag}: WARNING: made with other settings ({'; '.join(changes)}); kept as it is (delete {run.root} "
+                "to run it again with the current ones)"
+            )
         if run.is_finished:
             progress.done += 1
             echo(f"{tag}: finished earlier, skipped ({run.per_case_csv})")
             continue
         run.root.mkdir(parents=True, exist_ok=True)
         (run.root / FAILED_MARKER).unlink(missing_ok=True)
+        if not run.is_trained and not run.resume_checkpoint.is_file():
+            run.record_settings()  # a training from scratch: these settings are the run's
         start = time.monotonic()
 
         def report(state: tuple[int, int, int, int], tag: str = tag, start: float = start) -> None:
@@ -136,7 +144,7 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
 
         steps = [] if run.is_trained else [("training", run.train_command(), run.train_log, report)]
         steps.append(("evaluation", run.evaluate_command(), run.evaluate_log, None))
-        echo(f"{tag}: {'resuming ' if (run.root / 'checkpoints' / 'last.pt').is_file() else ''}{steps[0][0]} ...")
+        echo(f"{tag}: {'resuming ' if run.resume_checkpoint.is_file() else ''}{steps[0][0]} ...")
         for step, cmd, log, on_progress in steps:
             code = run_logged(cmd, log, on_progress, env)
             if code != 0:

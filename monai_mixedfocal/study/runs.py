@@ -10,6 +10,7 @@ the predicted label maps), plus ``train.log`` / ``evaluate.log`` and the state m
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -17,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_mixedfocal.utils import atomic_write_bytes
+
 #: name of the per-case metrics CSV that ``configs/evaluate.json`` writes into the run's ``eval/`` folder
 PER_CASE_CSV = "per_case_metrics.csv"
 #: marker written by the runner when the training command has finished successfully
 TRAINED_MARKER = "trained.ok"
 #: marker written by the runner when a command of the run has failed (removed when the run is retried)
 FAILED_MARKER = "failed.json"
+#: the run's settings (bundle, loss, fold, overrides) recorded when its training starts from scratch
+SETTINGS_FILE = "settings.json"
 
 BUNDLE_NAMES: dict[str, str] = {
     "kits19": "kits19_mixedfocal_segmentation",
@@ -82,6 +87,11 @@ class Run:
         return self.root / "evaluate.log"
 
     @property
+    def resume_checkpoint(self) -> Path:
+        """The checkpoint the bundle writes after every epoch and resumes an interrupted training from."""
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
     def is_finished(self) -> bool:
         """Evaluated: the per-case metrics exist (also true for a run done elsewhere, e.g. as a cluster job)."""
         return self.per_case_csv.is_file()
@@ -94,6 +104,45 @@ class Run:
     @property
     def has_failed(self) -> bool:
         return (self.root / FAILED_MARKER).is_file()
+
+    @property
+    def failure_log(self) -> Path | None:
+        """The log of the command that failed (from ``failed.json``), or ``None``."""
+        try:
+            log = json.loads((self.root / FAILED_MARKER).read_text(encoding="utf-8")).get("log")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return Path(log) if isinstance(log, str) else None
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """What the run's result depends on besides the code: the bundle, loss, fold and overrides, as text."""
+        return {
+            "bundle_dir": str(self.bundle_dir),
+            "loss": self.loss,
+            "fold": str(self.fold),
+            **{key: format_override(value) for key, value in self.overrides.items()},
+        }
+
+    def settings_changes(self) -> list[str]:
+        """How :attr:`settings` differ from those recorded when the run's training started (``settings.json``):
+        ``"key: recorded -> now"`` lines; empty when they agree or nothing was recorded (a run made elsewhere)."""
+        try:
+            recorded = json.loads((self.root / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(recorded, dict):
+            return []
+        now = self.settings
+        return [
+            f"{key}: {recorded.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
+            for key in sorted(set(recorded) | set(now))
+            if recorded.get(key) != now.get(key)
+        ]
+
+    def record_settings(self) -> None:
+        """Write :attr:`settings` to ``settings.json`` (when a training starts from scratch)."""
+        atomic_write_bytes(self.root / SETTINGS_FILE, json.dumps(self.settings, indent=2).encode())
 
     def _command(self, config_files: Sequence[str], run_id: str) -> list[str]:
         configs = self.bundle_dir / "configs"

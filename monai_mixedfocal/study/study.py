@@ -9,6 +9,7 @@ and Table 2, CSV, LaTeX and PNG figures) into the output folder.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,13 @@ def prepare_datalist(spec: StudySpec) -> Path:
                 f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
                 f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
             )
+        recorded = spec.datalist_path.parent / content.get("dataset_root", ".")
+        if _data_set_folder(spec.dataset, recorded) != _data_set_folder(spec.dataset, spec.data_root):
+            raise ValueError(
+                f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
+                "finished runs were trained on that data. Use another --out folder for this data set (or the same "
+                "--data to resume)."
+            )
         return spec.datalist_path
     kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
     datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
@@ -130,11 +138,23 @@ def prepare_datalist(spec: StudySpec) -> Path:
     return spec.datalist_path
 
 
+def _data_set_folder(dataset: str, root: Path) -> Path:
+    """The data set's folder as a datalist records it (a KiTS19 repository and its ``data/`` folder are one)."""
+    root = root.resolve()
+    is_data_folder = dataset == "kits19" and root.name == "data" and not (root / "data").is_dir()
+    return root.parent if is_data_folder else root
+
+
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
-    """One validation case of the first fold evaluated by every loss, with each loss's segmentation slice."""
+    """One validation case evaluated by every finished loss of the fold with the most finished runs (the first such
+    fold), with each loss's segmentation slice; ``None`` when no run has finished or none saved its predictions."""
+    finished = [run for run in runs if run.is_finished]
+    if not finished:
+        return None
+    counts = Counter(run.fold for run in finished)
+    fold = max(counts, key=lambda k: (counts[k], -k))
+    fold_runs = [run for run in finished if run.fold == fold]
     content = read_datalist(spec.datalist_path)
-    fold = runs[0].fold
-    fold_runs = [r for r in runs if r.fold == fold and r.is_finished]
     base = spec.datalist_path.parent / content.get("dataset_root", ".")
     for item in content["training"]:
         if item.get("fold") != fold:
@@ -152,6 +172,7 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(spec.out_dir / "per_case.csv", table.to_csv(index=False).encode())
     overlay = _overlay_case(spec, runs)
+    missing = [run for run in runs if not run.is_finished]
     report = write_report(
         table,
         spec.out_dir,
@@ -160,10 +181,21 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         overlay_case=overlay[0] if overlay else None,
         class_names=_CLASS_NAMES[spec.dataset],
         title=f"Loss study on {spec.dataset}: {len(set(table['method']))} losses, {table['fold'].nunique()} fold(s)",
+        notes=[_partial_note(runs, missing)] if missing else (),
     )
-    finished = sum(run.is_finished for run in runs)
+    finished = len(runs) - len(missing)
     echo(f"report: {report} ({finished}/{len(runs)} runs, {table['case'].nunique()} cases)")
     return report
+
+
+def _partial_note(runs: Sequence[Run], missing: Sequence[Run]) -> str:
+    """The report's warning that some runs of the study have not finished."""
+    states = [f"{run.name} ({'failed' if run.has_failed else 'not finished'})" for run in missing]
+    return (
+        f"incomplete study: {len(runs) - len(missing)} of {len(runs)} runs have finished; missing: "
+        f"{', '.join(states)}. "
+        "The losses are compared on different cases until every run has finished (see the number of cases used)."
+    )
 
 
 def run_study(spec: StudySpec, echo: Callable[[str], None] = print) -> tuple[StudyProgress, Path | None]:
@@ -178,7 +210,7 @@ def run_study(spec: StudySpec, echo: Callable[[str], None] = print) -> tuple[Stu
     echo(f"study: {len(spec.losses)} loss(es) x {folds} fold(s) = {len(runs)} runs in {spec.out_dir}")
     progress = execute_runs(runs, echo=echo)
     for run in progress.failed:
-        echo(f"FAILED: {run.name} (log: {run.root})")
+        echo(f"FAILED: {run.name} (log: {run.failure_log or run.root})")
     if not any(run.is_finished for run in runs):
         return progress, None
     return progress, collect_and_report(spec, echo=echo)
