@@ -216,13 +216,14 @@ def markdown_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, escape
     Args:
         cells: the table; the index becomes the first column (its name the header).
         best: optional boolean DataFrame of the same shape; True cells are set in bold.
-        escape: escape Markdown characters (``|``, ``*``, ``_``) so that significance marks print as asterisks; use
+        escape: escape Markdown characters (``|``, ``*``, ``_``, ``<``, ``>``) so that significance marks print as
+            asterisks and a name such as ``<loss>`` is not read as an HTML tag; use
             False for plain terminal output.
 
     Returns:
         The table text, ending with a newline.
     """
-    esc: Callable[[str], str] = (lambda s: re.sub(r"([|*_\\])", r"\\\1", str(s))) if escape else str
+    esc: Callable[[str], str] = (lambda s: re.sub(r"([|*_\\<>])", r"\\\1", str(s))) if escape else str
     header = [esc(cells.index.name or ""), *(esc(c) for c in cells.columns)]
     body = []
     for i, (name, row) in enumerate(cells.iterrows()):
@@ -246,6 +247,9 @@ _LATEX_SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
     "±": r"$\pm$",
     "−": r"$-$",
     "×": r"$\times$",

@@ -208,6 +208,34 @@ def test_class_weighted_loss_sets_alpha(include_background):
         ClassWeightedLoss(get_loss("focal", **common), [1.0, 2.0])(x, labels)
 
 
+def test_class_weighted_deep_supervision_updates_once_per_step():
+    """ClassWeightedLoss around MONAI's DeepSupervisionLoss: a list of outputs, one update from the full label."""
+    from monai.losses import DeepSupervisionLoss
+
+    labels = torch.randint(0, 3, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0)).float()
+    outputs = [torch.randn(2, 3, 8 // 2**k, 8 // 2**k, requires_grad=True) for k in range(3)]
+    loss = ClassWeightedLoss(DeepSupervisionLoss(get_loss("mixed_focal", softmax=True, to_onehot_y=True)), "running")
+    value = loss(outputs, labels)
+    value.backward()
+    assert torch.isfinite(value) and all(torch.isfinite(out.grad).all() for out in outputs)
+    assert loss.class_weights.num_updates == 1
+    alone = RunningClassWeights()
+    alone.update(labels, num_classes=3)
+    assert torch.equal(loss.class_weights.weights(), alone.weights())
+    with pytest.raises(TypeError, match="a tensor or a list of tensors"):
+        loss("not a tensor", labels)
+
+
+def test_running_weights_from_a_metatensor_target_are_plain_tensors():
+    """MONAI loaders give MetaTensor labels: their metadata must not travel into the weights or the loss value."""
+    from monai.data import MetaTensor
+
+    labels = MetaTensor(torch.randint(0, 3, (2, 1, 4, 4)), meta={"filename_or_obj": "case.nii.gz"})
+    loss = SigmoidFocalLoss(class_weights="running", to_onehot_y=True)
+    value = loss(torch.randn(2, 3, 4, 4), labels)
+    assert type(loss.class_weights.frequency) is torch.Tensor and type(value) is torch.Tensor
+
+
 def test_ignite_logger_and_bundle_config(caplog):
     config = {
         "loss": {

@@ -137,7 +137,9 @@ def test_markdown_and_latex_escaping() -> None:
         r"a\_b \& 50\% $\pm$ \$x\textasciicircum{}2\$ \{\}\#\textasciitilde{}\textbackslash{}"
     )
     tex = report.latex_table(cells, best, caption="c_1", label="tab:x")
-    assert r"\textbf{0.01* (+)}" in tex and r"m\&2 & x|y \\" in tex and r"\caption{c\_1}" in tex
+    assert r"\textbf{0.01* (+)}" in tex and r"m\&2 & x\textbar{}y \\" in tex and r"\caption{c\_1}" in tex
+    assert report.markdown_table(pd.DataFrame({"x": ["<loss>"]})).splitlines()[2] == "| 0 | \\<loss\\> |"
+    assert report.latex_escape("<a>") == r"\textless{}a\textgreater{}"
     assert tex.count(r"\begin{tabular}{lc}") == 1 and r"\bottomrule" in tex
 
 

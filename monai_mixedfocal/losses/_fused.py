@@ -1072,8 +1072,9 @@ def checked_loss(
         explain()  # raises the input's error, where that is what went wrong
     if not bool(finite):
         raise FloatingPointError(
-            "the loss is not finite although the input is. With smooth_dr=0, a class with neither target nor "
-            "predicted voxels makes a Dice / Tversky index 0/0: use smooth_dr > 0 (the default is 1e-6). Otherwise "
-            "please report this with the input that triggers it."
+            "the loss is not finite although the input is. Known causes: smooth_dr=0, where a class with neither "
+            "target nor predicted voxels makes a Dice / Tversky index 0/0 (use smooth_dr > 0, the default is 1e-6); "
+            "logits so far apart that their differences overflow the input's dtype (above 3e38 in float32). "
+            "Otherwise please report this with the input that triggers it."
         )
     return loss

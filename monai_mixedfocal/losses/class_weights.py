@@ -137,6 +137,8 @@ def count_label_voxels(label_files: Sequence[str | os.PathLike], num_classes: in
 
 def _target_counts(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Voxel count of each class in a batch target: indices ``[B, 1, *spatial]`` or one-hot ``[B, C, *spatial]``."""
+    if type(target) is not torch.Tensor:  # e.g. MONAI's MetaTensor: no batch metadata travels into the weights
+        target = target.as_subclass(torch.Tensor)
     with torch.no_grad():
         if (target.shape[1] == num_classes and num_classes > 1) or num_classes == 1:
             return target.detach().double().transpose(0, 1).reshape(target.shape[1], -1).sum(1).cpu()
@@ -537,9 +539,14 @@ class ClassWeightedLoss(ClassWeightsState, _Loss):
     background weight is dropped. Running weights are updated only in training mode with gradients enabled
     (validation under ``torch.no_grad`` does not change them).
 
+    With deep supervision wrap the deep-supervision loss, ``ClassWeightedLoss(DeepSupervisionLoss(loss), ...)``:
+    the weights are then updated once per step from the full-resolution target. The other order,
+    ``DeepSupervisionLoss(ClassWeightedLoss(loss, ...))``, updates running weights once per output level, from the
+    down-sampled targets too (with 3 levels a momentum of 0.9 acts like 0.9 ** 3 per step).
+
     Args:
         loss: a loss containing at least one :class:`~monai_mixedfocal.losses.CategoricalFocalLoss` (itself,
-            :class:`~monai_mixedfocal.losses.MixedFocalLoss`, ...).
+            :class:`~monai_mixedfocal.losses.MixedFocalLoss`, ``DeepSupervisionLoss`` around one, ...).
         class_weights: see :func:`make_class_weights`.
         class_weight_options: the provider's keyword arguments.
 
@@ -570,9 +577,19 @@ class ClassWeightedLoss(ClassWeightsState, _Loss):
         self._base_alpha = [m.alpha for m in self._targets]
         self.class_weights = make_class_weights(class_weights, class_weight_options)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Update the weights (training), set ``alpha`` on the focal parts, and return ``loss(input, target)``."""
-        num_channels = input.shape[1]
+    def forward(self, input: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """Update the weights (training), set ``alpha`` on the focal parts, and return ``loss(input, target)``.
+
+        Args:
+            input: the network output ``[B, C, *spatial]``, or the list of outputs of a deep-supervision loss (e.g.
+                ``ClassWeightedLoss(monai.losses.DeepSupervisionLoss(loss), ...)``); the weights are updated once per
+                step, from ``target``.
+            target: the target the wrapped loss takes.
+        """
+        first = input[0] if isinstance(input, (list, tuple)) and input else input
+        if not isinstance(first, torch.Tensor):
+            raise TypeError(f"ClassWeightedLoss expects a tensor or a list of tensors; got {type(input).__name__}.")
+        num_channels = first.shape[1]
         if self.class_weights is not None and _is_training_step(self):
             self.class_weights.update(target, num_channels)
         values = None if self.class_weights is None else self.class_weights.weights()
