@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from monai_mixedfocal.bundle import ResumeCheckpoint
+from monai_mixedfocal.bundle import ResumeCheckpoint, check_evaluation_split, check_resume, run_settings
 
 # the validation loss after each epoch: epoch 2 is the best; after an interruption at epoch 3, epoch 4 is worse
 VAL_LOSSES = [0.5, 0.3, 0.4, 0.45, 0.35]
@@ -21,7 +21,14 @@ VAL_LOSSES = [0.5, 0.3, 0.4, 0.45, 0.35]
 class _Run:
     """A small real training loop: a linear model whose weights record the epoch, a validator, the best saver."""
 
-    def __init__(self, ckpt_dir: Path, max_epochs: int, stop_after: int | None = None, resume: bool = True) -> None:
+    def __init__(
+        self,
+        ckpt_dir: Path,
+        max_epochs: int,
+        stop_after: int | None = None,
+        resume: bool = True,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.model = torch.nn.Linear(2, 1)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.1)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, patience=0)
@@ -64,6 +71,7 @@ class _Run:
             ckpt_dir / "last.pt",
             {"model": self.model, "optimizer": self.optimizer, "lr_scheduler": self.scheduler, "best": self.saver},
             resume=resume,
+            run_settings=settings,
         )
         self.handler.attach(self.trainer)
         if stop_after is not None:
@@ -137,3 +145,31 @@ def test_written_atomically(tmp_path: Path) -> None:
     _Run(tmp_path, max_epochs=2).run()
     names: Sequence[str] = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["last.pt", "model.pt"]  # no temporary file left behind
+
+
+def test_another_run_never_resumes_an_interrupted_one(tmp_path: Path) -> None:
+    """Runs started in one folder: another fold or loss is refused (at start and by the handler), the same resumes."""
+    fold0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {"softmax": True})
+    fold1 = run_settings("/data/kits19", None, 1, 5, 0, "mixed_focal", {"softmax": True})
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=fold0).run()
+    recorded = (tmp_path / "last.json").read_text()
+    assert '"fold": "0"' in recorded and '"epoch": 2' in recorded and '"max_epochs": 4' in recorded
+    with pytest.raises(ValueError, match=r"another run, interrupted after epoch 2 of 4 \(fold: '0' -> '1'; loss"):
+        check_resume(tmp_path / "last.pt", True, fold1, epochs=4)
+    with pytest.raises(ValueError, match="--resume False"):
+        _Run(tmp_path, max_epochs=4, settings=fold1).run()
+    check_resume(tmp_path / "last.pt", False, fold1, epochs=4)  # starting over is allowed
+    check_resume(tmp_path / "last.pt", True, fold0, epochs=4)
+    again = _Run(tmp_path, max_epochs=4, settings=fold0)
+    again.run()
+    assert again.epochs_run == [3, 4]  # resumed, same settings
+    check_resume(tmp_path / "last.pt", True, fold1, epochs=4)  # a finished run holds nothing to resume
+
+
+def test_evaluation_on_another_fold_of_the_same_data_is_refused(tmp_path: Path) -> None:
+    _Run(tmp_path, max_epochs=1, settings=run_settings("/data/kits19", None, 2, 5, 0, "dice")).run()
+    with pytest.raises(ValueError, match=r"another split \(fold: '2' -> '0'.*Pass the training's --fold"):
+        check_evaluation_split(tmp_path / "last.pt", run_settings("/data/kits19", None, 0, 5, 0, "dice"))
+    check_evaluation_split(tmp_path / "last.pt", run_settings("/data/kits19", None, 2, 5, 0, "focal"))
+    check_evaluation_split(tmp_path / "last.pt", run_settings("/data/external", None, 0, 5, 0, "dice"))  # other data
+    check_evaluation_split(tmp_path / "none.pt", run_settings("/data/kits19", None, 0, 5, 0, "dice"))  # no record

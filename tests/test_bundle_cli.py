@@ -9,6 +9,7 @@ space, a resumed run after an interruption, two CPU processes (torchrun, gloo), 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -88,7 +89,11 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     assert last["trainer"]["iteration"] == 9 and last["trainer"]["max_epochs"] == 3
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "eval").iterdir())  # TensorBoard
 
-    run_bundle(KITS, [*EVALUATE, *cli_args({**values, "save_predictions": True})])
+    # evaluating another fold of the same data would score the model on its training cases: refused at start
+    refused = run_bundle(KITS, [*EVALUATE, *cli_args({**values, "fold": 1})], check=False)
+    assert refused.returncode != 0 and "trained on the same data with another split" in refused.stderr
+    assert not (tmp_path / "eval" / "per_case_metrics.csv").exists()
+    run_bundle(KITS, [*EVALUATE, *cli_args({**values, "save_predictions": "true"})])  # lowercase, as fire passes it
     table = pd.read_csv(tmp_path / "eval" / "per_case_metrics.csv")
     val_cases = sorted(c["case"] for c in _split(values)[1])
     assert sorted(table["case"].unique()) == val_cases
@@ -126,8 +131,10 @@ def test_brats20_with_a_target_loss(tmp_path: Path) -> None:
     data = make_data("brats20", tmp_path / "data", cases=6)
     values = overrides("brats20", dataset_dir=str(data), bundle_root=str(tmp_path / "run"))
     loss = {"_target_": "monai.losses.DiceCELoss", "softmax": True, "to_onehot_y": True}
-    out = run_bundle(BRATS, [*TRAIN, *cli_args({**values, "loss": loss, "epochs": 1, "iterations_per_epoch": 2})])
+    train = {**values, "loss": loss, "epochs": 1, "iterations_per_epoch": 2, "keep_freed_memory": "false"}
+    out = run_bundle(BRATS, [*TRAIN, *cli_args(train)])
     assert "'loss': 'DiceCELoss'" in out.stdout + out.stderr
+    assert "glibc keeps freed blocks" not in out.stdout + out.stderr  # "false" as fire passes it is off
     run_bundle(BRATS, [*EVALUATE, *cli_args(values)])
     table = pd.read_csv(tmp_path / "run" / "eval" / "per_case_metrics.csv")
     assert len(table) == 2 and set(table["class"]) == {"enhancing tumor"}  # 2 validation cases of 6 in 3 folds
@@ -167,6 +174,17 @@ def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
     epochs = sorted({int(e) for e, _ in VAL_LOSS.findall(out.stdout)})
     assert epochs == list(range(done + 1, 5))  # only the missing epochs ran
     assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 8
+    # another fold in the same folder never resumes an interrupted run (the finished one is marked interrupted
+    # after epoch 1 here); --resume false (lowercase) starts over
+    record = json.loads(last.with_suffix(".json").read_text())
+    last.with_suffix(".json").write_text(json.dumps({**record, "epoch": 1}))
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["trainer"]["iteration"] = 2
+    torch.save(checkpoint, last)
+    other = run_bundle(KITS, [*TRAIN, *cli_args({**values, "fold": 1})], check=False)
+    assert other.returncode != 0 and "holds another run, interrupted after epoch 1 of 4" in other.stderr
+    again = run_bundle(KITS, [*TRAIN, *cli_args({**values, "fold": 1, "resume": "false", "epochs": 1})])
+    assert "resumed from" not in again.stdout + again.stderr
 
 
 def _torchrun_training(data: Path, root: Path, processes: int, env: dict[str, str]) -> None:

@@ -21,7 +21,14 @@ from monai.handlers import IgniteMetricHandler, from_engine
 from monai.losses import DiceCELoss
 from monai.transforms import AsDiscreted, Compose
 
-from monai_mixedfocal.bundle import PerCaseMetricsWriter, build_loss, find_images, load_split, protect_key
+from monai_mixedfocal.bundle import (
+    PerCaseMetricsWriter,
+    build_loss,
+    find_images,
+    load_split,
+    prediction_root,
+    protect_key,
+)
 from monai_mixedfocal.data import (
     DataError,
     brats20_datalist,
@@ -127,6 +134,16 @@ def test_a_saved_brats20_datalist_never_trains_on_another_segmentations_masks(tm
     with pytest.warns(UserWarning, match="rebuilt"):
         train, val = load_split("brats20", data, fold=1, datalist=path, num_folds=2)
     assert masks_match(train + val)
+
+
+def test_predictions_are_saved_inside_the_output_folder(tmp_path: Path) -> None:
+    """SaveImaged mirrors the folders below prediction_root: dataset_dir when it holds the images, else their root."""
+    items = [{"image": str(tmp_path / "kits19" / "data" / f"case_0000{k}" / "imaging.nii.gz")} for k in (1, 3)]
+    assert prediction_root(items, tmp_path / "kits19") == str(tmp_path / "kits19")
+    assert prediction_root(items, "/workspace/data/kits19") == str(tmp_path / "kits19" / "data")  # a bundle default
+    assert prediction_root(items[:1]) == str(tmp_path / "kits19" / "data")  # one case keeps its case folder
+    with pytest.raises(ValueError, match="no 'image' path"):
+        prediction_root([{"label": "x"}])
 
 
 def test_find_images(kits_root: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import BUNDLES
+from bundle_utils import BUNDLES, make_data
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
@@ -199,6 +199,8 @@ def test_evaluate_config_checks_the_original_label(name: str, values: tuple[int,
     parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     parser.read_meta(str(configs / "metadata.json"))
     parser["bundle_root"] = str(tmp_path)
+    parser["dataset_dir"] = str(make_data(name, tmp_path / "data", cases=3))  # SaveImaged mirrors the split's folders
+    parser["num_folds"] = 3
     post = parser.get_parsed_content("validate#postprocessing")
     names = [type(t).__name__ for t in post.transforms]
     position = names.index("CheckLabelValuesd")

@@ -7,6 +7,8 @@
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
+- :func:`run_settings`, :func:`check_evaluation_split`: a run's data split and loss, recorded beside ``last.pt``, so
+  that another run never resumes it and an evaluation never scores a model on its own training cases.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
 - :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
 
@@ -18,7 +20,15 @@ from __future__ import annotations
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
-from monai_mixedfocal.bundle.startup import DATA_SOURCES, build_loss, check_training_setup, find_images, load_split
+from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
+from monai_mixedfocal.bundle.startup import (
+    DATA_SOURCES,
+    build_loss,
+    check_training_setup,
+    find_images,
+    load_split,
+    prediction_root,
+)
 from monai_mixedfocal.bundle.transforms import protect_key
 from monai_mixedfocal.bundle.validation import FinalValidationHandler
 
@@ -28,9 +38,13 @@ __all__ = [
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
+    "check_evaluation_split",
+    "check_resume",
     "check_training_setup",
     "find_images",
     "keep_freed_memory",
     "load_split",
+    "prediction_root",
     "protect_key",
+    "run_settings",
 ]

@@ -21,6 +21,7 @@ its first epoch: MONAI Label trains the same bundle folder again and again, each
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointSaver
 
+from monai_mixedfocal.bundle.run_settings import read_run_settings, refuse_another_run, run_settings_file
 from monai_mixedfocal.data.io import atomic_write_bytes
 
 __all__ = ["ResumeCheckpoint"]
@@ -76,6 +78,9 @@ class ResumeCheckpoint:
             so that ``CheckpointLoader(load_dict={"model": net})`` and MONAI Label can also read this file.
         resume: load ``path`` at start when it holds an unfinished run.
         map_location: passed to ``torch.load``.
+        run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written beside
+            the checkpoint (``last.json``) at every save. An interrupted run recorded with other settings (another
+            fold, loss or data set started in the same ``bundle_root``) is not resumed: loading raises instead.
 
     Raises:
         ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``).
@@ -93,6 +98,7 @@ class ResumeCheckpoint:
         save_dict: Mapping[str, Any],
         resume: bool = True,
         map_location: str | torch.device | None = "cpu",
+        run_settings: Mapping[str, Any] | None = None,
     ) -> None:
         objects = {str(k): v for k, v in dict(save_dict).items() if v is not None}
         if not objects:
@@ -104,6 +110,7 @@ class ResumeCheckpoint:
         self.save_dict = objects
         self.resume = bool(resume)
         self.map_location = map_location
+        self.run_settings = None if run_settings is None else {str(k): str(v) for k, v in run_settings.items()}
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -126,13 +133,18 @@ class ResumeCheckpoint:
         buffer = io.BytesIO()
         torch.save({key: obj.state_dict() for key, obj in self._objects(engine).items()}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
+        if self.run_settings is not None:
+            state = engine.state
+            record = {"run_settings": self.run_settings, "epoch": state.epoch, "max_epochs": state.max_epochs}
+            atomic_write_bytes(run_settings_file(self.path), json.dumps(record, indent=2).encode())
         self.logger.info(f"saved the resume checkpoint {self.path} (epoch {engine.state.epoch})")
 
     def load(self, engine: Engine) -> None:
         """Resume from the checkpoint if it exists, holds an interrupted run and epochs are left to train.
 
         Raises:
-            ValueError: the file is not a checkpoint written by this handler.
+            ValueError: the file is not a checkpoint written by this handler, or it holds an interrupted run recorded
+                with other ``run_settings``.
         """
         if not self.resume or not self.path.is_file():
             return
@@ -156,6 +168,9 @@ class ResumeCheckpoint:
                 "run, which overwrites it after its first epoch."
             )
             return
+        recorded = read_run_settings(self.path)
+        if recorded is not None and self.run_settings is not None:
+            refuse_another_run(self.path, recorded, self.run_settings, done, planned)
         Checkpoint.load_objects(to_load=objects, checkpoint=checkpoint)
         engine.state.max_epochs = max_epochs
         self.logger.info(f"resumed from {self.path} at epoch {done} of {max_epochs}")

@@ -22,7 +22,7 @@ from monai_mixedfocal.data.datalist import datalist_to_json
 from monai_mixedfocal.data.io import is_nifti, read_nifti_header
 from monai_mixedfocal.losses import get_loss, loss_class
 
-__all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split"]
+__all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split", "prediction_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,40 @@ def _split_under_a_root(
             return train, val
         tried.append(f"{'the dataset_root recorded in it' if root is None else str(root)} (no {missing})")
     raise DataError(f"the files of the datalist are under none of the roots tried: {'; '.join(tried)}")
+
+
+def prediction_root(
+    items: Sequence[dict[str, Any]], dataset_dir: str | os.PathLike | None = None, key: str = "image"
+) -> str:
+    """The folder that saved predictions mirror (``SaveImaged(data_root_dir=...)``), so that they land inside
+    ``output_dir`` whichever root a ``--datalist`` was resolved under.
+
+    ``dataset_dir`` when every image lies under it (predictions then mirror the data set's layout, as inference's do,
+    e.g. ``<output_dir>/data/case_00001/imaging_seg.nii.gz``); otherwise the common folder of the cases' folders, e.g.
+    KiTS19's ``data/`` or BraTS20's ``MICCAI_BraTS2020_TrainingData`` (``<output_dir>/case_00001/...``). Relative to a
+    folder that does not hold the images, ``SaveImaged`` would write outside ``output_dir``.
+
+    Args:
+        items: datalist entries with absolute paths (as :func:`load_split` returns them).
+        dataset_dir: the run's ``--dataset_dir``.
+        key: the image key; a list of files uses its first.
+
+    Raises:
+        ValueError: no item has an image path.
+    """
+    images = []
+    for item in items:
+        value = item.get(key)
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, (str, os.PathLike)):
+            images.append(os.path.abspath(value))
+    if not images:
+        raise ValueError(f"no {key!r} path in the {len(items)} data item(s) to save predictions for.")
+    if dataset_dir not in (None, ""):
+        root = os.path.abspath(os.fspath(dataset_dir))  # type: ignore[arg-type]
+        if all(os.path.commonpath([root, image]) == root for image in images):
+            return root
+    return os.path.commonpath([os.path.dirname(os.path.dirname(image)) for image in images])
 
 
 def _files_of(item: dict[str, Any]) -> list[str]:

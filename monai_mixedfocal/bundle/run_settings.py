@@ -1,0 +1,148 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""What identifies a training run of a bundle: its data split and its loss, recorded beside its resume checkpoint.
+
+Two runs started in the same ``bundle_root`` share ``checkpoints/last.pt`` and ``models/model.pt``. The settings
+recorded with ``last.pt`` (``checkpoints/last.json``) let a run refuse to resume another run's interrupted training
+(:class:`~monai_mixedfocal.bundle.ResumeCheckpoint`), and let an evaluation refuse to score a model on another fold of
+the same data, which would include the cases it was trained on (:func:`check_evaluation_split`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SPLIT_KEYS",
+    "check_evaluation_split",
+    "check_resume",
+    "read_run_settings",
+    "refuse_another_run",
+    "run_settings",
+    "run_settings_file",
+    "settings_differences",
+]
+
+#: the settings that choose a run's training and validation cases
+SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "fold_seed")
+
+
+def run_settings(
+    dataset_dir: str | os.PathLike | None,
+    datalist: str | os.PathLike | None,
+    fold: int,
+    num_folds: int,
+    fold_seed: int,
+    loss: Any,
+    loss_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """A run's identity as text: absolute data paths, the split and the loss (a name, or the loss object's ``str``).
+
+    Example:
+        >>> run_settings("/data/kits19", None, 0, 5, 0, "dice")["fold"]
+        '0'
+    """
+
+    def path(value: str | os.PathLike | None) -> str:
+        return "" if value in (None, "") else os.path.abspath(os.path.expanduser(os.fspath(value)))
+
+    return {
+        "dataset_dir": path(dataset_dir),
+        "datalist": path(datalist),
+        "fold": str(fold),
+        "num_folds": str(num_folds),
+        "fold_seed": str(fold_seed),
+        "loss": str(loss),
+        "loss_kwargs": json.dumps(dict(loss_kwargs or {}), sort_keys=True, default=str),
+    }
+
+
+def run_settings_file(checkpoint: str | os.PathLike) -> Path:
+    """The settings file recorded beside a resume checkpoint: ``last.pt`` -> ``last.json``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def read_run_settings(checkpoint: str | os.PathLike) -> dict[str, str] | None:
+    """The settings recorded beside ``checkpoint``, or ``None`` when there are none (or they cannot be read)."""
+    try:
+        content = json.loads(run_settings_file(checkpoint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    settings = content.get("run_settings") if isinstance(content, dict) else None
+    return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else None
+
+
+def settings_differences(recorded: Mapping[str, str], current: Mapping[str, str], keys: tuple[str, ...]) -> list[str]:
+    """``"key: recorded -> current"`` for each of ``keys`` that differs."""
+    changed = [key for key in keys if recorded.get(key) != current.get(key)]
+    return [f"{key}: {recorded.get(key, '')!r} -> {current.get(key, '')!r}" for key in changed]
+
+
+def refuse_another_run(
+    checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str], done: int, planned: int
+) -> None:
+    """Raise when the interrupted run of ``checkpoint`` (epoch ``done`` of ``planned``) was recorded with other
+    settings than the run about to resume it.
+
+    Raises:
+        ValueError: the settings differ; the message names them and the ways out.
+    """
+    changed = settings_differences(recorded, current, tuple(current))
+    if changed:
+        raise ValueError(
+            f"{checkpoint} holds another run, interrupted after epoch {done} of {planned} ({'; '.join(changed)}). "
+            "Resume it with its own settings, use another --bundle_root for this run, or start over here with "
+            "--resume False (which overwrites that checkpoint)."
+        )
+
+
+def check_resume(checkpoint: str | os.PathLike, resume: bool, settings: Mapping[str, str], epochs: int) -> None:
+    """At start, before any data is cached: refuse to resume another run's interrupted training (see
+    :func:`refuse_another_run`). Only the settings file beside ``checkpoint`` is read; without one nothing is checked.
+
+    Args:
+        checkpoint: the resume checkpoint (``checkpoints/last.pt``).
+        resume: whether the run resumes an interrupted training.
+        settings: this run's :func:`run_settings`.
+        epochs: this run's number of epochs (a checkpoint at or beyond it is not resumed).
+    """
+    if not resume or not Path(checkpoint).is_file():
+        return
+    try:
+        content = json.loads(run_settings_file(checkpoint).read_text(encoding="utf-8"))
+        done, planned = int(content["epoch"]), int(content["max_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    recorded = read_run_settings(checkpoint)
+    if recorded is not None and done < min(planned, int(epochs)):
+        refuse_another_run(checkpoint, recorded, settings, done, planned)
+
+
+def check_evaluation_split(checkpoint: str | os.PathLike, settings: Mapping[str, str]) -> None:
+    """Refuse to evaluate the model of a run on another fold of the data it was trained on.
+
+    The training run's settings are read from beside its resume checkpoint. When the evaluation uses the same data
+    set and datalist but another fold, fold count or fold seed, its validation cases include training cases of the
+    model. Another data set (e.g. an external test set) and a model without recorded settings are evaluated as asked.
+
+    Args:
+        checkpoint: the training run's resume checkpoint (``checkpoints/last.pt``).
+        settings: the evaluation's :func:`run_settings`.
+
+    Raises:
+        ValueError: the same data with another split; the message names the options to repeat.
+    """
+    recorded = read_run_settings(checkpoint)
+    if recorded is None or any(recorded.get(k) != settings.get(k) for k in ("dataset_dir", "datalist")):
+        return
+    changed = settings_differences(recorded, settings, SPLIT_KEYS)
+    if changed:
+        raise ValueError(
+            f"the model in this bundle_root was trained on the same data with another split ({'; '.join(changed)}, "
+            f"recorded in {run_settings_file(checkpoint)}): this evaluation would score it on cases it was trained "
+            "on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
+        )
