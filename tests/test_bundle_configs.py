@@ -13,6 +13,7 @@ import torch
 from bundle_utils import BUNDLES, SCHEMA, make_data, overrides
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
+from monai_mixedfocal.bundle import run_settings
 from monai_mixedfocal.losses import LOSS_NAMES
 
 CONFIGS = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
@@ -157,6 +158,24 @@ def test_bad_start_fails_in_initialize(dataset: tuple[str, Path], tmp_path: Path
     for text in expected:
         assert text in message, message
     assert not (tmp_path / "run").exists()  # nothing cached, trained or written
+
+
+def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
+    dataset: tuple[str, Path], tmp_path: Path
+) -> None:
+    """last.json of an interrupted run with another loss: a training here stops in initialize (nothing cached), an
+    evaluation (which trains nothing) of the same split goes on."""
+    name, root = dataset
+    values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    recorded = run_settings(root, None, 0, values["num_folds"], 0, "dice", {"softmax": True, "to_onehot_y": True})
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"an interrupted run")
+    record = {"run_settings": recorded, "epoch": 1, "max_epochs": 4}
+    (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
+    with pytest.raises(Exception) as info:
+        _workflow(name, ["train.json"], "train", **values, epochs=4).initialize()
+    assert "holds another run, interrupted after epoch 1 of 4 (loss: 'dice' -> 'mixed_focal')" in _message(info.value)
+    _workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
