@@ -164,3 +164,10 @@ def test_missing_or_empty_root(tmp_path: Path) -> None:
         brats20_datalist(tmp_path / "missing")
     with pytest.raises(DataError, match="no BraTS20_Training_XXX folders"):
         brats20_datalist(tmp_path)
+
+
+def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path, tmp_path: Path) -> None:
+    parent = _case_dir(copy_root, 1).parent
+    (parent / "BraTS20_Training_009").symlink_to(tmp_path / "nowhere")  # a broken link, e.g. a moved case folder
+    with pytest.raises(DataError, match="BraTS20_Training_009: a case entry that is not a folder"):
+        brats20_datalist(copy_root, labels_dir=tmp_path / "masks")

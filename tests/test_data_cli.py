@@ -56,16 +56,25 @@ def test_folds_are_protected_and_brats_masks_go_beside_the_json(
     printed = capsys.readouterr().out
     assert "BraTS20: 3 cases kept, 1 excluded" in printed and "BraTS20_Training_002" in printed
     first = out.read_bytes()
-    masks = sorted(p.name for p in (tmp_path / "runs" / "labels_et").iterdir())
+    masks = sorted(p.name for p in (tmp_path / "runs" / "brats20_labels_et").iterdir())  # one folder per datalist
     assert masks == [f"BraTS20_Training_00{i}_et.nii.gz" for i in range(1, 5)]
-    assert all(item["label"].startswith("../runs/labels_et/") for item in json.loads(first)["training"])
+    assert all(item["label"].startswith("../runs/brats20_labels_et/") for item in json.loads(first)["training"])
     assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3"]) == 0
-    assert out.read_bytes() == first  # same seed: same folds
+    assert out.read_bytes() == first and "unchanged" in capsys.readouterr().out  # same seed: same folds
     assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3", "--seed", "1"]) == 2
-    assert "exists with different cases or folds" in capsys.readouterr().err
+    assert "exists with other content (seed: 0 -> 1;" in capsys.readouterr().err
     assert out.read_bytes() == first
     assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "3", "--seed", "1", "--force"]) == 0
     assert json.loads(out.read_text())["seed"] == 1
     assert main(["datalist", "brats20", str(root), "--out", str(out), "--folds", "9", "--force"]) == 2
     assert "cannot assign 9 folds" in capsys.readouterr().err
+    # another data set with the same case names: refused before a mask of this datalist is rewritten
+    other = tmp_path / "other"
+    assert main(["synthesize", "brats20", str(other), "--cases", "4", "--seed", "5", *small]) == 0
+    masks_before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "brats20_labels_et").iterdir()}
+    assert main(["datalist", "brats20", str(other), "--out", str(out), "--folds", "3"]) == 2
+    assert f"exists for the data set in {root.resolve()}, not {other}" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "brats20_labels_et").iterdir()} == masks_before
+    assert main(["synthesize", "brats20", str(tmp_path / "b"), "--case-ids", "1", "1000", *small]) == 2
+    assert "case ids must lie in 1..999" in capsys.readouterr().err
     assert main(["synthesize", "kits19", str(tmp_path / "k"), "--cases", "0"]) == 2

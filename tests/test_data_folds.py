@@ -125,7 +125,7 @@ def test_write_is_atomic_and_protects_existing_folds(kits_datalist: Datalist, tm
     mtime = path.stat().st_mtime_ns
     write_datalist(path, kits_datalist, seed=0, overwrite=False)  # identical: left untouched
     assert path.stat().st_mtime_ns == mtime
-    with pytest.raises(DataError, match="exists with different cases or folds"):
+    with pytest.raises(DataError, match=r"exists with other content \(seed: 0 -> 1; 7 case\(s\) in another fold\)"):
         write_datalist(path, kits_datalist, seed=1, overwrite=False)
     too_few = Datalist(cases=kits_datalist.cases[:2], base_dir=kits_datalist.base_dir, source="kits19")
     with pytest.raises(DataError, match="cannot assign 5 folds"):

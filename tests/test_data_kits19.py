@@ -72,6 +72,22 @@ def test_missing_root_and_empty_root(tmp_path: Path) -> None:
         kits19_datalist(tmp_path)
 
 
+def test_a_labelled_case_without_segmentation_is_an_error_not_a_test_case(copy_root: Path) -> None:
+    """Cases 0-209 have a segmentation: a missing one is an incomplete download, never an "unlabelled test case"."""
+    label = copy_root / "data" / "case_00001" / "segmentation.nii.gz"
+    label.rename(label.with_name("segmentation.nii"))
+    with pytest.raises(DataError, match=r"case_00001: labelled case .* without segmentation.nii.gz; found \['segm"):
+        kits19_datalist(copy_root)
+    (copy_root / "data" / "case_00015" / "segmentation.nii.gz").unlink()  # excluded anyway: no error for it
+    kits19_datalist(copy_root, exclude=(1, 15))
+
+
+def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path) -> None:
+    (copy_root / "data" / "case_00011").symlink_to(copy_root / "nowhere")  # a broken link
+    with pytest.raises(DataError, match="case_00011: a case entry that is not a folder"):
+        kits19_datalist(copy_root)
+
+
 def test_case_folder_without_image(copy_root: Path) -> None:
     (copy_root / "data" / "case_00001" / "imaging.nii.gz").unlink()
     with pytest.raises(DataError, match=r"case_00001.*without imaging\.nii\.gz"):

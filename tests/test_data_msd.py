@@ -70,3 +70,10 @@ def test_bad_input(tmp_path: Path) -> None:
     (root / "dataset.json").write_text(json.dumps({**content, "training": []}))
     with pytest.raises(DataError, match="non-empty 'training' list"):
         msd_datalist(root)
+
+
+def test_case_id_strips_the_nifti_suffix_in_any_case() -> None:
+    from monai_mixedfocal.data.msd import _case_id
+
+    assert _case_id("./imagesTr/hippocampus_004.NII.GZ") == "hippocampus_004"
+    assert _case_id(["imagesTr/BRATS_001.nii.gz", "imagesTr/BRATS_001_t2.nii.gz"]) == "BRATS_001"

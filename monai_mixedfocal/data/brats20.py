@@ -65,14 +65,18 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
     """The ``BraTS20_Training_XXX`` folders under ``root`` (searched up to three levels deep), sorted by name.
 
     Raises:
-        DataError: the root is missing, holds no case folder, or holds the same case twice.
+        DataError: the root is missing, holds no case folder, holds the same case twice, or a ``BraTS20_Training_XXX``
+            entry that is not a folder (a broken link or a file).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: BraTS20 root does not exist or is not a folder")
     for depth in range(_MAX_DEPTH + 1):
         pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
-        found = sorted((p for p in root.glob(pattern) if p.is_dir() and _CASE_RE.match(p.name)), key=lambda p: p.name)
+        found = sorted((p for p in root.glob(pattern) if _CASE_RE.match(p.name)), key=lambda p: p.name)
+        not_folders = [p for p in found if not p.is_dir()]
+        if not_folders:
+            raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
         if found:
             names = [p.name for p in found]
             duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from monai_mixedfocal.data.brats20 import brats20_datalist
-from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, write_datalist
+from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist
 from monai_mixedfocal.data.msd import msd_datalist
@@ -53,7 +53,7 @@ def _build(args: argparse.Namespace) -> Datalist:
         exclude = () if args.keep_all else KITS19_EXCLUDED_CASES
         return kits19_datalist(args.root, exclude=exclude, validate=args.validate, check_labels=args.check_labels)
     if args.source == "brats20":
-        labels_dir = args.labels_dir or Path(args.out).parent / "labels_et"
+        labels_dir = args.labels_dir or default_labels_dir(Path(args.out))
         return brats20_datalist(
             args.root, exclude_empty=not args.keep_all, validate=args.validate, labels_dir=labels_dir
         )
@@ -79,14 +79,40 @@ def summarize(datalist: Datalist, content: dict) -> str:
     return "\n".join(lines)
 
 
+def default_labels_dir(out: Path) -> Path:
+    """Where the command writes a BraTS20 datalist's masks: ``<stem>_labels_et/`` beside the JSON, one folder per
+    datalist, so that two datalists of different data sets in one folder never share (and overwrite) masks."""
+    return out.parent / f"{out.stem}_labels_et"
+
+
+def _check_replaceable(out: Path, root: Path) -> None:
+    """Without ``--force``, refuse at once (before any BraTS20 mask is written) to replace a datalist of another
+    data set root: its masks would be rewritten from the other data set's segmentations."""
+    if not out.is_file():
+        return
+    try:
+        recorded = out.parent / read_datalist(out).get("dataset_root", ".")
+    except DataError:
+        return  # unreadable: write_datalist reports it
+    folder = root.parent if root.is_file() else root  # an MSD root may name its dataset.json
+    if recorded.resolve() != folder.resolve():
+        raise DataError(
+            f"{out}: exists for the data set in {recorded.resolve()}, not {root}; pass --force to replace it, or "
+            "write the new datalist to another --out"
+        )
+
+
 @_guarded
 def run_datalist(args: argparse.Namespace) -> int:
     """``datalist``: list the cases, assign the folds and write the JSON; prints a summary."""
-    datalist = _build(args)
     out = Path(args.out)
+    if not args.force:
+        _check_replaceable(out, Path(args.root))
+    before = out.read_bytes() if out.is_file() else None
+    datalist = _build(args)
     path = write_datalist(out, datalist, num_folds=args.folds, seed=args.seed, overwrite=args.force)
     print(summarize(datalist, datalist_to_json(datalist, out.parent, num_folds=args.folds, seed=args.seed)))
-    print(f"wrote {path}")
+    print(f"unchanged {path}" if before is not None and path.read_bytes() == before else f"wrote {path}")
     return 0
 
 
@@ -110,7 +136,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "datalist",
         help="list a data set's cases, assign seeded folds, write a load_decathlon_datalist JSON",
         description="List the labelled cases (reporting exclusions), assign seeded folds and write the datalist JSON "
-        "atomically. BraTS20 also writes binary enhancing-tumour masks (default: labels_et/ beside the JSON).",
+        "atomically. BraTS20 also writes binary enhancing-tumour masks (default: <out stem>_labels_et/ beside the "
+        "JSON).",
     )
     parser.add_argument("source", choices=("kits19", "brats20", "msd"), help="data set layout")
     parser.add_argument(
@@ -123,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-validate", dest="validate", action="store_false", help="skip the NIfTI header checks")
     parser.add_argument("--check-labels", action="store_true", help="read every label map and check its values")
     parser.add_argument("--labels-dir", type=Path, default=None, help="BraTS20: where to write the binary ET masks")
-    parser.add_argument("--force", action="store_true", help="replace an existing datalist with different folds")
+    parser.add_argument("--force", action="store_true", help="replace an existing, different datalist")
     parser.set_defaults(func=run_datalist)
 
     parser = subparsers.add_parser(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,15 @@ from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.folds import assign_folds
 from monai_mixedfocal.data.io import atomic_write_json, read_training_json
 
-__all__ = ["PATH_KEYS", "Datalist", "datalist_to_json", "read_datalist", "split_datalist", "write_datalist"]
+__all__ = [
+    "PATH_KEYS",
+    "Datalist",
+    "datalist_differences",
+    "datalist_to_json",
+    "read_datalist",
+    "split_datalist",
+    "write_datalist",
+]
 
 PATH_KEYS: tuple[str, ...] = ("image", "label", "seg")
 """Keys of a case whose values are file paths relative to the data set root."""
@@ -124,8 +132,9 @@ def write_datalist(
         datalist: the cases (from :func:`~monai_mixedfocal.data.kits19_datalist` and friends).
         num_folds: number of folds.
         seed: fold shuffling seed.
-        overwrite: if ``False``, refuse to replace an existing file whose content differs (different cases, folds or
-            seed), so a study cannot silently change its folds; an identical file is left untouched.
+        overwrite: if ``False``, refuse to replace an existing file whose content differs in anything (cases, folds,
+            seed, the recorded root, the paths; the message says what), so a study cannot silently change what its
+            runs train on; an identical file is left untouched.
 
     Returns:
         The path written.
@@ -143,10 +152,34 @@ def write_datalist(
         if existing == content:
             return path
         raise DataError(
-            f"{path}: exists with different cases or folds (seed {existing.get('seed')!r}, "
-            f"{len(existing.get('training', []))} cases); overwrite it explicitly to change the folds"
+            f"{path}: exists with other content ({'; '.join(datalist_differences(existing, content))}); replace it "
+            "explicitly (overwrite=True, --force on the command line) to change what its runs train on"
         )
     return atomic_write_json(path, content)
+
+
+def datalist_differences(existing: Mapping[str, Any], content: Mapping[str, Any]) -> list[str]:
+    """What differs between two datalist JSON contents, in words: changed top-level entries (seed, ``dataset_root``,
+    ...) and, for ``training``, the cases added, removed, moved to another fold or listed with other paths."""
+    differences = []
+    for key in dict.fromkeys([*existing, *content]):
+        if key == "training" or existing.get(key) == content.get(key):
+            continue
+        differences.append(f"{key}: {_short(existing.get(key))} -> {_short(content.get(key))}")
+    old = {str(item.get("case")): item for item in existing.get("training", []) if isinstance(item, Mapping)}
+    new = {str(item.get("case")): item for item in content.get("training", []) if isinstance(item, Mapping)}
+    both = old.keys() & new.keys()
+    moved = sum(old[case].get("fold") != new[case].get("fold") for case in both)
+    other = sum(old[case] != new[case] for case in both) - moved
+    counts = {"added": len(new.keys() - old.keys()), "removed": len(old.keys() - new.keys()), "in another fold": moved}
+    counts["listed with other paths"] = other
+    differences += [f"{n} case(s) {what}" for what, n in counts.items() if n]
+    return differences
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def read_datalist(path: str | os.PathLike) -> dict[str, Any]:

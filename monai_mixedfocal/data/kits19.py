@@ -80,8 +80,10 @@ def kits19_datalist(
         The :class:`~monai_mixedfocal.data.datalist.Datalist` (source ``"kits19"``).
 
     Raises:
-        DataError: a missing root, no case folders, a case folder without ``imaging.nii.gz``, or (with ``validate`` /
-            ``check_labels``) an unreadable, truncated or mismatched file or an undefined label value.
+        DataError: a missing root, no case folders, a ``case_XXXXX`` entry that is not a folder (a broken link), a
+            case folder without ``imaging.nii.gz``, a labelled case (0-209) without ``segmentation.nii.gz`` (an
+            incomplete download: it is not silently taken for a test case), or (with ``validate`` / ``check_labels``)
+            an unreadable, truncated or mismatched file or an undefined label value.
 
     Example:
         >>> datalist = kits19_datalist("kits19")  # doctest: +SKIP
@@ -94,7 +96,10 @@ def kits19_datalist(
         excluded_ids = {kits19_case_id(case) for case in exclude}
     except ValueError as err:
         raise DataError(f"{root}: bad exclusion list: {err}") from err
-    case_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and _CASE_RE.match(p.name))
+    case_dirs = sorted(p for p in data_dir.iterdir() if _CASE_RE.match(p.name))
+    not_folders = [p for p in case_dirs if not p.is_dir()]
+    if not_folders:
+        raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
     if not case_dirs:
         raise DataError(f"{data_dir}: no case_XXXXX folders (expected the kits19 repository or its data/ folder)")
     datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))
@@ -105,11 +110,17 @@ def kits19_datalist(
                 f"{case_dir}: case folder without {IMAGE_NAME} (for the kits19 repository, download the images "
                 "with its get_imaging script first)"
             )
-        if not label.is_file():
-            datalist.exclude(case_dir.name, f"no {LABEL_NAME} (unlabelled test case)")
-            continue
         if case_dir.name in excluded_ids:
             datalist.exclude(case_dir.name, _exclusion_reason(case_dir.name))
+            continue
+        if not label.is_file():
+            if int(case_dir.name[len("case_") :]) < KITS19_LABELLED_CASES:
+                others = sorted(p.name for p in case_dir.iterdir() if p.name.lower().startswith("segmentation"))
+                raise DataError(
+                    f"{case_dir}: labelled case (KiTS19 cases 0-{KITS19_LABELLED_CASES - 1} have one) without "
+                    f"{LABEL_NAME}" + (f"; found {others}" if others else "") + ": the download may be incomplete"
+                )
+            datalist.exclude(case_dir.name, f"no {LABEL_NAME} (unlabelled test case)")
             continue
         if validate or check_labels:
             _, label_image = check_pair(image, label, ndim=3)

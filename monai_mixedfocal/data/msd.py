@@ -21,7 +21,7 @@ from monai_mixedfocal.data.io import check_label_values, check_pair, is_nifti, l
 
 __all__ = ["msd_datalist"]
 
-_SUFFIX_RE = re.compile(r"(\.nii\.gz|\.nii|\.[A-Za-z0-9]+)$")
+_SUFFIX_RE = re.compile(r"(\.nii\.gz|\.nii|\.[A-Za-z0-9]+)$", re.IGNORECASE)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

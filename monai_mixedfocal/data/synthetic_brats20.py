@@ -153,7 +153,7 @@ def synthesize_brats20(
     """
     if suffix not in NIFTI_SUFFIXES:
         raise ValueError(f"suffix must be one of {NIFTI_SUFFIXES}, got {suffix!r}")
-    ids = check_cases(cases, case_ids, first=1)
+    ids = check_cases(cases, case_ids, first=1, last=999)
     folders = []
     for case in ids:
         images, seg, affine = synthetic_brats20_case(case, seed, shape, et_fraction, enhancing=case not in no_enhancing)

@@ -119,13 +119,18 @@ def check_fraction_range(name: str, value: Sequence[float], upper: float = 0.01)
     return low, high
 
 
-def check_cases(cases: int, case_ids: Sequence[int] | None, first: int) -> list[int]:
-    """The case ids to generate: ``case_ids`` if given, else ``first .. first + cases - 1``."""
+def check_cases(cases: int, case_ids: Sequence[int] | None, first: int, last: int) -> list[int]:
+    """The case ids to generate: ``case_ids`` if given, else ``first .. first + cases - 1``; every id must fit the
+    data set's case naming, ``first .. last`` (e.g. BraTS20's three digits: an id of 1000 would name a folder that
+    the loader does not read)."""
     if case_ids is None:
         if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
             raise ValueError(f"cases must be a positive integer, got {cases!r}")
-        return list(range(first, first + int(cases)))
-    ids = [int(c) for c in case_ids]
-    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-        raise ValueError(f"case_ids must be unique non-negative integers, got {list(case_ids)}")
+        ids = list(range(first, first + int(cases)))
+    else:
+        ids = [int(c) for c in case_ids]
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(f"case_ids must be unique integers, got {list(case_ids)}")
+    if min(ids) < first or max(ids) > last:
+        raise ValueError(f"case ids must lie in {first}..{last} (the data set's naming), got {min(ids)}..{max(ids)}")
     return ids

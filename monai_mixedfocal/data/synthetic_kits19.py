@@ -213,7 +213,7 @@ def synthesize_kits19(
         >>> kits19_datalist("/tmp/kits_like").case_ids  # doctest: +SKIP
         ['case_00000', 'case_00001']
     """
-    ids = check_cases(cases, case_ids, first=0)
+    ids = check_cases(cases, case_ids, first=0, last=99999)
     folders = []
     for case in ids:
         image, label, affine = synthetic_kits19_case(case, seed, shape, spacing, tumor_fraction, spacing_jitter)
