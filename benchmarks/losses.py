@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
 from torch.nn.modules.loss import _Loss
 
@@ -39,8 +40,9 @@ from benchmarks._measure import (
     peak_extra_bytes,
     write_text,
 )
-from monai_mixedfocal.losses import LOSS_NAMES, get_loss
+from monai_mixedfocal.losses import get_loss
 from monai_mixedfocal.losses._fused import compile_unavailable_reason, use_fused_mode
+from monai_mixedfocal.losses._fused_loss import release_compiled_losses
 
 #: the paper's patches as logits shapes [B, C, *spatial]
 PATCHES: dict[str, tuple[int, ...]] = {"kits19": (2, 3, 80, 160, 160), "brats20": (2, 2, 96, 96, 96)}
@@ -58,23 +60,34 @@ DEFAULT_LOSSES = (
 _LOGITS = {"softmax": True, "to_onehot_y": True}
 
 
+class TorchCrossEntropy(_Loss):
+    """``torch.nn.functional.cross_entropy`` on class indices ``[B, 1, ...]``: the cross entropy MONAI itself uses
+    (the ``CrossEntropyLoss`` term of ``DiceCELoss``; MONAI has no cross-entropy loss of its own)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(input, target[:, 0].long())
+
+
+_TVERSKY = ("TverskyLoss(alpha=0.3, beta=0.7)", lambda: TverskyLoss(alpha=0.3, beta=0.7, **_LOGITS))
+#: our loss -> (the nearest MONAI loss's name, its factory); same inputs: logits, class indices, one-hot of the target.
+#: MONAI's DiceFocalLoss has no softmax option for its focal term: that term is a per-channel sigmoid focal loss.
+_COUNTERPARTS: dict[str, tuple[str, Callable[[], _Loss]]] = {
+    "dice": ("DiceLoss", lambda: DiceLoss(**_LOGITS)),
+    "tversky": _TVERSKY,
+    "focal_tversky": _TVERSKY,
+    "cosine_tversky": _TVERSKY,
+    "cross_entropy": ("torch CrossEntropyLoss (DiceCELoss's CE term)", TorchCrossEntropy),
+    "focal": ("FocalLoss(use_softmax)", lambda: FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True)),
+    "combo": ("DiceCELoss", lambda: DiceCELoss(**_LOGITS)),
+    "mixed_focal": ("DiceFocalLoss (sigmoid focal term)", lambda: DiceFocalLoss(**_LOGITS)),
+}
+#: the losses the benchmarks can compare (those with a MONAI counterpart)
+COMPARED_LOSSES: tuple[str, ...] = tuple(_COUNTERPARTS)
+
+
 def monai_counterpart(name: str) -> tuple[str, Callable[[], _Loss]]:
-    """The nearest MONAI loss of one of ours (same inputs: logits, class indices, softmax, one-hot of the target)."""
-    tversky = ("TverskyLoss(alpha=0.3, beta=0.7)", lambda: TverskyLoss(alpha=0.3, beta=0.7, **_LOGITS))
-    table: dict[str, tuple[str, Callable[[], _Loss]]] = {
-        "dice": ("DiceLoss", lambda: DiceLoss(**_LOGITS)),
-        "tversky": tversky,
-        "focal_tversky": tversky,
-        "cosine_tversky": tversky,
-        "cross_entropy": (
-            "FocalLoss(gamma=0, use_softmax)",
-            lambda: FocalLoss(gamma=0.0, use_softmax=True, to_onehot_y=True),
-        ),
-        "focal": ("FocalLoss(use_softmax)", lambda: FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True)),
-        "combo": ("DiceCELoss", lambda: DiceCELoss(**_LOGITS)),
-        "mixed_focal": ("DiceFocalLoss", lambda: DiceFocalLoss(**_LOGITS)),
-    }
-    return table[name]
+    """The nearest MONAI loss of one of ours (:data:`COMPARED_LOSSES`)."""
+    return _COUNTERPARTS[name]
 
 
 @dataclass
@@ -129,6 +142,7 @@ def benchmark_patch(
     generator = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(*shape, generator=generator).to(device).requires_grad_(True)
     labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=generator).to(device)
+    release_compiled_losses()  # each patch's losses get the whole-loss path, as one run of the bundle's loss does
     steps = floor_steps(x.detach())
     for name in names:
         for key, factory, mode in _variants(name):
@@ -188,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patches", nargs="+", choices=sorted(PATCHES), default=list(PATCHES))
-    parser.add_argument("--losses", nargs="+", choices=LOSS_NAMES, default=list(DEFAULT_LOSSES))
+    parser.add_argument("--losses", nargs="+", choices=COMPARED_LOSSES, default=list(DEFAULT_LOSSES))
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None, help="default: cpu (+ cuda)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per loss (median; default 5)")

@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from benchmarks._measure import synchronize
-from benchmarks.losses import PATCHES, _in_mode, _variants, loss_step
-from monai_mixedfocal.losses import LOSS_NAMES
+from benchmarks.losses import COMPARED_LOSSES, PATCHES, _in_mode, _variants, loss_step
 
 
 def profile_steps(step: Callable[[], None], device: torch.device, steps: int, rows: int) -> str:
@@ -47,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--losses", nargs="+", choices=LOSS_NAMES, default=["mixed_focal"])
+    parser.add_argument("--losses", nargs="+", choices=COMPARED_LOSSES, default=["mixed_focal"])
     parser.add_argument("--shape", type=int, nargs="+", default=list(PATCHES["kits19"]), help="logits [B, C, ...]")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
     parser.add_argument("--rows", type=int, default=15, help="rows of each table (default 15)")

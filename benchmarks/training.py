@@ -5,7 +5,7 @@
 Run from the repository root::
 
     python -m benchmarks.training                                   # the bundle's network and patch, every loss
-    python -m benchmarks.training --patch-size 96 96 48 --features 16 32 64 128 256 16 --iterations 3  # a small CPU
+    python -m benchmarks.training --patch-size 112 112 56 --features 8 16 32 64 128 8 --iterations 3  # a small CPU
     python -m benchmarks.training --losses mixed_focal dice --markdown results/bench_training.md
 
 The network, optimizer, patch size, batch size, loss arguments and mixed precision come from
@@ -32,9 +32,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from benchmarks._measure import add_allocator_option, apply_allocator_option, interleaved_times, write_text
-from benchmarks.losses import DEFAULT_LOSSES, loss_step, monai_counterpart
+from benchmarks.losses import COMPARED_LOSSES, DEFAULT_LOSSES, loss_step, monai_counterpart
 from monai_mixedfocal.bundle import build_loss
-from monai_mixedfocal.losses import LOSS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "kits19_mixedfocal_segmentation"
@@ -115,7 +114,7 @@ def training_step(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--losses", nargs="+", choices=LOSS_NAMES, default=list(DEFAULT_LOSSES))
+    parser.add_argument("--losses", nargs="+", choices=COMPARED_LOSSES, default=list(DEFAULT_LOSSES))
     parser.add_argument("--no-monai", action="store_true", help="do not time the MONAI counterparts")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU (default 2)")

@@ -1,3 +1,5 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
 """The host's cost per loss call, the GPU's bound at small kernels: the whole loss compiled against its statistics.
 
 Where the fused kernels are compiled, a scalar loss runs as one compiled call forward and one backward
@@ -32,8 +34,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from benchmarks._measure import add_allocator_option, apply_allocator_option, interleaved_times, synchronize
-from benchmarks.losses import _LOGITS, PATCHES, loss_step, monai_counterpart
-from monai_mixedfocal.losses import LOSS_NAMES, _fused_loss, get_loss
+from benchmarks.losses import _LOGITS, COMPARED_LOSSES, PATCHES, loss_step, monai_counterpart
+from monai_mixedfocal.losses import _fused_loss, get_loss
 from monai_mixedfocal.losses._fused import use_fused_mode
 
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--losses", nargs="+", choices=LOSS_NAMES, default=["dice", "combo", "mixed_focal"])
+    parser.add_argument("--losses", nargs="+", choices=COMPARED_LOSSES, default=["dice", "combo", "mixed_focal"])
     parser.add_argument("--shape", type=int, nargs="+", default=list(PATCHES["kits19"]), help="logits [B, C, ...]")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per variant (median; default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
@@ -73,13 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=generator).to(device)
     steps: dict[str, Callable[[], None]] = {}
     cap = _fused_loss.MAX_COMPILED_LOSSES
+    _fused_loss.release_compiled_losses()
     with use_fused_mode("compile"):  # the compiled kernels at any size (the point is the host's cost per call)
         try:
             for name in args.losses:
                 steps[f"{name}/whole"] = loss_step(get_loss(name, **_LOGITS), x, labels)
                 steps[f"{name}/whole"]()  # compiles this instance's whole loss (the registry holds it)
-            if len(_fused_loss._compiled_losses) < len(args.losses):
-                parser.error("no room left for more compiled losses in this process")
+            compiled = len(_fused_loss._compiled_losses)
+            if compiled < len(args.losses):
+                parser.error(
+                    f"{len(args.losses) - compiled} of the losses did not compile whole (at most "
+                    f"{cap} per process, and only on the fused path: see the log)"
+                )
             # no room for more instances: the losses made from here on take the statistics path
             _fused_loss.MAX_COMPILED_LOSSES = len(_fused_loss._compiled_losses)
             for name in args.losses:

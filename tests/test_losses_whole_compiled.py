@@ -126,6 +126,8 @@ def test_reduction_none_and_the_cap_use_the_statistics(uncompiled: None, monkeyp
     assert _whole_node(_check("dice", "softmax-labels", {})) is not None
     assert _whole_node(_check("mixed_focal", "softmax-labels", {})) is None
     assert len(_fused_loss._compiled_losses) == 1
+    assert _fused_loss.release_compiled_losses() == 1 and not _fused_loss._compiled_losses
+    assert _whole_node(_check("mixed_focal", "softmax-labels", {})) is not None  # room again after the release
 
 
 @pytest.mark.parametrize("at_backward", [False, True])

@@ -44,7 +44,7 @@ from monai_mixedfocal.losses._fused import (
     fused_inputs,
 )
 
-__all__ = ["MAX_COMPILED_LOSSES", "fused_loss"]
+__all__ = ["MAX_COMPILED_LOSSES", "fused_loss", "release_compiled_losses"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -168,6 +168,17 @@ class _FusedLossFunction(torch.autograd.Function):
 
 _compiled_losses: dict[tuple, tuple[_Tail, _CompiledKernels]] = {}
 _lock = threading.Lock()
+
+
+def release_compiled_losses() -> int:
+    """Forget every loss instance compiled whole (they may then be garbage-collected), so that the next
+    :data:`MAX_COMPILED_LOSSES` instances get the whole-loss path again. For benchmarks and long-lived processes that
+    go through many losses (e.g. every loss on one patch size, then every loss on another); returns how many were held.
+    """
+    with _lock:
+        count = len(_compiled_losses)
+        _compiled_losses.clear()
+    return count
 
 
 def _compiled_loss(value: LossValue, spec: KernelSpec, kept: slice, spatial_dims: int) -> tuple | None:
