@@ -66,14 +66,23 @@ def run_settings_file(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def read_run_settings(checkpoint: str | os.PathLike) -> dict[str, str] | None:
-    """The settings recorded beside ``checkpoint``, or ``None`` when there are none (or they cannot be read)."""
+def _read_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object recorded beside ``checkpoint`` (``{}`` when there is none or it cannot be read)."""
     try:
         content = json.loads(run_settings_file(checkpoint).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    settings = content.get("run_settings") if isinstance(content, dict) else None
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _settings_of(record: Mapping[str, Any]) -> dict[str, str] | None:
+    settings = record.get("run_settings")
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else None
+
+
+def read_run_settings(checkpoint: str | os.PathLike) -> dict[str, str] | None:
+    """The settings recorded beside ``checkpoint``, or ``None`` when there are none (or they cannot be read)."""
+    return _settings_of(_read_record(checkpoint))
 
 
 def settings_differences(recorded: Mapping[str, str], current: Mapping[str, str], keys: tuple[str, ...]) -> list[str]:
@@ -112,12 +121,12 @@ def check_resume(checkpoint: str | os.PathLike, resume: bool, settings: Mapping[
     """
     if not resume or not Path(checkpoint).is_file():
         return
+    record = _read_record(checkpoint)  # one read of the file for the epochs and the settings
     try:
-        content = json.loads(run_settings_file(checkpoint).read_text(encoding="utf-8"))
-        done, planned = int(content["epoch"]), int(content["max_epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
+        done, planned = int(record["epoch"]), int(record["max_epochs"])
+    except (KeyError, ValueError, TypeError):
         return
-    recorded = read_run_settings(checkpoint)
+    recorded = _settings_of(record)
     if recorded is not None and done < min(planned, int(epochs)):
         refuse_another_run(checkpoint, recorded, settings, done, planned)
 

@@ -47,7 +47,6 @@ __all__ = [
     "refresh_et_masks",
 ]
 
-
 BRATS20_LABEL_VALUES: tuple[int, ...] = (0, 1, 2, 4)
 """Label values of a BraTS20 segmentation: background, necrotic core, oedema, enhancing tumour."""
 BRATS20_ET_LABEL = 4
