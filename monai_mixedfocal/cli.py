@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "monai_mixedfocal.data.cli",
     "monai_mixedfocal.stats_cli",
     "monai_mixedfocal.study",
+    "monai_mixedfocal.shipped_bundles",
 )
 
 

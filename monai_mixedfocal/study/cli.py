@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only-folds", type=int, nargs="+", default=None, help="run only these validation folds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
     parser.add_argument("--out", default=None, help="the study folder (default results/ or results/demo)")
-    parser.add_argument("--bundle", default=None, help="the bundle folder (default: this repository's)")
+    parser.add_argument("--bundle", default=None, help="the bundle folder (default: the package's own)")
     parser.add_argument(
         "--override",
         "-O",

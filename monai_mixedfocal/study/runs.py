@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_mixedfocal.shipped_bundles import BUNDLE_NAMES, bundle_dir
 from monai_mixedfocal.utils import atomic_write_bytes
 
 #: name of the per-case metrics CSV that ``configs/evaluate.json`` writes into the run's ``eval/`` folder
@@ -29,17 +30,12 @@ FAILED_MARKER = "failed.json"
 #: the run's settings (bundle, loss, fold, overrides) recorded when its training starts from scratch
 SETTINGS_FILE = "settings.json"
 
-BUNDLE_NAMES: dict[str, str] = {
-    "kits19": "kits19_mixedfocal_segmentation",
-    "brats20": "brats20_mixedfocal_segmentation",
-}
-
 
 def default_bundle_dir(dataset: str) -> Path:
-    """The bundle of ``dataset`` shipped with this repository (``bundles/<dataset>_mixedfocal_segmentation``)."""
+    """The bundle of ``dataset`` shipped with the package (``bundles/<dataset>_mixedfocal_segmentation``)."""
     if dataset not in BUNDLE_NAMES:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(BUNDLE_NAMES)}.")
-    return Path(__file__).resolve().parents[2] / "bundles" / BUNDLE_NAMES[dataset]
+    return bundle_dir(dataset)
 
 
 def format_override(value: Any) -> str:

@@ -65,7 +65,7 @@ class StudySpec:
         num_folds: folds of the cross-validation.
         folds: the validation folds to run (default: all).
         seed: seed of the fold assignment.
-        bundle_dir: the bundle (default: this repository's bundle of ``dataset``).
+        bundle_dir: the bundle (default: the shipped one of ``dataset``, see :mod:`~monai_mixedfocal.shipped_bundles`).
         overrides: bundle overrides for every run (e.g. ``{"epochs": 100}``).
         test: ``"ranksum"`` (the paper's) or ``"signedrank"``.
     """
