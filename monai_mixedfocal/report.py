@@ -607,7 +607,7 @@ def write_report(
     md += ["### Number of cases used (non-missing values)", "", markdown_table(counts), ""]
     tex = [latex_table(cells, best, caption=f"{title}: mean ± {_pct(confidence)} CI", label="tab:summary")]
     used: set[str] = set()
-    p_kind = "unadjusted" if correction == "none" else "adjusted"
+    p_kind = stats.p_value_kind(correction)
     if df["method"].nunique() < 2:
         md += ["(No Table 2: the pairwise tests need at least two methods.)", ""]
     for cls in pd.unique(pairs["class"]):

@@ -192,6 +192,12 @@ def significance_mark(p: float) -> str:
     return ""
 
 
+def p_value_kind(correction: str) -> str:
+    """How the tables name the p-values of a correction: ``"unadjusted"`` for ``"none"``, else e.g.
+    ``"holm-adjusted"``."""
+    return "unadjusted" if correction == "none" else f"{correction}-adjusted"
+
+
 def load_per_case(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a per-case CSV file (see :func:`validate_per_case`).
 

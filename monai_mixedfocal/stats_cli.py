@@ -115,8 +115,8 @@ def _print_tables(
     print("Cases used (non-missing values):")
     print(report.markdown_table(counts, escape=False))
     label = report.METRIC_LABELS.get(test_metric, test_metric)
+    kind = stats.p_value_kind(args.correction)
     for cls in dict.fromkeys(pairs["class"]):
-        kind = "unadjusted" if args.correction == "none" else f"{args.correction}-adjusted"
         print(f"Table 2 ({cls}): {kind} p-values, {args.test} test on {label}, row vs column")
         print(
             report.markdown_table(report.pairwise_matrix(pairs, cls, list(dict.fromkeys(df["method"]))), escape=False)

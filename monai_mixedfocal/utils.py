@@ -1,12 +1,14 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""Small helpers shared by the package: atomic file writes (nothing is ever half-written)."""
+"""Small helpers shared by the package: atomic file writes (nothing is ever half-written) and the wording of what
+changed between recorded and current settings."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +45,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented UTF-8 JSON (with a final newline) atomically; see :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def changed_entries(
+    recorded: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str] | None = None, width: int = 60
+) -> list[str]:
+    """``"key: recorded -> current"`` for each of ``keys`` (default: the keys of both, in order) whose values differ.
+
+    Values are shown as Python literals (``'0' -> '1'``), shortened to ``width`` characters; a missing one as
+    ``(unset)``.
+    """
+
+    def shown(mapping: Mapping[str, Any], key: str) -> str:
+        if key not in mapping:
+            return "(unset)"
+        text = repr(mapping[key])
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    keys = dict.fromkeys([*recorded, *current] if keys is None else keys)
+    changed = [key for key in keys if (key in recorded, recorded.get(key)) != (key in current, current.get(key))]
+    return [f"{key}: {shown(recorded, key)} -> {shown(current, key)}" for key in changed]

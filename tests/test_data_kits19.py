@@ -13,6 +13,7 @@ import pytest
 
 from monai_mixedfocal.data import KITS19_EXCLUDED_CASES, DataError, kits19_datalist, synthesize_kits19
 from monai_mixedfocal.data.io import save_nifti
+from monai_mixedfocal.data.kits19 import kits19_repository
 
 SHAPE = (16, 32, 32)
 
@@ -137,3 +138,11 @@ def test_undefined_label_value_with_check_labels(copy_root: Path) -> None:
     assert len(kits19_datalist(copy_root).cases) == 3  # headers only by default
     with pytest.raises(DataError, match=r"case_00000/segmentation\.nii\.gz: label value\(s\) 3 not defined for KiTS19"):
         kits19_datalist(copy_root, check_labels=True)
+
+
+def test_kits19_repository_of_the_repository_or_its_data_folder(tmp_path: Path) -> None:
+    (tmp_path / "kits19" / "data" / "case_00000").mkdir(parents=True)
+    assert kits19_repository(tmp_path / "kits19") == tmp_path / "kits19"
+    assert kits19_repository(tmp_path / "kits19" / "data") == tmp_path / "kits19"
+    (tmp_path / "data" / "data").mkdir(parents=True)  # a repository that happens to be called data
+    assert kits19_repository(tmp_path / "data") == tmp_path / "data"

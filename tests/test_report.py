@@ -159,7 +159,8 @@ def test_write_report_files(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# T\n")
     assert "Wilcoxon rank-sum" in text and "Student-t" in text and "'holm'" in text
-    assert "| Method" in text and "| mixed\\_focal" in text and "## Table 2 (tumour & cyst)" in text
+    assert "| Method" in text and "| mixed\\_focal" in text
+    assert "## Table 2 (tumour & cyst): holm-adjusted p-values" in text
     assert "8 cases, 2 folds, 3 methods" in text and "mIoU" in text
     summary = pd.read_csv(out / "summary.csv")
     pd.testing.assert_frame_equal(summary, stats.summary_table(df), check_dtype=False)

@@ -175,7 +175,7 @@ def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:
     run.per_case_csv.write_text("case,class,dsc\na,kidney,0.5\n")
     lines: list[str] = []
     execute_runs([Run("dice", 0, run.root, BUNDLE, {"epochs": 3, "seed": 1})], echo=lines.append)
-    assert "made with other settings (epochs: 2 -> 3; seed: (unset) -> 1)" in lines[0]
+    assert "made with other settings (epochs: '2' -> '3'; seed: (unset) -> '1')" in lines[0]
     lines.clear()
     execute_runs([run], echo=lines.append)
     assert "other settings" not in "\n".join(lines)

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_mixedfocal.utils import changed_entries
+
 __all__ = [
     "SPLIT_KEYS",
     "check_evaluation_split",
@@ -24,7 +26,6 @@ __all__ = [
     "refuse_another_run",
     "run_settings",
     "run_settings_file",
-    "settings_differences",
 ]
 
 #: the settings that choose a run's training and validation cases
@@ -85,12 +86,6 @@ def read_run_settings(checkpoint: str | os.PathLike) -> dict[str, str] | None:
     return _settings_of(_read_record(checkpoint))
 
 
-def settings_differences(recorded: Mapping[str, str], current: Mapping[str, str], keys: tuple[str, ...]) -> list[str]:
-    """``"key: recorded -> current"`` for each of ``keys`` that differs."""
-    changed = [key for key in keys if recorded.get(key) != current.get(key)]
-    return [f"{key}: {recorded.get(key, '')!r} -> {current.get(key, '')!r}" for key in changed]
-
-
 def refuse_another_run(
     checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str], done: int, planned: int
 ) -> None:
@@ -100,7 +95,7 @@ def refuse_another_run(
     Raises:
         ValueError: the settings differ; the message names them and the ways out.
     """
-    changed = settings_differences(recorded, current, tuple(current))
+    changed = changed_entries(recorded, current, tuple(current))
     if changed:
         raise ValueError(
             f"{checkpoint} holds another run, interrupted after epoch {done} of {planned} ({'; '.join(changed)}). "
@@ -148,7 +143,7 @@ def check_evaluation_split(checkpoint: str | os.PathLike, settings: Mapping[str,
     recorded = read_run_settings(checkpoint)
     if recorded is None or any(recorded.get(k) != settings.get(k) for k in ("dataset_dir", "datalist")):
         return
-    changed = settings_differences(recorded, settings, SPLIT_KEYS)
+    changed = changed_entries(recorded, settings, SPLIT_KEYS)
     if changed:
         raise ValueError(
             f"the model in this bundle_root was trained on the same data with another split ({'; '.join(changed)}, "

@@ -20,6 +20,7 @@ import torch
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json
 from monai_mixedfocal.data.io import is_nifti, read_nifti_header
+from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
 
 __all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split", "prediction_root"]
@@ -148,8 +149,8 @@ def _split_under_a_root(
     roots: list[Path | None] = []
     if dataset_dir is not None:
         roots.append(dataset_dir)
-        if source == "kits19" and dataset_dir.name == "data":
-            roots.append(dataset_dir.parent)  # the datalist's paths start with data/ (written from the repository)
+        if source == "kits19" and kits19_repository(dataset_dir) != dataset_dir:
+            roots.append(kits19_repository(dataset_dir))  # the datalist's paths start with data/
     roots.append(None)  # the dataset_root recorded in the JSON
     tried = []
     for root in roots:

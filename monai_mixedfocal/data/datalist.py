@@ -27,6 +27,7 @@ from typing import Any
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.folds import assign_folds
 from monai_mixedfocal.data.io import atomic_write_json, read_training_json
+from monai_mixedfocal.utils import changed_entries
 
 __all__ = [
     "PATH_KEYS",
@@ -161,11 +162,7 @@ def write_datalist(
 def datalist_differences(existing: Mapping[str, Any], content: Mapping[str, Any]) -> list[str]:
     """What differs between two datalist JSON contents, in words: changed top-level entries (seed, ``dataset_root``,
     ...) and, for ``training``, the cases added, removed, moved to another fold or listed with other paths."""
-    differences = []
-    for key in dict.fromkeys([*existing, *content]):
-        if key == "training" or existing.get(key) == content.get(key):
-            continue
-        differences.append(f"{key}: {_short(existing.get(key))} -> {_short(content.get(key))}")
+    differences = changed_entries(existing, content, [key for key in [*existing, *content] if key != "training"])
     old = {str(item.get("case")): item for item in existing.get("training", []) if isinstance(item, Mapping)}
     new = {str(item.get("case")): item for item in content.get("training", []) if isinstance(item, Mapping)}
     both = old.keys() & new.keys()
@@ -175,11 +172,6 @@ def datalist_differences(existing: Mapping[str, Any], content: Mapping[str, Any]
     counts["listed with other paths"] = other
     differences += [f"{n} case(s) {what}" for what, n in counts.items() if n]
     return differences
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def read_datalist(path: str | os.PathLike) -> dict[str, Any]:

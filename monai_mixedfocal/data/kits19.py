@@ -61,6 +61,13 @@ def _data_dir(root: Path) -> Path:
     return root / "data" if (root / "data").is_dir() else root
 
 
+def kits19_repository(root: str | os.PathLike) -> Path:
+    """The KiTS19 repository folder of ``root``, given as the repository or as its ``data/`` folder (the two name one
+    data set; a datalist written from the repository lists ``data/case_XXXXX/...`` paths)."""
+    root = Path(root)
+    return root.parent if root.name == "data" and not (root / "data").is_dir() else root
+
+
 def kits19_datalist(
     root: str | os.PathLike,
     exclude: Iterable[int | str] = KITS19_EXCLUDED_CASES,

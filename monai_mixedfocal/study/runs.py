@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_mixedfocal.shipped_bundles import BUNDLE_NAMES, bundle_dir
-from monai_mixedfocal.utils import atomic_write_bytes
+from monai_mixedfocal.utils import atomic_write_bytes, changed_entries
 
 #: name of the per-case metrics CSV that ``configs/evaluate.json`` writes into the run's ``eval/`` folder
 PER_CASE_CSV = "per_case_metrics.csv"
@@ -129,12 +129,7 @@ class Run:
             return []
         if not isinstance(recorded, dict):
             return []
-        now = self.settings
-        return [
-            f"{key}: {recorded.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
-            for key in sorted(set(recorded) | set(now))
-            if recorded.get(key) != now.get(key)
-        ]
+        return changed_entries(recorded, self.settings)
 
     def record_settings(self) -> None:
         """Write :attr:`settings` to ``settings.json`` (when a training starts from scratch)."""

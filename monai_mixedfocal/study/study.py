@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
+from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
@@ -141,8 +142,7 @@ def prepare_datalist(spec: StudySpec) -> Path:
 def _data_set_folder(dataset: str, root: Path) -> Path:
     """The data set's folder as a datalist records it (a KiTS19 repository and its ``data/`` folder are one)."""
     root = root.resolve()
-    is_data_folder = dataset == "kits19" and root.name == "data" and not (root / "data").is_dir()
-    return root.parent if is_data_folder else root
+    return kits19_repository(root) if dataset == "kits19" else root
 
 
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
