@@ -36,6 +36,7 @@ from loss_reference import (
 from monai.losses import DiceLoss, TverskyLoss
 
 import monai_mixedfocal.losses as mfl
+from monai_mixedfocal.losses._fused import use_fused_mode
 
 TOL = 1e-6
 MODES = ("softmax", "sigmoid", "prob", "other_act")
@@ -226,6 +227,26 @@ def test_perfect_prediction(variant: tuple[str, dict[str, Any]], as_logits: bool
         got, expected = evaluate(name, kwargs, x, labels)
         assert np.isfinite(as_array(got)).all()
         np.testing.assert_allclose(as_array(got), expected, rtol=TOL, atol=TOL, err_msg=f"C={n_channels}")
+
+
+@pytest.mark.parametrize("fused", ["off", "eager"])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("focal_tversky", {"gamma": 3.0}), ("cosine_tversky", {"gamma": 0.3}), ("mixed_focal", {"gamma_tversky": 3.0})],
+    ids=["focal_tversky-exponent-1/3", "cosine_tversky-gamma-0.3", "mixed_focal-exponent-1/3"],
+)
+def test_near_perfect_prediction_with_a_fractional_power(name: str, kwargs: dict[str, Any], fused: str) -> None:
+    """A fractional power of a base near 0 is exact: a floor of 1e-12 on the base once shifted it by 1e-12 ** exponent
+    (1e-4 for the exponent 1/3), far above float64 rounding; its gradient stays finite."""
+    labels = make_labels(2, 3, SPATIAL_SHAPES[2])
+    x = (120.0 * labels_to_onehot(labels, 3) - 60.0).requires_grad_(True)
+    kwargs = {**kwargs, "softmax": True, "to_onehot_y": True}
+    with use_fused_mode(fused):
+        got = build_loss(name, kwargs)(x, labels)
+    (grad,) = torch.autograd.grad(got, x)
+    expected = reference(name, x.detach(), labels, **kwargs)
+    assert abs(float(got) - float(expected)) < 1e-12, (float(got), float(expected))
+    assert torch.isfinite(grad).all()
 
 
 def test_clip_is_applied_to_probabilities() -> None:

@@ -9,6 +9,7 @@ the package or ``torch.nn.Module.__call__``.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from monai_mixedfocal.losses import (
     FocalTverskyLoss,
     MixedFocalLoss,
     ModifiedDiceLoss,
+    Poly1Loss,
     SigmoidFocalLoss,
+    UnifiedFocalLoss,
     get_loss,
 )
 from monai_mixedfocal.losses._fused import use_fused_mode
@@ -192,6 +195,20 @@ RANGE_CASES: list[tuple[Callable[[], _Loss], str]] = [
     # smoothing terms must be non-negative
     *[(partial(cls, smooth_nr=-1e-5), "smooth_nr") for cls in ALL_CLASSES],
     *[(partial(cls, smooth_dr=-1e-5), "smooth_dr") for cls in ALL_CLASSES],
+    # every number must be finite (an infinite gamma gave a finite loss with an all-NaN gradient)
+    (partial(CategoricalFocalLoss, gamma=math.inf), "gamma"),
+    (partial(CategoricalFocalLoss, alpha=math.inf), "alpha"),
+    (partial(CosineTverskyLoss, gamma=math.inf), "gamma"),
+    (partial(FocalTverskyLoss, gamma=math.nan), "gamma"),
+    (partial(MixedFocalLoss, gamma_focal=math.inf), "gamma_focal"),
+    (partial(MixedFocalLoss, gamma_tversky=math.inf), "gamma_tversky"),
+    (partial(ModifiedDiceLoss, smooth_dr=math.inf), "smooth_dr"),
+    (partial(ComboLoss, smooth_nr=math.nan), "smooth_nr"),
+    (partial(SigmoidFocalLoss, gamma=math.inf), "gamma"),
+    (partial(SigmoidFocalLoss, gamma_neg=math.inf), "gamma_neg"),
+    (partial(SigmoidFocalLoss, poly_epsilon=math.inf), "poly_epsilon"),
+    (partial(Poly1Loss, gamma=math.inf), "gamma"),
+    (partial(Poly1Loss, epsilon=math.nan), "epsilon"),
 ]
 
 
@@ -209,6 +226,15 @@ def test_parameter_out_of_range(factory: Callable[[], _Loss], name: str) -> None
     with pytest.raises(ValueError, match=re.escape(name)) as info:
         factory()
     assert str(value) in str(info.value), f"the message should show the value received: {info.value}"
+
+
+@pytest.mark.parametrize("cls", [FocalTverskyLoss, CosineTverskyLoss, MixedFocalLoss, UnifiedFocalLoss])
+def test_smoothing_that_lets_the_tversky_index_exceed_one(cls: type[_Loss]) -> None:
+    """A power of ``1 - index`` has no real value for an index above 1 (it was silently clamped)."""
+    with pytest.raises(ValueError, match=rf"{cls.__name__} needs smooth_nr <= smooth_dr \(got 1.0 > 0.01\)"):
+        cls(smooth_nr=1.0, smooth_dr=0.01)
+    cls(smooth_nr=0.01, smooth_dr=0.01)  # equal terms: the index is at most 1
+    ModifiedDiceLoss(smooth_nr=1.0, smooth_dr=0.01)  # no power: the loss is linear in the index, as in MONAI
 
 
 @pytest.mark.parametrize(

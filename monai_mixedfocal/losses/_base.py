@@ -14,6 +14,7 @@ Reduction conventions (see ``docs/losses.md``):
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -51,10 +52,27 @@ def check_unit_interval(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must lie in [0, 1]; got {value}.")
 
 
+def check_finite(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number (not NaN or infinite)."""
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number; got {value}.")
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value > 0`` (or ``>= 0`` with ``allow_zero``)."""
+    """Raise ``ValueError`` unless ``value`` is finite and ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
+    check_finite(name, value)
     if not (value >= 0.0 if allow_zero else value > 0.0):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value}.")
+
+
+def check_index_at_most_one(loss: SegmentationLoss) -> None:
+    """Raise ``ValueError`` when ``loss.smooth_nr > loss.smooth_dr``: the Tversky index could then exceed 1, and a
+    loss that raises ``1 - index`` (or the cosine of the index) to a fractional power has no real value there."""
+    if loss.smooth_nr > loss.smooth_dr:
+        raise ValueError(
+            f"{type(loss).__name__} needs smooth_nr <= smooth_dr (got {loss.smooth_nr} > {loss.smooth_dr}): with a "
+            "larger numerator term the Tversky index exceeds 1 where a class is absent, so its power is not real."
+        )
 
 
 def alpha_weights(alpha: float | Sequence[float]) -> float | torch.Tensor:

@@ -183,7 +183,7 @@ def _focal_factor(base: torch.Tensor, gamma: float) -> torch.Tensor | None:
         return None
     if gamma == 1.0:
         return base
-    return _pow(base.clamp_min(POW_EPS), gamma)
+    return _pow(base.clamp_min(0.0), gamma)
 
 
 def _focal_factor_grad(base: torch.Tensor, gamma: float) -> torch.Tensor | None:

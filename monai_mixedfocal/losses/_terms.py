@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 # The authors' clip of probabilities before every log and before the focal Tversky loss.
 PROB_CLIP = 1e-7
-# Smallest base of a fractional power: keeps ``x ** g`` and its gradient finite at ``x = 0`` (the true limit of every
-# product it appears in is finite and this only drops terms below 1e-12).
+# Smallest base at which a power ``x ** g`` passes a gradient: below it the value is exact but the gradient is 0, which
+# keeps it finite at ``x = 0`` for exponents g < 1 (the true limit of every product it appears in is finite).
 POW_EPS = 1e-12
 
 
@@ -284,10 +284,15 @@ def tversky_index(
 
 
 def safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
-    """``base ** exponent`` for a base in ``[0, 1]``, finite in value and gradient at 0 for any exponent > 0."""
+    """``base ** exponent`` for a base in ``[0, 1]``, exact in value and with a finite gradient at 0 for any exponent
+    > 0: the gradient is 0 below :data:`POW_EPS` (where ``exponent < 1`` would make it infinite). A base rounded below 0
+    counts as 0."""
     if exponent == 1.0:
         return base
-    return base.clamp_min(POW_EPS) ** exponent
+    base = base.clamp_min(0.0)
+    # where() passes no gradient to the detached bases, so the infinite derivative of 0 ** exponent is dropped, not
+    # multiplied by 0
+    return torch.where(base >= POW_EPS, base, base.detach()) ** exponent
 
 
 def kept_channels(num_channels: int, include_background: bool) -> slice:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from monai.utils import LossReduction
 
-from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
+from monai_mixedfocal.losses._base import SegmentationLoss, check_index_at_most_one, check_positive, check_unit_interval
 from monai_mixedfocal.losses._fused import FusedStatistics
 from monai_mixedfocal.losses._terms import Prepared
 from monai_mixedfocal.losses.distribution import CategoricalFocalLoss
@@ -146,6 +146,7 @@ class MixedFocalLoss(_CompoundLoss):
         check_unit_interval("lambda_focal", lambda_focal)
         check_positive("gamma_focal", gamma_focal, allow_zero=True)
         check_positive("gamma_tversky (the exponent is 1 / gamma_tversky)", gamma_tversky)
+        check_index_at_most_one(self)
         self.lambda_focal = None if lambda_focal is None else float(lambda_focal)
         self.focal = CategoricalFocalLoss(alpha=alpha, gamma=gamma_focal, beta=beta, **kwargs)
         self.focal_tversky = FocalTverskyLoss(delta=delta, gamma=gamma_tversky, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from monai_mixedfocal.losses._base import SegmentationLoss, alpha_weights, check_positive
+from monai_mixedfocal.losses._base import SegmentationLoss, alpha_weights, check_finite, check_positive
 from monai_mixedfocal.losses._terms import Prepared, pixel_focal_term, safe_pow
 from monai_mixedfocal.losses.class_weights import (
     ClassWeights,
@@ -76,6 +76,7 @@ class Poly1Loss(ClassWeightsState, SegmentationLoss):
         super().__init__(**kwargs)
         alpha_value = alpha_weights(alpha)
         check_positive("gamma", gamma, allow_zero=True)
+        check_finite("epsilon", epsilon)
         self.epsilon = float(epsilon)
         self.alpha = alpha_value if isinstance(alpha_value, float) else tuple(alpha_value.tolist())
         self.gamma = float(gamma)

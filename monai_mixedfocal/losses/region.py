@@ -13,7 +13,12 @@ import math
 
 import torch
 
-from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
+from monai_mixedfocal.losses._base import (
+    SegmentationLoss,
+    check_index_at_most_one,
+    check_positive,
+    check_unit_interval,
+)
 from monai_mixedfocal.losses._fused import FusedStatistics
 from monai_mixedfocal.losses._terms import Prepared, confusion_sums, safe_pow, tversky_index
 
@@ -133,6 +138,7 @@ class FocalTverskyLoss(_TverskyIndexLoss):
     def __init__(self, delta: float = 0.7, gamma: float = 4.0 / 3.0, **kwargs) -> None:
         super().__init__(delta, **kwargs)
         check_positive("gamma (the exponent is 1 / gamma)", gamma)
+        check_index_at_most_one(self)
         self.gamma = float(gamma)
 
     def _per_class(self, index: torch.Tensor) -> torch.Tensor:
@@ -166,6 +172,7 @@ class CosineTverskyLoss(_TverskyIndexLoss):
     def __init__(self, delta: float = 0.7, gamma: float = 1.0, **kwargs) -> None:
         super().__init__(delta, **kwargs)
         check_positive("gamma", gamma)
+        check_index_at_most_one(self)
         self.gamma = float(gamma)
 
     def _per_class(self, index: torch.Tensor) -> torch.Tensor:

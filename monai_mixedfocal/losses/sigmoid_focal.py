@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
 
-from monai_mixedfocal.losses._base import SegmentationLoss, check_positive, check_unit_interval
+from monai_mixedfocal.losses._base import SegmentationLoss, check_finite, check_positive, check_unit_interval
 from monai_mixedfocal.losses._terms import Prepared, safe_pow
 from monai_mixedfocal.losses.class_weights import (
     ClassWeights,
@@ -126,6 +126,7 @@ class SigmoidFocalLoss(ClassWeightsState, SegmentationLoss):
         self.gamma_neg = self.gamma if gamma_neg is None else float(gamma_neg)
         self.clip = float(clip)
         self.normalize_by_positives = bool(normalize_by_positives)
+        check_finite("poly_epsilon", poly_epsilon)
         self.poly_epsilon = float(poly_epsilon)
         self.class_weights = make_class_weights(class_weights, class_weight_options)
 

@@ -27,7 +27,12 @@ from typing import Any
 import torch
 from monai.utils import LossReduction
 
-from monai_mixedfocal.losses._base import SegmentationLoss, check_unit_interval, warn_caller
+from monai_mixedfocal.losses._base import (
+    SegmentationLoss,
+    check_index_at_most_one,
+    check_unit_interval,
+    warn_caller,
+)
 from monai_mixedfocal.losses._terms import (
     Prepared,
     _check_target,
@@ -125,6 +130,7 @@ class UnifiedFocalLoss(ClassWeightsState, SegmentationLoss):
         check_unit_interval("lambda_focal", lambda_focal)
         check_unit_interval("delta", delta)
         check_unit_interval("gamma", gamma)
+        check_index_at_most_one(self)
         if rare_classes is not None:
             rare = [int(c) for c in rare_classes]
             if any(c < 1 for c in rare) or len(set(rare)) != len(rare):
