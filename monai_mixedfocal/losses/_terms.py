@@ -285,11 +285,13 @@ def tversky_index(
 
 def safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
     """``base ** exponent`` for a base in ``[0, 1]``, exact in value and with a finite gradient at 0 for any exponent
-    > 0: the gradient is 0 below :data:`POW_EPS` (where ``exponent < 1`` would make it infinite). A base rounded below 0
-    counts as 0."""
+    > 0: for ``exponent < 1``, whose derivative is infinite at 0, the gradient is 0 below :data:`POW_EPS`. A base
+    rounded below 0 counts as 0."""
     if exponent == 1.0:
         return base
     base = base.clamp_min(0.0)
+    if exponent > 1.0:  # the derivative exponent * base ** (exponent - 1) is finite at 0
+        return base**exponent
     # where() passes no gradient to the detached bases, so the infinite derivative of 0 ** exponent is dropped, not
     # multiplied by 0
     return torch.where(base >= POW_EPS, base, base.detach()) ** exponent
