@@ -28,6 +28,9 @@ BUNDLE_NAMES: dict[str, str] = {
 }
 # where setup.cfg installs the bundles, relative to the installation prefix
 DATA_FILES_FOLDER: tuple[str, ...] = ("share", DISTRIBUTION, "bundles")
+#: what a run leaves in a bundle's folder (weights, checkpoints, evaluations, masks, logs): never shipped or copied
+#: (MANIFEST.in leaves the same out of the source distribution)
+RUN_OUTPUTS: tuple[str, ...] = ("*.pt", "*.ts", "checkpoints", "eval", "runs", "labels_et", "__pycache__", "*.pyc")
 
 
 def _is_bundles_root(folder: Path) -> bool:
@@ -83,7 +86,8 @@ def bundle_dir(name: str) -> Path:
 
 
 def copy_bundles(names: Sequence[str], destination: str | Path) -> list[Path]:
-    """Copy the shipped bundles ``names`` into ``destination`` (one folder per bundle, created).
+    """Copy the shipped bundles ``names`` into ``destination`` (one folder per bundle, created), without what runs in a
+    source checkout's bundle folder left there (:data:`RUN_OUTPUTS`), so that the copy is the one a wheel installs.
 
     Returns:
         The copies' folders.
@@ -97,7 +101,7 @@ def copy_bundles(names: Sequence[str], destination: str | Path) -> list[Path]:
     existing = [str(target) for target in targets if target.exists()]
     if existing:
         raise FileExistsError(f"not copied, these exist already: {', '.join(existing)} (remove them or copy elsewhere)")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    ignore = shutil.ignore_patterns(*RUN_OUTPUTS)
     for source, target in zip(sources, targets):
         shutil.copytree(source, target, ignore=ignore)
     return targets

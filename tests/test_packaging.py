@@ -110,6 +110,27 @@ def test_the_checkout_s_bundles_are_found_and_copied(tmp_path: Path) -> None:
     assert not (tmp_path / BUNDLE_NAMES["kits19"]).exists()  # nothing copied when one of them exists
 
 
+def test_a_copy_leaves_out_what_runs_left_in_the_bundle_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy of a checkout's bundle holds what the wheel ships: no weights, checkpoints, evaluations or masks that
+    runs in the bundle's folder wrote (MONAI Label would continue a copied checkpoint)."""
+    shipped = [name for name in _checkout_files() if name.startswith(f"bundles/{BUNDLE_NAMES['kits19']}/")]
+    checkout = tmp_path / "checkout"
+    for name in shipped:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, checkout / name)
+    bundle = checkout / "bundles" / BUNDLE_NAMES["kits19"]
+    for leftover in ("models/model.pt", "models/model.ts", "checkpoints/last.pt", "eval/per_case_metrics.csv"):
+        (bundle / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / leftover).write_text("left by a run")
+    for leftover in ("runs/probe/models/model.pt", "labels_et/BraTS20_Training_001_et.nii.gz"):
+        (bundle / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / leftover).write_text("left by a run")
+    monkeypatch.setattr("monai_mixedfocal.shipped_bundles.bundles_root", lambda: checkout / "bundles")
+    (copy,) = copy_bundles(["kits19"], tmp_path / "copies")
+    copied = {str(path.relative_to(tmp_path / "copies")) for path in copy.rglob("*") if path.is_file()}
+    assert copied == {name.removeprefix("bundles/") for name in shipped}
+
+
 def test_the_bundles_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bundles"]) == 0
     assert capsys.readouterr().out.split() == [str(bundle_dir(name)) for name in BUNDLE_NAMES]
