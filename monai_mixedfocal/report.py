@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import math
 import os
@@ -147,6 +148,9 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
     classes = list(dict.fromkeys(c for c, _ in columns))
     columns = [(c, m) for c in classes for (c2, m) in columns if c2 == c]
     labels = [_metric_label(m, c) for c, m in columns]
+    if len(set(labels)) < len(labels):
+        clashing = sorted({f"{m!r} ({label})" for (c, m), label in zip(columns, labels) if labels.count(label) > 1})
+        raise ValueError(f"metric columns share a label of Table 1: {', '.join(clashing)}; rename one of them")
     # a method without any row for a column has no value: "n/a" (0 values used), as a method whose values are all NaN
     cells = pd.DataFrame("n/a" if value == "ci" else "0", index=pd.Index(methods, name="Method"), columns=labels)
     means = pd.DataFrame(np.nan, index=cells.index, columns=labels)
@@ -154,7 +158,9 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
         label = _metric_label(row["metric"], row["class"])
         cells.loc[row["method"], label] = _cell(row["mean"], row["half_width"], int(row["n"]), digits, value)
         means.loc[row["method"], label] = row["mean"]
-    rounded = means.round(digits)
+    # the cells' own rounding (f-string), so that the bold cell is the highest as printed; DataFrame.round differs at
+    # the half (0.66749999... rounds to 0.668 there and prints as 0.667)
+    rounded = means.map(lambda v: float(f"{v:.{digits}f}"))
     if value == "n":
         return cells, pd.DataFrame(False, index=cells.index, columns=labels)
     best = rounded.eq(rounded.max(axis=0), axis=1) & rounded.notna()
@@ -538,8 +544,15 @@ def _methods_text(df: pd.DataFrame, test: str, correction: str, confidence: floa
         + "Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 "
         "(the paper prints a double dagger for p < 0.001). The sign after each p-value is that of the statistic of "
         "the row method against the column method: (+) row scores higher, (-) lower.",
+        f"- Software: {_versions('scipy', 'statsmodels', 'pandas', 'numpy')} (the signed-rank test's p-value method "
+        "depends on the scipy version).",
         "",
     ]
+
+
+def _versions(*distributions: str) -> str:
+    """``"scipy 1.17.1, statsmodels 0.14.5"``: the installed versions of ``distributions``."""
+    return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in distributions)
 
 
 def write_report(

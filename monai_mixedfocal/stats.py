@@ -86,6 +86,8 @@ _CORRECTIONS: tuple[str, ...] = (
 )
 #: two-stage corrections whose adjusted p-values depend on the level alpha (statsmodels computes them at 0.05)
 _ALPHA_DEPENDENT: tuple[str, ...] = ("fdr_tsbh", "fdr_tsbky")
+#: decimals of the paired differences of the signed-rank test (ties in decimal stay ties in binary)
+DIFFERENCE_DECIMALS = 12
 #: the text pandas reads as a missing value by default; in a per-case CSV only metric columns read them so
 PANDAS_NA_MARKERS: tuple[str, ...] = (
     "",
@@ -357,7 +359,9 @@ def pairwise_tests(
       ``case``, and ``fold`` if present) where both values exist; zero differences are handled by ``zero_method``
       (scipy's, ``"wilcox"`` drops them). ``statistic`` is the normal-approximation z of the signed-rank sum of
       positive differences (:func:`scipy.stats.wilcoxon` with ``method="approx"``, ``alternative="greater"``, tie
-      corrected), and ``p_raw`` is scipy's default two-sided p-value (exact for small samples without ties or zeros).
+      corrected), and ``p_raw`` is scipy's default two-sided p-value (``method="auto"``, see docs/statistics.md).
+      The differences are rounded to :data:`DIFFERENCE_DECIMALS` decimals, so that differences equal in decimal
+      (``0.78 - 0.76`` and ``0.94 - 0.92``) are ties.
       When all differences are zero the methods are indistinguishable: ``statistic = 0`` and ``p_raw = 1``.
 
     In both cases a positive statistic means ``method_a`` tends to score higher than ``method_b``. A pair with no data
@@ -496,7 +500,9 @@ def _one_test(a: pd.Series, b: pd.Series, test: str, zero_method: str) -> dict[s
             out.update(statistic=float(res.statistic), p_raw=float(res.pvalue))
         return out
     paired = pd.concat({"a": a, "b": b}, axis=1, join="inner")
-    diff = (paired["a"] - paired["b"]).to_numpy()
+    # rounded so that differences equal in decimal are ties (0.78 - 0.76 and 0.94 - 0.92 differ in binary by 1e-16,
+    # which would rank them apart and drop their tie correction)
+    diff = np.round((paired["a"] - paired["b"]).to_numpy(dtype=float), DIFFERENCE_DECIMALS)
     out["n_pairs"] = len(diff)
     if len(diff) == 0:
         return out

@@ -13,6 +13,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import scipy
 import torch
 from scipy import stats as sps
 
@@ -95,6 +96,22 @@ def test_table1_cells_and_best() -> None:
     assert not no_best.to_numpy().any()
 
 
+def test_table1_bold_follows_the_printed_rounding() -> None:
+    """0.6675 is 0.66749999... in binary: printed 0.667, as 0.667 is; both are the highest as printed (the bold once
+    followed DataFrame.round, which gives 0.668 for the first only)."""
+    df = pd.DataFrame({"case": ["a", "b"] * 2, "method": ["x", "x", "y", "y"], "class": "k"})
+    df["dsc"] = [0.6675, 0.6675, 0.667, 0.667]
+    cells, best = report.table1(stats.summary_table(df))
+    assert cells["DSC k"].str.startswith("0.667").all()
+    assert best["DSC k"].tolist() == [True, True]
+
+
+def test_table1_refuses_metric_columns_with_one_label() -> None:
+    df = pd.DataFrame({"case": ["a", "b"], "method": "x", "class": "k", "dsc": [0.5, 0.6], "DSC": [0.1, 0.2]})
+    with pytest.raises(ValueError, match=r"metric columns share a label of Table 1: 'DSC' \(DSC k\), 'dsc' \(DSC k\)"):
+        report.table1(stats.summary_table(df))
+
+
 def test_table1_single_case_and_empty_cells() -> None:
     df = pd.DataFrame({"case": ["a", "a"], "method": ["x", "y"], "class": "k", "dsc": [0.5, np.nan]})
     cells, _ = report.table1(stats.summary_table(df))
@@ -159,6 +176,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# T\n")
     assert "Wilcoxon rank-sum" in text and "Student-t" in text and "'holm'" in text
+    assert f"- Software: scipy {scipy.__version__}, statsmodels" in text
     assert "| Method" in text and "| mixed\\_focal" in text
     assert "## Table 2 (tumour & cyst): holm-adjusted p-values" in text
     assert "8 cases, 2 folds, 3 methods" in text and "mIoU" in text

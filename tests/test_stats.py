@@ -368,16 +368,18 @@ def test_signedrank_statistic_is_tie_corrected_z() -> None:
     )
     row = stats.pairwise_tests(df, test="signedrank").iloc[0]
     assert row["method_a"] == "b" and row["method_b"] == "a"  # later method is the row
-    d = b - a
+    d = np.round(b - a, 12)  # in binary 0.9 - 0.7, 0.8 - 0.6 and 0.85 - 0.65 differ: ties only in decimal
+    assert len(set((b - a).tolist())) > len(set(d.tolist()))
     d = d[d != 0]
     ranks = sps.rankdata(np.abs(d))
     n = d.size
     r_plus = ranks[d > 0].sum()
     _, counts = np.unique(ranks, return_counts=True)
+    assert counts.max() == 4  # the four differences of -0.2 are one tie
     var = n * (n + 1) * (2 * n + 1) / 24 - (counts**3 - counts).sum() / 48
     assert row["statistic"] == pytest.approx((r_plus - n * (n + 1) / 4) / np.sqrt(var), rel=1e-12)
     assert row["statistic"] < 0  # b is lower than a
-    assert row["p_raw"] == pytest.approx(sps.wilcoxon(b, a).pvalue, rel=1e-12)
+    assert row["p_raw"] == pytest.approx(sps.wilcoxon(d).pvalue, rel=1e-12)
 
 
 def test_signedrank_all_equal_pair_gives_p_one() -> None:
