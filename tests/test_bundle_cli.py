@@ -152,23 +152,50 @@ def test_a_sigmoid_loss_trains_by_name(kits_data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
-    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=4)
-    values["iterations_per_epoch"] = 2
+def _crash_after_the_first_checkpoint(values: dict) -> int:
+    """Start a training and kill it (a crash, not a clean stop) once ``checkpoints/last.pt`` exists; the number of
+    epochs that checkpoint holds (``values`` has 2 iterations per epoch)."""
     args = [sys.executable, "-m", "monai.bundle", *TRAIN, *cli_args(values)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    last = tmp_path / "checkpoints" / "last.pt"
+    last = Path(str(values["bundle_root"])) / "checkpoints" / "last.pt"
     proc = subprocess.Popen(args, cwd=KITS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert last.exists(), "no checkpoint after the first epoch"
-        proc.send_signal(signal.SIGKILL)  # a crash, not a clean stop
+        proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     done = torch.load(last, weights_only=True)["trainer"]["iteration"] // 2
-    assert 1 <= done < 4
+    assert 1 <= done < int(values["epochs"])
+    return done
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["no-workers", "one-worker"])
+def test_a_resumed_run_trains_as_the_uninterrupted_one(kits_data: Path, tmp_path: Path, workers: int) -> None:
+    """Each epoch's patches and augmentations depend on (seed, epoch) alone (EpochSeededData): a run resumed after a
+    crash ends with the weights of the uninterrupted run, to the bit (a resumed run once restarted the data stream and
+    trained its next epoch on the first epoch's patches)."""
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path / "resumed"), epochs=3)
+    values.update(iterations_per_epoch=2, num_workers=workers)
+    done = _crash_after_the_first_checkpoint(values)
+    resumed = run_bundle(KITS, [*TRAIN, *cli_args(values)])
+    assert f"at epoch {done} of 3" in resumed.stdout + resumed.stderr
+    whole = run_bundle(KITS, [*TRAIN, *cli_args({**values, "bundle_root": str(tmp_path / "whole")})])
+    runs = ("resumed", "whole")
+    weights = [torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)["model"] for run in runs]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    val_losses = [dict(VAL_LOSS.findall(out.stdout)) for out in (resumed, whole)]
+    assert val_losses[0] == {epoch: loss for epoch, loss in val_losses[1].items() if int(epoch) > done}
+
+
+def test_interrupted_training_resumes(kits_data: Path, tmp_path: Path) -> None:
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path), epochs=4)
+    values["iterations_per_epoch"] = 2
+    last = tmp_path / "checkpoints" / "last.pt"
+    done = _crash_after_the_first_checkpoint(values)
     out = run_bundle(KITS, [*TRAIN, *cli_args(values)])
     assert f"resumed from {last} at epoch {done} of 4" in out.stdout + out.stderr
     epochs = sorted({int(e) for e, _ in VAL_LOSS.findall(out.stdout)})

@@ -6,6 +6,8 @@
 - :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
+- :class:`EpochSeededData`: each epoch's training data depends on (seed, epoch) alone, so that a resumed run trains on
+  the data of the uninterrupted one.
 - :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
 - :func:`run_settings`, :func:`check_evaluation_split`: a run's data split and loss, recorded beside ``last.pt``, so
   that another run never resumes it and an evaluation never scores a model on its own training cases.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
+from monai_mixedfocal.bundle.data_stream import EpochSeededData
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
 from monai_mixedfocal.bundle.startup import (
@@ -34,6 +37,7 @@ from monai_mixedfocal.bundle.validation import FinalValidationHandler
 
 __all__ = [
     "DATA_SOURCES",
+    "EpochSeededData",
     "FinalValidationHandler",
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
