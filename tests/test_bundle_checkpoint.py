@@ -113,15 +113,22 @@ def test_without_the_history_a_resumed_run_would_lose_the_best_model(tmp_path: P
     assert _model_bias(tmp_path / "model.pt") == 5.0
 
 
-@pytest.mark.parametrize(("first_epochs", "stop_after", "second_epochs"), [(2, None, 2), (4, 3, 2)])
+@pytest.mark.parametrize(
+    ("first_epochs", "stop_after", "second_epochs", "message"),
+    [
+        (2, None, 2, "is from a finished run (2 of 2 epochs; a finished run is not extended)"),
+        (2, None, 4, "is from a finished run (2 of 2 epochs; a finished run is not extended)"),
+        (4, 3, 2, "interrupted after epoch 3 of 4, and max_epochs=2 leaves nothing to resume"),
+    ],
+)
 def test_finished_or_exhausted_runs_start_over(
-    tmp_path: Path, first_epochs: int, stop_after: int | None, second_epochs: int, caplog
+    tmp_path: Path, first_epochs: int, stop_after: int | None, second_epochs: int, message: str, caplog
 ) -> None:
     _Run(tmp_path, max_epochs=first_epochs, stop_after=stop_after).run()
     second = _Run(tmp_path, max_epochs=second_epochs)
     second.run()
     assert second.epochs_run == list(range(1, second_epochs + 1))
-    assert "leaves nothing to resume" in caplog.text
+    assert message in caplog.text
 
 
 def test_resume_false_starts_over(tmp_path: Path) -> None:

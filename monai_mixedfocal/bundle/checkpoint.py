@@ -5,12 +5,16 @@
 MONAI's ``CheckpointSaver`` writes interval checkpoints under changing names, removes the old file before writing the
 new one and writes in place, and nothing in it records the best validation score so far; a run restarted from such a
 file would overwrite ``models/model.pt`` at its first validation even when that validation is worse. This handler
-keeps one file, ``last.pt``, that holds everything an interrupted run needs to continue exactly where it stopped:
+keeps one file, ``last.pt``, that holds the state an interrupted run continues from:
 
 - the network, optimizer and learning-rate scheduler (including the ``ReduceLROnPlateau`` history),
 - the trainer state (epoch and iteration) and, with AMP, the gradient scaler,
 - the best-score list of the ``CheckpointSaver`` that keeps the best model, so that ``model.pt`` is only replaced by
   a better model after resuming.
+
+The training data is not in it: the bundles draw each epoch's patches and augmentations from (seed, epoch) alone
+(:class:`~monai_mixedfocal.bundle.data_stream.EpochSeededData`), so that a resumed run on the CPU ends with the
+weights of the uninterrupted one, to the bit.
 
 A run started again resumes when ``last.pt`` is from an interrupted run (its epoch is below the ``max_epochs`` it was
 started with) and the configured ``max_epochs`` leaves epochs to train; it then trains up to the configured
@@ -161,11 +165,16 @@ class ResumeCheckpoint:
         done = int(trainer["epoch"]) if "epoch" in trainer else int(trainer["iteration"]) // epoch_length
         planned = int(trainer["max_epochs"])
         max_epochs = engine.state.max_epochs
-        if done >= planned or (max_epochs is not None and done >= max_epochs):
-            state = "a finished run" if done >= planned else f"a run interrupted after epoch {done} of {planned}"
+        if done >= planned:
             self.logger.warning(
-                f"{self.path} is from {state}, and max_epochs={max_epochs} leaves nothing to resume: starting a new "
-                "run, which overwrites it after its first epoch."
+                f"{self.path} is from a finished run ({done} of {planned} epochs; a finished run is not extended): "
+                "starting a new run, which overwrites it after its first epoch."
+            )
+            return
+        if max_epochs is not None and done >= max_epochs:
+            self.logger.warning(
+                f"{self.path} is from a run interrupted after epoch {done} of {planned}, and max_epochs={max_epochs} "
+                "leaves nothing to resume: starting a new run, which overwrites it after its first epoch."
             )
             return
         recorded = read_run_settings(self.path)
