@@ -45,7 +45,7 @@ class EpochSeededData:
 
     Example (a bundle config)::
 
-        {"_target_": "monai_mixedfocal.bundle.EpochSeededData", "loader": "@train#dataloader", "seed": "@seed"}
+        {"_target_": "monai_mixedfocal.bundle.EpochSeededData", "loader": "@train#dataloader", "seed": "@data_seed"}
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, seed: int) -> None:
