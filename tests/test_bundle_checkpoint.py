@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -171,6 +172,19 @@ def test_another_run_never_resumes_an_interrupted_one(tmp_path: Path) -> None:
     again.run()
     assert again.epochs_run == [3, 4]  # resumed, same settings
     check_resume(tmp_path / "last.pt", True, fold1, epochs=4)  # a finished run holds nothing to resume
+
+
+def test_another_seed_never_resumes_an_interrupted_run(tmp_path: Path) -> None:
+    """The seed chooses every epoch's training data: another seed is another run. A record without a seed (written
+    before the seed was recorded) still resumes."""
+    seed0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {}, seed=0)
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=seed0).run()
+    with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(seed: '0' -> '1'\)"):
+        check_resume(tmp_path / "last.pt", True, {**seed0, "seed": "1"}, epochs=4)
+    record = json.loads((tmp_path / "last.json").read_text())
+    del record["run_settings"]["seed"]
+    (tmp_path / "last.json").write_text(json.dumps(record))
+    check_resume(tmp_path / "last.pt", True, {**seed0, "seed": "1"}, epochs=4)
 
 
 def test_evaluation_on_another_fold_of_the_same_data_is_refused(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
     evaluation (which trains nothing) of the same split goes on."""
     name, root = dataset
     values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
-    recorded = run_settings(root, None, 0, values["num_folds"], 0, "dice", {"softmax": True, "to_onehot_y": True})
+    recorded = run_settings(root, None, 0, values["num_folds"], 0, "dice", {"softmax": True, "to_onehot_y": True}, 0)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"an interrupted run")
     record = {"run_settings": recorded, "epoch": 1, "max_epochs": 4}

@@ -40,8 +40,10 @@ def run_settings(
     fold_seed: int,
     loss: Any,
     loss_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, str]:
-    """A run's identity as text: absolute data paths, the split and the loss (a name, or the loss object's ``str``).
+    """A run's identity as text: absolute data paths, the split, the loss (a name, or the loss object's ``str``) and
+    the seed (of the initial weights and of every epoch's training data; ``""`` when not given).
 
     Example:
         >>> run_settings("/data/kits19", None, 0, 5, 0, "dice")["fold"]
@@ -59,6 +61,7 @@ def run_settings(
         "fold_seed": str(fold_seed),
         "loss": str(loss),
         "loss_kwargs": json.dumps(dict(loss_kwargs or {}), sort_keys=True, default=str),
+        "seed": "" if seed is None else str(seed),
     }
 
 
@@ -95,7 +98,8 @@ def refuse_another_run(
     Raises:
         ValueError: the settings differ; the message names them and the ways out.
     """
-    changed = changed_entries(recorded, current, tuple(current))
+    # a setting that the record predates (e.g. the seed, which older records lack) does not block resuming
+    changed = changed_entries(recorded, current, tuple(key for key in current if key in recorded))
     if changed:
         raise ValueError(
             f"{checkpoint} holds another run, interrupted after epoch {done} of {planned} ({'; '.join(changed)}). "
