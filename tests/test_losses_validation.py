@@ -196,19 +196,21 @@ RANGE_CASES: list[tuple[Callable[[], _Loss], str]] = [
     *[(partial(cls, smooth_nr=-1e-5), "smooth_nr") for cls in ALL_CLASSES],
     *[(partial(cls, smooth_dr=-1e-5), "smooth_dr") for cls in ALL_CLASSES],
     # every number must be finite (an infinite gamma gave a finite loss with an all-NaN gradient)
-    (partial(CategoricalFocalLoss, gamma=math.inf), "gamma"),
-    (partial(CategoricalFocalLoss, alpha=math.inf), "alpha"),
-    (partial(CosineTverskyLoss, gamma=math.inf), "gamma"),
-    (partial(FocalTverskyLoss, gamma=math.nan), "gamma"),
-    (partial(MixedFocalLoss, gamma_focal=math.inf), "gamma_focal"),
-    (partial(MixedFocalLoss, gamma_tversky=math.inf), "gamma_tversky"),
-    (partial(ModifiedDiceLoss, smooth_dr=math.inf), "smooth_dr"),
-    (partial(ComboLoss, smooth_nr=math.nan), "smooth_nr"),
-    (partial(SigmoidFocalLoss, gamma=math.inf), "gamma"),
-    (partial(SigmoidFocalLoss, gamma_neg=math.inf), "gamma_neg"),
-    (partial(SigmoidFocalLoss, poly_epsilon=math.inf), "poly_epsilon"),
-    (partial(Poly1Loss, gamma=math.inf), "gamma"),
-    (partial(Poly1Loss, epsilon=math.nan), "epsilon"),
+    *[
+        (partial(cls, **{name: bad}), name)
+        for cls, names in {
+            CategoricalFocalLoss: ("gamma", "alpha"),
+            CosineTverskyLoss: ("gamma", "smooth_nr"),
+            FocalTverskyLoss: ("gamma",),
+            MixedFocalLoss: ("gamma_focal", "gamma_tversky"),
+            ModifiedDiceLoss: ("smooth_dr",),
+            ComboLoss: ("smooth_nr",),
+            SigmoidFocalLoss: ("gamma", "gamma_neg", "poly_epsilon"),
+            Poly1Loss: ("gamma", "epsilon"),
+        }.items()
+        for name in names
+        for bad in (math.inf, math.nan)
+    ],
 ]
 
 
