@@ -96,7 +96,7 @@ def copy_bundles(names: Sequence[str], destination: str | Path) -> list[Path]:
         FileExistsError: a bundle's folder already exists in ``destination`` (nothing is copied then, so that no
             edited copy is overwritten).
     """
-    sources = [bundle_dir(name) for name in dict.fromkeys(names)]
+    sources = list(dict.fromkeys(bundle_dir(name) for name in names))  # a data set and its bundle name are one
     targets = [Path(destination) / source.name for source in sources]
     existing = [str(target) for target in targets if target.exists()]
     if existing:

@@ -102,7 +102,7 @@ def test_the_checkout_s_bundles_are_found_and_copied(tmp_path: Path) -> None:
     assert bundle_dir("kits19") == bundle_dir(BUNDLE_NAMES["kits19"]) == REPO / "bundles" / BUNDLE_NAMES["kits19"]
     with pytest.raises(ValueError, match="unknown bundle 'kits'; valid: kits19, brats20"):
         bundle_dir("kits")
-    (copy,) = copy_bundles(["brats20"], tmp_path)
+    (copy,) = copy_bundles(["brats20", BUNDLE_NAMES["brats20"]], tmp_path)  # a data set and its bundle name are one
     original = bundle_dir("brats20") / "configs" / "train.json"
     assert (copy / "configs" / "train.json").read_bytes() == original.read_bytes()
     with pytest.raises(FileExistsError, match="these exist already"):

@@ -25,7 +25,6 @@ its first epoch: MONAI Label trains the same bundle folder again and again, each
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointSaver
 
 from monai_mixedfocal.bundle.run_settings import read_run_settings, refuse_another_run, run_settings_file
-from monai_mixedfocal.data.io import atomic_write_bytes
+from monai_mixedfocal.data.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["ResumeCheckpoint"]
 
@@ -140,7 +139,7 @@ class ResumeCheckpoint:
         if self.run_settings is not None:
             state = engine.state
             record = {"run_settings": self.run_settings, "epoch": state.epoch, "max_epochs": state.max_epochs}
-            atomic_write_bytes(run_settings_file(self.path), json.dumps(record, indent=2).encode())
+            atomic_write_json(run_settings_file(self.path), record)
         self.logger.info(f"saved the resume checkpoint {self.path} (epoch {engine.state.epoch})")
 
     def load(self, engine: Engine) -> None:

@@ -149,8 +149,9 @@ def _split_under_a_root(
     roots: list[Path | None] = []
     if dataset_dir is not None:
         roots.append(dataset_dir)
-        if source == "kits19" and kits19_repository(dataset_dir) != dataset_dir:
-            roots.append(kits19_repository(dataset_dir))  # the datalist's paths start with data/
+        repository = kits19_repository(dataset_dir) if source == "kits19" else dataset_dir
+        if repository != dataset_dir:
+            roots.append(repository)  # the datalist's paths start with data/
     roots.append(None)  # the dataset_root recorded in the JSON
     tried = []
     for root in roots:

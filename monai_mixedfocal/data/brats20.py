@@ -30,6 +30,7 @@ from monai_mixedfocal.data.datalist import Datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.io import (
     NIFTI_SUFFIXES,
+    case_folders,
     check_label_values,
     check_pair,
     load_array,
@@ -72,10 +73,7 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
         raise DataError(f"{root}: BraTS20 root does not exist or is not a folder")
     for depth in range(_MAX_DEPTH + 1):
         pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
-        found = sorted((p for p in root.glob(pattern) if _CASE_RE.match(p.name)), key=lambda p: p.name)
-        not_folders = [p for p in found if not p.is_dir()]
-        if not_folders:
-            raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
+        found = case_folders(p for p in root.glob(pattern) if _CASE_RE.match(p.name))
         if found:
             names = [p.name for p in found]
             duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -13,7 +13,7 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "atomic_write_bytes",
     "atomic_write_json",
+    "case_folders",
     "check_label_values",
     "check_pair",
     "is_nifti",
@@ -39,6 +40,19 @@ __all__ = [
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
 _GZIP_CHUNK = 1 << 22
+
+
+def case_folders(entries: Iterable[Path]) -> list[Path]:
+    """A data set's case entries, sorted by name, each of them a folder.
+
+    Raises:
+        DataError: an entry is not a folder (a broken link or a file), naming the first such entry.
+    """
+    found = sorted(entries, key=lambda p: p.name)
+    not_folders = [p for p in found if not p.is_dir()]
+    if not_folders:
+        raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
+    return found
 
 
 def is_nifti(path: str | os.PathLike) -> bool:

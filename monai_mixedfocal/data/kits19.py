@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monai_mixedfocal.data.datalist import Datalist
 from monai_mixedfocal.data.errors import DataError
-from monai_mixedfocal.data.io import check_label_values, check_pair, load_array
+from monai_mixedfocal.data.io import case_folders, check_label_values, check_pair, load_array
 
 __all__ = ["KITS19_EXCLUDED_CASES", "KITS19_LABELLED_CASES", "KITS19_LABELS", "kits19_case_id", "kits19_datalist"]
 
@@ -103,10 +103,7 @@ def kits19_datalist(
         excluded_ids = {kits19_case_id(case) for case in exclude}
     except ValueError as err:
         raise DataError(f"{root}: bad exclusion list: {err}") from err
-    case_dirs = sorted(p for p in data_dir.iterdir() if _CASE_RE.match(p.name))
-    not_folders = [p for p in case_dirs if not p.is_dir()]
-    if not_folders:
-        raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
+    case_dirs = case_folders(p for p in data_dir.iterdir() if _CASE_RE.match(p.name))
     if not case_dirs:
         raise DataError(f"{data_dir}: no case_XXXXX folders (expected the kits19 repository or its data/ folder)")
     datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))

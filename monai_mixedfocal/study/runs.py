@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_mixedfocal.shipped_bundles import BUNDLE_NAMES, bundle_dir
-from monai_mixedfocal.utils import atomic_write_bytes, changed_entries
+from monai_mixedfocal.utils import atomic_write_json, changed_entries
 
 #: name of the per-case metrics CSV that ``configs/evaluate.json`` writes into the run's ``eval/`` folder
 PER_CASE_CSV = "per_case_metrics.csv"
@@ -133,7 +133,7 @@ class Run:
 
     def record_settings(self) -> None:
         """Write :attr:`settings` to ``settings.json`` (when a training starts from scratch)."""
-        atomic_write_bytes(self.root / SETTINGS_FILE, json.dumps(self.settings, indent=2).encode())
+        atomic_write_json(self.root / SETTINGS_FILE, self.settings)
 
     def _command(self, config_files: Sequence[str], run_id: str) -> list[str]:
         configs = self.bundle_dir / "configs"
