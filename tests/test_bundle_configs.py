@@ -128,7 +128,7 @@ def test_training_components(dataset: tuple[str, Path], tmp_path: Path) -> None:
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch_length == parser.get_parsed_content("iterations_per_epoch")
     assert type(parser.get_parsed_content("loss_function")).__name__ == "MixedFocalLoss"
-    sample = parser.get_parsed_content("train#dataset")[0][0]  # one random crop of the paper's pipeline
+    sample = parser.get_parsed_content("train#dataset")[0]  # one random patch of the paper's pipeline
     assert tuple(sample["image"].shape) == (1, *TINY_PATCH[name])
     assert set(torch.unique(sample["label"]).tolist()) <= set(range(len(CHANNELS[name])))
     evaluator = parser.get_parsed_content("validate#evaluator")

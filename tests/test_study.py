@@ -48,6 +48,21 @@ def test_parse_losses() -> None:
         parse_losses("dice,nope")
 
 
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [("kits19", list(PAPER_LOSSES)), ("brats20", ["focal_tversky", "combo", "mixed_focal"])],
+)
+def test_the_study_runs_the_papers_losses_of_each_data_set_by_default(dataset: str, expected: list[str]) -> None:
+    """The paper compares its top three of KiTS19 on BraTS20 (Table 3): 3 pairs for Holm-Bonferroni, not 21."""
+    from monai_mixedfocal.cli import build_parser
+    from monai_mixedfocal.study.cli import _spec
+
+    args = build_parser().parse_args(["study", "--dataset", dataset, "--data", "/nowhere"])
+    assert _spec(args).losses == expected
+    args = build_parser().parse_args(["study", "--dataset", dataset, "--data", "/nowhere", "--losses", "all"])
+    assert _spec(args).losses == list(PAPER_LOSSES)
+
+
 def test_format_override_round_trips_through_python_literals() -> None:
     for value in ([8, 16, 32], (64, 64, 32), True, {"a": [1, 2]}, 3e-4, 7):
         text = format_override(value)

@@ -4,6 +4,7 @@
 
 - :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
 - :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
+- :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn.
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`EpochSeededData`: each epoch's training data depends on (seed, epoch) alone, so that a resumed run trains on
@@ -22,6 +23,7 @@ from __future__ import annotations
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.data_stream import EpochSeededData
+from monai_mixedfocal.bundle.patch_sampling import PATCH_SAMPLING_MODES, patch_sampling
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
 from monai_mixedfocal.bundle.startup import (
@@ -37,6 +39,7 @@ from monai_mixedfocal.bundle.validation import FinalValidationHandler
 
 __all__ = [
     "DATA_SOURCES",
+    "PATCH_SAMPLING_MODES",
     "EpochSeededData",
     "FinalValidationHandler",
     "PerCaseMetricsWriter",
@@ -48,6 +51,7 @@ __all__ = [
     "find_images",
     "keep_freed_memory",
     "load_split",
+    "patch_sampling",
     "prediction_root",
     "protect_key",
     "run_settings",

@@ -240,20 +240,22 @@ def check_training_setup(
     train_data: Sequence[dict[str, Any]],
     val_data: Sequence[dict[str, Any]],
     patch_size: Sequence[int] | None = None,
+    crop: Sequence[Callable[..., Any]] | None = None,
 ) -> dict[str, Any]:
     """Check and log what a training run is about to use; called from ``initialize``.
 
-    Referencing the loss and the two data lists here resolves them, so any error in them is raised before the data
-    are cached or the first iteration runs.
+    Referencing the loss, the two data lists and the patch sampling here resolves them, so any error in them (a wrong
+    ``--patch_sampling``, say) is raised before the data are cached or the first iteration runs.
 
     Args:
         loss_function: the resolved loss.
         train_data: the training cases.
         val_data: the validation cases.
         patch_size: the training patch size (logged; checked to be positive integers).
+        crop: the transforms that cut the training patch (:func:`~monai_mixedfocal.bundle.patch_sampling`; logged).
 
     Returns:
-        A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``), also logged.
+        A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``, ``crop``), also logged.
 
     Raises:
         ValueError: an empty case list, or a bad patch size.
@@ -271,6 +273,7 @@ def check_training_setup(
         "train_cases": len(train_data),
         "val_cases": len(val_data),
         "patch_size": None if patch_size is None else list(patch_size),
+        "crop": None if crop is None else [type(t).__name__ for t in crop],
     }
     logger.info("training setup: %s", summary)
     return summary

@@ -141,12 +141,12 @@ def kits19_deterministic_transforms(
 
 
 def brats20_deterministic_transforms(
-    axcodes: str = "RAS", image_key: str = "image", label_key: str | None = "label"
+    axcodes: str = "RAS", image_key: str = "image", label_key: str | None = "label", nonzero: bool = True
 ) -> list[MapTransform]:
     """BraTS20 preprocessing: orientation and a z-score over the brain (non-zero) voxels; the 1 mm grid is kept.
 
     Steps: ``LoadImaged`` -> ``CheckFinited`` (image) / ``CheckLabelValuesd`` (label values 0, 1) ->
-    ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``NormalizeIntensityd(nonzero=True, channel_wise=True)``
+    ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``NormalizeIntensityd(nonzero, channel_wise=True)``
     -> ``EnsureTyped`` (float32 MetaTensors, label values kept). The label is the binary enhancing-tumour mask from
     :func:`~monai_mixedfocal.data.brats20_datalist`.
 
@@ -154,6 +154,8 @@ def brats20_deterministic_transforms(
         axcodes: target orientation.
         image_key: the image (T1-CE) key.
         label_key: the label key, or ``None`` for images only.
+        nonzero: z-score over the non-zero (brain) voxels, leaving the background at 0 (MONAI's BraTS convention, the
+            default); ``False``: over the whole volume, as the paper's MIScnn does.
 
     Returns:
         The transforms, to wrap in :class:`monai.transforms.Compose`. When applied, a NaN / infinite image voxel or a
@@ -162,6 +164,6 @@ def brats20_deterministic_transforms(
     keys = _keys(image_key, label_key)
     return [
         *_loading(keys, axcodes, _BRATS20_MASK_VALUES, "BraTS20 enhancing-tumour mask"),
-        NormalizeIntensityd(image_key, nonzero=True, channel_wise=True),
+        NormalizeIntensityd(image_key, nonzero=bool(nonzero), channel_wise=True),
         _typing(keys),
     ]

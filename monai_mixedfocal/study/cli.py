@@ -42,7 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--demo", action="store_true", help="the embedded default: generated KiTS19-like data")
     parser.add_argument("--dataset", choices=("kits19", "brats20"), help="the data set (and its bundle)")
     parser.add_argument("--data", help="the data set folder in its real layout")
-    parser.add_argument("--losses", default=None, help="'all' (the paper's 7), 'every' (the registry) or a,b,c")
+    parser.add_argument(
+        "--losses",
+        default=None,
+        help="'all' (the paper's 7), 'every' (the registry) or a,b,c; default: the paper's for the data set "
+        "(KiTS19: all, BraTS20: focal_tversky,combo,mixed_focal)",
+    )
     parser.add_argument("--folds", type=int, default=None, help="number of cross-validation folds (default 5)")
     parser.add_argument("--only-folds", type=int, nargs="+", default=None, help="run only these validation folds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
@@ -58,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a bundle override for every run, e.g. -O epochs=100 -O 'patch_size=[96,96,64]' (repeatable)",
     )
     parser.add_argument("--test", choices=("ranksum", "signedrank"), default="ranksum", help="pairwise test")
+    parser.add_argument(
+        "--ci-over", choices=("cases", "folds"), default="cases", help="Table 1's intervals over cases or fold means"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands of the unfinished runs and exit")
     parser.add_argument("--collect-only", action="store_true", help="collect finished runs and write the report")
     parser.set_defaults(func=main)
@@ -65,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _spec(args: argparse.Namespace):
     from monai_mixedfocal.study.demo import demo_spec
-    from monai_mixedfocal.study.study import StudySpec, parse_losses
+    from monai_mixedfocal.study.study import StudySpec, paper_losses, parse_losses
 
-    changes: dict[str, Any] = {"test": args.test, "seed": args.seed}
+    changes: dict[str, Any] = {"test": args.test, "ci_over": args.ci_over, "seed": args.seed}
     if args.losses:
         changes["losses"] = parse_losses(args.losses)
     if args.folds:
@@ -82,7 +90,7 @@ def _spec(args: argparse.Namespace):
         return spec
     if not args.dataset or not args.data:
         raise ValueError("--dataset and --data are required (or use --demo)")
-    changes.setdefault("losses", parse_losses("all"))
+    changes.setdefault("losses", paper_losses(args.dataset))
     return StudySpec(
         dataset=args.dataset,
         data_root=args.data,
