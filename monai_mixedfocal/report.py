@@ -37,9 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap, to_rgba
@@ -305,7 +302,6 @@ def latex_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, caption: 
 def _figure_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_PNG_DPI, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -313,7 +309,10 @@ def _panel_grid(n_panels: int, width: float, height: float, max_cols: int, **kwa
     """A figure of ``n_panels`` axes of ``width x height`` inches, at most ``max_cols`` per row; spare axes hidden."""
     ncols = max(1, min(max_cols, n_panels))
     nrows = max(1, math.ceil(n_panels / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+    # a Figure of its own, not pyplot's: no backend is chosen or changed (the caller's plots are left alone), and the
+    # figure is freed with its last reference
+    fig = Figure(figsize=(width * ncols, height * nrows), **kwargs)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n_panels:]:
         ax.axis("off")
@@ -373,7 +372,7 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> 
     )
     classes = list(dict.fromkeys(wide.index.get_level_values("class")))
     methods = list(dict.fromkeys(wide.index.get_level_values("method")))
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colours = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     markers = "osD^vP*Xh<>"
     fig, axes = _panel_grid(len(classes), 4.6, 4.4, max_cols=3, layout="constrained")
     for ax, cls in zip(axes, classes):
@@ -522,7 +521,26 @@ def _pct(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
 
-def _methods_text(df: pd.DataFrame, test: str, correction: str, confidence: float, metric: str) -> list[str]:
+def _interval_text(pct: str, ci_over: str) -> str:
+    """The Methods line of Table 1 for intervals over cases or over fold means."""
+    formula = "(mean ± t(1 − α/2, n − 1) · s / √n, sample standard deviation s)"
+    if ci_over == "folds":
+        return (
+            f"- Table 1: mean of the per-fold means ± half-width of the two-sided {pct} Student-t confidence interval "
+            f"over the folds {formula}, n the number of folds. Undefined values (NaN, e.g. a class absent from both "
+            "label and prediction) are skipped within each fold; the number of cases used is in the table below "
+            "Table 1."
+        )
+    return (
+        f"- Table 1: mean ± half-width of the two-sided {pct} Student-t confidence interval over cases {formula}. "
+        "Undefined values (NaN, e.g. a class absent from both label and prediction) are skipped; the number of cases "
+        "used is in the table below Table 1."
+    )
+
+
+def _methods_text(
+    df: pd.DataFrame, test: str, correction: str, confidence: float, metric: str, ci_over: str = "cases"
+) -> list[str]:
     folds = f", {df[stats.FOLD_COLUMN].nunique()} folds" if stats.FOLD_COLUMN in df.columns else ""
     pct = _pct(confidence)
     return [
@@ -530,9 +548,7 @@ def _methods_text(df: pd.DataFrame, test: str, correction: str, confidence: floa
         "",
         f"- Data: {df['case'].nunique()} cases{folds}, {df['method'].nunique()} methods (losses), "
         f"{df['class'].nunique()} classes: {', '.join(pd.unique(df['class']))}.",
-        f"- Table 1: mean ± half-width of the two-sided {pct} Student-t confidence interval over cases "
-        "(mean ± t(1 − α/2, n − 1) · s / √n, sample standard deviation s). Undefined values (NaN, e.g. a class "
-        "absent from both label and prediction) are skipped; the number of cases used is in the table below Table 1.",
+        _interval_text(pct, ci_over),
         f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {METRIC_LABELS.get(metric, metric)}.",
         (
             "- p-values are not adjusted for multiple comparisons (`correction='none'`). "
@@ -565,6 +581,7 @@ def write_report(
     metrics: Sequence[str] | None = None,
     test_metric: str | None = None,
     confidence: float = 0.95,
+    ci_over: str = "cases",
     correction: str = "holm",
     overlay_case: str | None = None,
     class_names: Sequence[str] | Mapping[int, str] | None = None,
@@ -584,6 +601,8 @@ def write_report(
         metrics: metrics of Table 1; default all metric columns.
         test_metric: metric of the pairwise tests and box plots; default ``dsc`` if present, else the first metric.
         confidence: confidence level of the intervals.
+        ci_over: intervals over ``"cases"`` or over the per-fold means, ``"folds"`` (see
+            :func:`~monai_mixedfocal.stats.summary_table`).
         correction: multiple-comparison correction (see :func:`~monai_mixedfocal.stats.pairwise_tests`).
         overlay_case: case name shown on ``overlays.png``.
         class_names: names of label values 1, 2, ... for ``overlays.png``; default the classes of ``df`` in order.
@@ -604,17 +623,17 @@ def write_report(
         raise ValueError(f"report output {out} exists and is not a folder")
     metrics = list(metrics) if metrics is not None else stats.metric_columns(df)
     test_metric = test_metric or ("dsc" if "dsc" in stats.metric_columns(df) else stats.metric_columns(df)[0])
-    summary = stats.summary_table(df, metrics=metrics, confidence=confidence)
+    summary = stats.summary_table(df, metrics=metrics, confidence=confidence, ci_over=ci_over)
     pairs = stats.pairwise_tests(df, metric=test_metric, test=test, correction=correction)
     if overlays is not None:
         _check_overlays(overlays)
 
     files: dict[str, bytes] = {"summary.csv": summary.to_csv(index=False).encode()}
     cells, best = table1(summary, digits=digits)
-    counts, _ = table1(summary, value="n")
+    counts, _ = table1(stats.summary_table(df, metrics=metrics, confidence=confidence), value="n")
     label = METRIC_LABELS.get(test_metric, test_metric)
     md = [f"# {title}", "", *[line for note in notes for line in (f"> **Note:** {note}", "")]]
-    md += _methods_text(df, test, correction, confidence, test_metric)
+    md += _methods_text(df, test, correction, confidence, test_metric, ci_over)
     md += [f"## Table 1: mean ± {_pct(confidence)} confidence interval per loss and class", ""]
     md += [markdown_table(cells, best), "Bold: highest mean of each column.", ""]
     md += ["### Number of cases used (non-missing values)", "", markdown_table(counts), ""]

@@ -6,6 +6,7 @@ Usage::
 
     python -m monai_mixedfocal stats per_case.csv [--out DIR] [--test ranksum|signedrank]
         [--metrics dsc precision recall] [--test-metric dsc] [--correction holm] [--confidence 0.95]
+        [--ci-over cases|folds]
 
 The CSV needs the columns ``case``, ``method``, ``class`` and metric columns (``dsc``, ``precision``, ``recall``,
 ``iou`` or others), optionally ``fold``. Tables go to stdout; ``--out`` also writes the report
@@ -56,6 +57,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--test-metric", default=None, help="metric of the pairwise tests (default: dsc, if present)")
     parser.add_argument("--correction", default="holm", help="multipletests method, or 'none' (default: holm)")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument(
+        "--ci-over",
+        choices=stats.CI_OVER,
+        default="cases",
+        help="intervals over the cases or over the per-fold means (needs a fold column; default: cases)",
+    )
     parser.add_argument("--title", default="Loss function comparison", help="report title (with --out)")
     parser.set_defaults(func=run)
     return parser
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         df = stats.load_per_case(args.csv)
         available = stats.metric_columns(df)
         test_metric = args.test_metric or ("dsc" if "dsc" in available else available[0])
-        summary = stats.summary_table(df, metrics=args.metrics, confidence=args.confidence)
+        summary = stats.summary_table(df, metrics=args.metrics, confidence=args.confidence, ci_over=args.ci_over)
         pairs = stats.pairwise_tests(df, metric=test_metric, test=args.test, correction=args.correction)
         if args.out is not None:
             path = report.write_report(
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 metrics=args.metrics,
                 test_metric=test_metric,
                 confidence=args.confidence,
+                ci_over=args.ci_over,
                 correction=args.correction,
             )
     except (OSError, ValueError) as err:
@@ -110,7 +118,8 @@ def _print_tables(
 
     cells, _ = report.table1(summary)
     counts, _ = report.table1(summary, value="n")
-    print(f"Table 1: mean ± {args.confidence * 100:g}% t confidence interval over cases")
+    over = "cases" if args.ci_over == "cases" else "fold means"
+    print(f"Table 1: mean ± {args.confidence * 100:g}% t confidence interval over {over}")
     print(report.markdown_table(cells, escape=False))
     print("Cases used (non-missing values):")
     print(report.markdown_table(counts, escape=False))

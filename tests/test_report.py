@@ -317,3 +317,16 @@ def test_cli_subprocess_bad_input(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "nope.csv" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """Importing the report module and writing figures neither picks nor changes the process's plotting backend."""
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import pandas as pd; from monai_mixedfocal import report; "
+        "df = pd.DataFrame({'case': ['a', 'b', 'a', 'b'], 'method': ['x', 'x', 'y', 'y'], 'class': 'c', "
+        "'dsc': [0.1, 0.2, 0.3, 0.4]}); "
+        f"report.write_report(df, {str(tmp_path)!r}); print(matplotlib.get_backend())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "svg"
+    assert (tmp_path / "boxplot_dsc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

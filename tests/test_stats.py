@@ -409,3 +409,40 @@ def test_signedrank_without_common_cases_is_nan() -> None:
     df = pd.DataFrame({"case": ["x", "y"], "method": ["a", "b"], "class": "k", "dsc": [0.5, 0.6]})
     row = stats.pairwise_tests(df, test="signedrank").iloc[0]
     assert row["n_pairs"] == 0 and math.isnan(row["p_raw"]) and row["mark"] == ""
+
+
+def _folded_table() -> pd.DataFrame:
+    """Six cases in three folds of two, two classes, dsc and iou; one NaN (focal, case 5, kidney)."""
+    table = make_table(classes=("kidney", "tumor"))
+    table["fold"] = table["case"].map({c: k // 2 for k, c in enumerate(CASES)})
+    table["iou"] = table["dsc"] / (2.0 - table["dsc"])
+    return table
+
+
+def test_intervals_over_fold_means_match_scipy() -> None:
+    """``ci_over="folds"``: each fold's mean (NaN skipped), then the t interval over the fold means (n = folds)."""
+    table = _folded_table()
+    summary = stats.summary_table(table, metrics=["dsc", "iou"], ci_over="folds")
+    for method, values in DSC.items():
+        fold_means = [np.nanmean(values[2 * f : 2 * f + 2]) for f in range(3)]
+        row = summary[(summary["method"] == method) & (summary["class"] == "kidney") & (summary["metric"] == "dsc")]
+        assert row["n"].item() == 3 and row["n_missing"].item() == int(np.isnan(values).sum())
+        assert row["mean"].item() == pytest.approx(np.mean(fold_means), abs=1e-12)
+        half = sps.t.ppf(0.975, 2) * np.std(fold_means, ddof=1) / math.sqrt(3)
+        assert row["half_width"].item() == pytest.approx(half, abs=1e-12)
+    # the mean IoU over classes: per case first, then per fold, then over the folds
+    per_case = table.groupby(["case", "method", "fold"], sort=False)["iou"].mean().reset_index()
+    dice = per_case[per_case["method"] == "dice"].groupby("fold")["iou"].mean()
+    miou = summary[(summary["method"] == "dice") & (summary["class"] == stats.MEAN_IOU_CLASS)]
+    assert miou["n"].item() == 3 and miou["mean"].item() == pytest.approx(dice.mean(), abs=1e-12)
+    assert miou["half_width"].item() == pytest.approx(sps.t.ppf(0.975, 2) * dice.std(ddof=1) / math.sqrt(3), abs=1e-12)
+    # over cases (the default) the same table gives n = 6 and a narrower interval for these values
+    by_case = stats.summary_table(table, metrics=["dsc"])
+    assert by_case.loc[0, "n"] == 6 and by_case.loc[0, "half_width"] != summary.loc[0, "half_width"]
+
+
+def test_intervals_over_folds_need_folds() -> None:
+    with pytest.raises(ValueError, match="ci_over='folds' needs a 'fold' column"):
+        stats.summary_table(make_table(), ci_over="folds")
+    with pytest.raises(ValueError, match=r"ci_over must be one of \('cases', 'folds'\), got 'fold'"):
+        stats.summary_table(_folded_table(), ci_over="fold")
