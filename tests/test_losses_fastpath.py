@@ -13,6 +13,7 @@ run there (eager and compiled, float64, float32 and under float16 autocast) agai
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,95 @@ def test_no_double_backward() -> None:
         (grad,) = torch.autograd.grad(MixedFocalLoss(**kwargs)(leaf, labels), leaf, create_graph=True)
     with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
         grad.sum().backward()
+
+
+def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole: bool) -> None:
+    """Replace ``torch.compile`` of the kernels (``_CompiledKernels`` of the statistics path and of the whole loss) by
+    the same functions run uncompiled, the ``fail`` one ("forward" or "backward") raising as a failed compilation
+    does; "auto" takes the compiled path at every size, the whole loss only ``whole``."""
+
+    def compiler_error(*args: Any) -> Any:
+        raise RuntimeError("no C++ compiler (test)")
+
+    class StandIn:
+        def __init__(self, tag: int, forward: Any = None, backward: Any = None) -> None:
+            forward = forward or (lambda *args: _fused.fused_forward(*args))  # looked up at the call (patched below)
+            backward = backward or (lambda *args: _fused.fused_backward(*args))
+            self.kernels = (
+                compiler_error if fail == "forward" else forward,
+                compiler_error if fail == "backward" else backward,
+            )
+
+        def pick(self, x: torch.Tensor, target: torch.Tensor) -> tuple[Any, Any]:
+            return self.kernels
+
+    monkeypatch.setattr(_fused, "_compiled", {})  # no kernels cached by earlier tests
+    monkeypatch.setattr(_fused, "_CompiledKernels", StandIn)
+    monkeypatch.setattr(_fused_loss, "_CompiledKernels", StandIn)
+    monkeypatch.setattr(_fused, "AUTO_MIN_ELEMENTS", 0)
+    if not whole:
+        monkeypatch.setattr(_fused_loss, "MAX_COMPILED_LOSSES", 0)
+
+
+def _compile_reports(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, RuntimeWarning) and "torch.compile failed" in str(w.message)]
+
+
+@pytest.mark.parametrize("mode", ["auto", "compile"])
+@pytest.mark.parametrize("fail", ["forward", "backward"])
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "statistics"])
+def test_compile_failure_falls_back_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, mode: str, fail: str, whole: bool
+) -> None:
+    """A compiled kernel that fails where the eager one runs (a compiler problem: no C++ compiler, no Triton) gives
+    the right value and gradient from the eager kernels, one ``RuntimeWarning`` naming the error (in "auto" too, at
+    the caller's line), and no compilation for the rest of the process."""
+    _stand_in_compiler(monkeypatch, fail, whole)
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=14)
+    loss = MixedFocalLoss(**kwargs)
+    ref_value, ref_grad = value_and_grad(loss, x, labels, "off")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value, grad = value_and_grad(loss, x, labels, mode)
+        again, again_grad = value_and_grad(loss, x, labels, mode)  # the eager kernels / the plain path, unreported
+    (report,) = _compile_reports(caught)
+    assert f"{_fused.ENV_VAR}={mode}: " in str(report.message)
+    assert "(RuntimeError: no C++ compiler (test))" in str(report.message)
+    assert Path(report.filename).parent == Path(__file__).parent  # the caller's line (in fused_cases.py)
+    assert _fused.compile_unavailable_reason() == "RuntimeError: no C++ compiler (test)"
+    for what, (v, g) in {"fallback": (value, grad), "after": (again, again_grad)}.items():
+        assert_same(v, ref_value, 1e-10, f"{what}: value")
+        assert_same(g, ref_grad, 1e-10, f"{what}: gradient")
+
+
+@pytest.mark.parametrize("fail", ["forward", "backward"])
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "statistics"])
+def test_kernel_error_propagates(monkeypatch: pytest.MonkeyPatch, fail: str, whole: bool) -> None:
+    """An error that the eager kernels raise too is a bug, not a compiler problem: it propagates, unreported as a
+    failed compilation, and the compiled path stays on."""
+    _stand_in_compiler(monkeypatch, None, whole)
+
+    def bug(*args: Any) -> Any:
+        raise IndexError("a bug in the kernels (test)")
+
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=15)
+    loss = MixedFocalLoss(**kwargs)
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if fail == "forward":  # under the forward kernel, compiled or eager
+            patch.setattr(_fused, "forward_sums", bug)
+        else:  # the backward kernel, in both modules that call it
+            patch.setattr(_fused, "fused_backward", bug)
+            patch.setattr(_fused_loss, "fused_backward", bug)
+        with pytest.raises(IndexError, match="a bug in the kernels"):
+            value_and_grad(loss, x, labels, "auto")
+    assert not _compile_reports(caught)
+    assert _fused.compile_unavailable_reason() is None
+    ref_value, ref_grad = value_and_grad(loss, x, labels, "off")
+    value, grad = value_and_grad(loss, x, labels, "auto")  # the bug gone: the "compiled" kernels run
+    assert_same(value, ref_value, 1e-10, "value")
+    assert_same(grad, ref_grad, 1e-10, "gradient")
+    assert _fused.compile_unavailable_reason() is None
 
 
 @pytest.mark.slow

@@ -39,7 +39,6 @@ import math
 import os
 import threading
 import types
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -687,36 +686,67 @@ def _eager_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *ar
     return out
 
 
+def _failure_reason(error: BaseException) -> str:
+    """``"Type: first line of the message"`` (at most 300 characters of it) of an exception."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def _mark_compile_failed(error: Exception, explicit: bool) -> None:
+    """Record that ``torch.compile`` failed in this process (the compiled path is not tried again) and report it once,
+    with a ``RuntimeWarning`` naming the error (the compiled kernels failed where the eager kernels ran: a missing
+    C++ compiler or Triton, an unsupported platform, ...)."""
+    reason = _failure_reason(error)
+    with _compile_lock:
+        if _compile_state["failed"] is not None:  # another thread reported it first
+            return
+        _compile_state["failed"] = reason
+    _LOGGER.debug("torch.compile of the fused loss kernels failed; using the eager kernels.", exc_info=error)
+    from monai_mixedfocal.losses._base import warn_caller  # imports this module: loaded by the time a loss runs
+
+    later = "the eager kernels" if explicit else "the plain autograd path (the eager kernels for this call)"
+    warn_caller(  # at the user's ``loss(x, y)`` (a fixed stacklevel would point into this package or torch)
+        f"{ENV_VAR}={'compile' if explicit else 'auto'}: torch.compile failed for the fused loss kernels ({reason}); "
+        f"the losses use {later} for the rest of the process.",
+        RuntimeWarning,
+    )
+
+
 class _Runner:
     """Runs the kernels of one spec on ``[B, C, *spatial]`` tensors, compiled or eager; falls back to eager (for good)
-    when compilation fails."""
+    when compilation fails and the eager kernels succeed."""
 
     def __init__(self, spec: KernelSpec, compiled: bool, explicit: bool) -> None:
         self.spec = spec
         self.kernels = _compiled_kernels(spec) if compiled else None
-        self.explicit = explicit  # the user asked for "compile": say so when it fails
+        self.explicit = explicit  # the user asked for "compile" (worded in the warning of a failed compilation)
 
     def _call(
         self, which: int, eager: Callable[..., Any], head: tuple, x: torch.Tensor, target: torch.Tensor, *args: Any
     ) -> Any:
-        """Kernel ``which`` (0 forward, 1 backward) of ``(*head, x, target, *args)`` on the flattened tensors."""
+        """Kernel ``which`` (0 forward, 1 backward) of ``(*head, x, target, *args)`` on the flattened tensors.
+
+        Where the compiled kernel raises (other than out of memory), the same call runs the eager kernel: if that
+        succeeds, the failure was the compiler's, and compilation is switched off for the process
+        (:func:`compile_unavailable_reason`) with one ``RuntimeWarning``; if the eager kernel raises too, its error
+        propagates (a bug in the kernels or their arguments, not a compiler problem) and nothing is switched off.
+        """
         flat_x, flat_target = _flatten(self.spec, x, target)
-        if self.kernels is not None and _compile_state["failed"] is None:
-            try:
-                return self.kernels.pick(flat_x, flat_target)[which](*head, flat_x, flat_target, *args)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as error:  # no C++ compiler / Triton, unsupported platform, ...
-                _compile_state["failed"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-                _LOGGER.debug("torch.compile of the fused loss kernels failed; using the eager kernels.", exc_info=True)
-                if self.explicit:
-                    warnings.warn(
-                        f"{ENV_VAR}=compile: torch.compile failed ({_compile_state['failed']}); "
-                        "the losses use the eager kernels.",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-        return eager(*head, flat_x, flat_target, *args)
+        if self.kernels is None or _compile_state["failed"] is not None:
+            return eager(*head, flat_x, flat_target, *args)
+        try:
+            return self.kernels.pick(flat_x, flat_target)[which](*head, flat_x, flat_target, *args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # no C++ compiler / Triton, unsupported platform, ... or a bug: the eager call tells
+            compile_error = error
+        try:
+            result = eager(*head, flat_x, flat_target, *args)
+        except Exception:
+            _LOGGER.debug("the compiled and the eager fused loss kernels both failed", exc_info=compile_error)
+            raise
+        _mark_compile_failed(compile_error, self.explicit)
+        return result
 
     def forward(self, *args: torch.Tensor) -> tuple:
         """:func:`fused_forward` of ``(x, target, wpos, wneg)``."""
