@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import monai
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -112,6 +114,22 @@ def test_without_the_history_a_resumed_run_would_lose_the_best_model(tmp_path: P
     second.handler.save_dict.pop("best")
     second.run()
     assert _model_bias(tmp_path / "model.pt") == 5.0
+
+
+def test_a_monai_without_the_private_best_score_list_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The best-score list is MONAI's private ``CheckpointSaver._key_metric_checkpoint``: a MONAI without it fails the
+    run at its start with an error naming the MONAI version and the attribute (not the bundle's saver settings); a
+    saver without a best model (``save_key_metric=False``) is the configuration's error."""
+    run = _Run(tmp_path, max_epochs=2)
+    monkeypatch.delattr(run.saver, "_key_metric_checkpoint")
+    message = rf"installed MONAI {re.escape(monai.__version__)} has no CheckpointSaver\._key_metric_checkpoint"
+    with pytest.raises(RuntimeError, match=message):
+        run.run()
+    assert run.epochs_run == [] and not (tmp_path / "last.pt").exists()
+    run = _Run(tmp_path, max_epochs=2)
+    monkeypatch.setattr(run.saver, "_key_metric_checkpoint", None)  # as MONAI sets it for save_key_metric=False
+    with pytest.raises(ValueError, match="must have save_key_metric=True"):
+        run.run()
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import re
 import warnings
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +396,23 @@ def test_single_channel_warnings_of_the_other_presets(name: str, flags: dict, fr
     assert len(matching) == 1, [str(w.message) for w in caught]
     assert matching[0].filename == __file__, f"warning points at {matching[0].filename}:{matching[0].lineno}"
     assert torch.isfinite(value)
+
+
+def test_warnings_skip_torch_but_not_a_folder_whose_name_starts_like_it(tmp_path: Path, monkeypatch) -> None:
+    """``warn_caller`` skips the frames of ``torch/`` (``nn.Module.__call__``), not those of e.g. ``torchvision/``."""
+    import importlib.util
+
+    from monai_mixedfocal.losses import _base
+
+    monkeypatch.setattr(_base, "_TORCH_DIR", str(tmp_path / "torch"))
+    caller = tmp_path / "torchvision" / "caller.py"
+    caller.parent.mkdir()
+    caller.write_text(
+        "from monai_mixedfocal.losses._base import warn_caller\n\n\ndef call():\n    warn_caller('here')\n"
+    )
+    spec = importlib.util.spec_from_file_location("caller_beside_torch", caller)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.warns(UserWarning, match="here") as record:
+        module.call()
+    assert (record[0].filename, record[0].lineno) == (str(caller), 5)

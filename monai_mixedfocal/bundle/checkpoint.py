@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
+import monai
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
@@ -43,18 +44,34 @@ from monai_mixedfocal.data.io import atomic_write_bytes, atomic_write_json
 __all__ = ["ResumeCheckpoint"]
 
 
+#: MONAI's ``CheckpointSaver`` keeps the Ignite ``Checkpoint`` of its best models (and their scores) in this private
+#: attribute (MONAI 1.6.1 and earlier). MONAI exposes only the loading side (``CheckpointSaver.load_state_dict``); its
+#: public saving side (``key_metric_save_state=True``) would put the list into ``model.pt``, not a plain state dict.
+_KEY_METRIC_ATTRIBUTE = "_key_metric_checkpoint"
+
+
 class _KeyMetricState:
-    """``state_dict`` / ``load_state_dict`` for the best-score list of a MONAI ``CheckpointSaver``."""
+    """``state_dict`` / ``load_state_dict`` for the best-score list of a MONAI ``CheckpointSaver``.
+
+    Raises:
+        RuntimeError: the installed MONAI's ``CheckpointSaver`` has no ``_key_metric_checkpoint`` (renamed or removed).
+        ValueError: the saver keeps no best model (``save_key_metric=False``).
+    """
 
     def __init__(self, saver: CheckpointSaver) -> None:
+        if not hasattr(saver, _KEY_METRIC_ATTRIBUTE):
+            raise RuntimeError(
+                f"ResumeCheckpoint cannot keep the best-score list of the CheckpointSaver in its save_dict: the "
+                f"installed MONAI {monai.__version__} has no CheckpointSaver.{_KEY_METRIC_ATTRIBUTE} (a private "
+                "attribute of earlier versions that this version of monai_mixedfocal reads). Install a MONAI version "
+                "that has it, or a monai_mixedfocal version that supports this MONAI."
+            )
+        if getattr(saver, _KEY_METRIC_ATTRIBUTE) is None:
+            raise ValueError("the CheckpointSaver in ResumeCheckpoint's save_dict must have save_key_metric=True.")
         self.saver = saver
 
     def state_dict(self) -> dict[str, Any]:
-        # MONAI exposes the loading side (CheckpointSaver.load_state_dict) but keeps the Ignite Checkpoint private
-        tracker = getattr(self.saver, "_key_metric_checkpoint", None)
-        if tracker is None:
-            raise ValueError("the CheckpointSaver in ResumeCheckpoint's save_dict must have save_key_metric=True.")
-        return tracker.state_dict()
+        return getattr(self.saver, _KEY_METRIC_ATTRIBUTE).state_dict()
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.saver.load_state_dict(dict(state_dict))
@@ -147,12 +164,13 @@ class ResumeCheckpoint:
 
         Raises:
             ValueError: the file is not a checkpoint written by this handler, or it holds an interrupted run recorded
-                with other ``run_settings``.
+                with other ``run_settings``; a ``CheckpointSaver`` in ``save_dict`` without ``save_key_metric=True``.
+            RuntimeError: the installed MONAI's ``CheckpointSaver`` has no best-score list where this handler reads it.
         """
+        objects = self._objects(engine)  # checked at the start of every run, not at the end of its first epoch
         if not self.resume or not self.path.is_file():
             return
         checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=True)
-        objects = self._objects(engine)
         missing = sorted(set(objects) - set(checkpoint)) if isinstance(checkpoint, Mapping) else sorted(objects)
         if missing:
             raise ValueError(

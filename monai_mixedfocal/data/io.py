@@ -189,7 +189,11 @@ def load_array(path: str | os.PathLike, image: nib.Nifti1Image | None = None) ->
         image: an already opened image for ``path`` (from :func:`read_nifti_header`), to avoid opening it twice.
 
     Returns:
-        The voxel array in its on-disk dtype (scaling ignored, which is right for label maps).
+        The voxel values with the header's scaling applied, as nibabel's ``image.dataobj`` gives them and as MONAI's
+        ``LoadImage`` reads them for training: ``scl_slope * stored + scl_inter`` in float64 where the header scales
+        (an int16 label map stored as ``0, 1`` with slope 2 and intercept 10 reads ``10.0, 12.0``); the on-disk dtype
+        where it does not (slope 1 and intercept 0, or unset), for an uncompressed ``.nii`` as a copy-on-write
+        ``np.memmap`` (changes never reach the file).
 
     Raises:
         DataError: the file is missing, unreadable, truncated or corrupt.

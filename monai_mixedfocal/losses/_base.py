@@ -39,8 +39,10 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
 
     ``forward`` is reached through ``nn.Module.__call__``, so a fixed ``stacklevel=2`` would point into torch.
     """
+    # the folders with a trailing separator, so that ``torchvision/`` is not taken for ``torch/``
+    skipped = (os.path.join(_PACKAGE_DIR, ""), os.path.join(_TORCH_DIR, ""))
     level, frame = 1, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith((_PACKAGE_DIR, _TORCH_DIR)):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skipped):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level + 1)

@@ -3,9 +3,11 @@
 """The study's plan: one bundle run per (loss, fold), its folder, its commands and its state on disk.
 
 Every run trains and evaluates through the bundle's own configs with ``python -m monai.bundle run`` (no second training
-loop here). A run's folder is its ``bundle_root``: ``models/`` (``model.pt``, the lowest-validation-loss weights, and
-``last.pt``, the checkpoint a re-started run resumes from) and ``eval/`` (TensorBoard logs, the per-case metrics CSV and
-the predicted label maps), plus ``train.log`` / ``evaluate.log`` and the state markers written by the runner.
+loop here). A run's folder is its ``bundle_root``: ``models/model.pt`` (the lowest-validation-loss weights),
+``checkpoints/`` (``last.pt``, written after every epoch, the checkpoint a re-started run resumes from, and
+``last.json``, the run's settings and epoch beside it; outside ``models/``, where MONAI Label offers every ``*.pt`` as a
+model) and ``eval/`` (TensorBoard logs, the per-case metrics CSV and the predicted label maps), plus ``train.log`` /
+``evaluate.log`` and the state markers written by the runner.
 """
 
 from __future__ import annotations
