@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 import re
 
+import monai
 import numpy as np
 import pytest
 import torch
 from monai.losses import AsymmetricUnifiedFocalLoss
 from monai.losses.unified_focal_loss import AsymmetricFocalLoss, AsymmetricFocalTverskyLoss
+from monai.utils import version_leq
 
 from monai_mixedfocal.losses import UnifiedFocalLoss, get_loss
 
@@ -142,16 +144,20 @@ def test_parts_and_lambda():
 
 
 def test_where_and_how_much_monai_differs():
-    """MONAI 1.6.1: focal part averaged over the 2 classes (half of the authors'), otherwise the same for
-    probabilities; no activation (logits get no gradient outside [0, 1]); channel 2 is ignored."""
+    """MONAI 1.6.1 and later: focal part averaged over the 2 classes (half of the authors'; MONAI 1.5 to 1.6.0 sum
+    them, as the authors do), otherwise the same for probabilities; no activation (logits get no gradient outside
+    [0, 1]); channel 2 is ignored."""
     p, labels = _probs((2, 2, 8, 8)), _labels((2, 1, 8, 8), 2)
     y = _onehot(labels, 2)
     ours = UnifiedFocalLoss(lambda_focal=0.5, delta=0.7, gamma=0.5, to_onehot_y=True)
     parts = ours.parts(p, labels)
+    averaged = version_leq("1.6.1", monai.__version__)  # MONAI 1.6.1: loss.mean() instead of mean(sum over classes)
     monai_focal = AsymmetricFocalLoss(delta=0.7, gamma=0.5)(p, y)
     monai_ft = AsymmetricFocalTverskyLoss(delta=0.7, gamma=0.5)(p, y)
-    assert float(parts["focal"]) == pytest.approx(2 * float(monai_focal), rel=1e-10)
+    assert float(parts["focal"]) == pytest.approx((2 if averaged else 1) * float(monai_focal), rel=1e-10)
     assert float(parts["focal_tversky"]) == pytest.approx(float(monai_ft), rel=1e-10)
+    if not averaged:  # MONAI < 1.6.1's AsymmetricUnifiedFocalLoss also refuses class-index labels with to_onehot_y
+        pytest.skip(f"the rest describes MONAI >= 1.6.1's AsymmetricUnifiedFocalLoss; installed: {monai.__version__}")
     monai_total = AsymmetricUnifiedFocalLoss(to_onehot_y=True, weight=0.5, delta=0.7, gamma=0.5)(p, labels)
     difference = float(ours(p, labels)) - float(monai_total)
     assert difference == pytest.approx(0.5 * float(parts["focal"]) / 2, rel=1e-9)

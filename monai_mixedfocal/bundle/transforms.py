@@ -1,6 +1,6 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""A workaround that lets the KiTS19 inference preprocessing run under MONAI Label with MONAI >= 1.5.
+"""A workaround that lets the KiTS19 inference preprocessing run under MONAI Label with MONAI >= 1.6.
 
 MONAI PR #8269 made ``Spacingd`` update, for NIfTI input, every dictionary entry whose key starts with
 ``"<key>_"`` as if it were a metadata dictionary. MONAI Label puts the input file's path, a string, under
