@@ -8,7 +8,7 @@ Public entry points:
 - :mod:`monai_mixedfocal.data`: KiTS19 / BraTS20 / MSD datalists, fold assignment, preprocessing, generated data.
 - :mod:`monai_mixedfocal.metrics`: per-case confusion-matrix metrics (DSC, precision, recall, IoU).
 - :mod:`monai_mixedfocal.stats`: confidence intervals, Wilcoxon tests with Holm-Bonferroni correction.
-- ``python -m monai_mixedfocal``: the command line (``datalist``, ``synthesize``, ``stats``, ``study``).
+- ``python -m monai_mixedfocal``: the command line (``datalist``, ``synthesize``, ``stats``, ``study``, ``bundles``).
 """
 
 from __future__ import annotations

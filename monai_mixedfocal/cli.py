@@ -24,7 +24,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every available sub-command."""
+    """Build the top-level parser with every sub-command of :data:`COMMAND_MODULES`.
+
+    Returns:
+        The parser; each sub-parser's ``func`` default runs its command.
+
+    Raises:
+        ModuleNotFoundError: a module of :data:`COMMAND_MODULES` is missing (a broken or partial installation: every
+            one is part of this package, so none is skipped), or a dependency one of them imports is not installed.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m monai_mixedfocal",
         description="Mixed Focal loss family for MONAI: data, statistics and the loss study.",
@@ -34,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside the module: surface it
+            if err.name != name:  # a missing dependency (or parent package) of the module: its own message says which
                 raise
-            continue
+            raise ModuleNotFoundError(
+                f"sub-command module {name} is missing: a broken or partial installation of monai_mixedfocal "
+                "(reinstall it)",
+                name=name,
+            ) from err
         module.register(subparsers)
     return parser
 

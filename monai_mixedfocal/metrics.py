@@ -300,18 +300,20 @@ def summarize_per_case(table: pd.DataFrame) -> pd.DataFrame:
     Means skip absent (case, class) pairs; ``n_cases`` counts all cases and ``n_absent`` those skipped.
 
     Args:
-        table: a table from :func:`per_case_table` (or its CSV read back).
+        table: a table from :func:`per_case_table` (or its CSV read back); only the columns ``class``, ``absent`` and
+            those of :data:`METRIC_NAMES` are used, the others of :data:`PER_CASE_COLUMNS` may be left out.
 
     Returns:
         One row per class (in the table's order) with ``n_cases``, ``n_absent`` and ``<metric>_mean``,
         ``<metric>_std``, ``<metric>_median`` for each metric.
 
     Raises:
-        ValueError: if a column of :data:`PER_CASE_COLUMNS` is missing.
+        ValueError: if the column ``class``, ``absent`` or one of :data:`METRIC_NAMES` is missing.
     """
-    missing = [c for c in ("class", "absent", *METRIC_NAMES) if c not in table.columns]
+    needed = ("class", "absent", *METRIC_NAMES)
+    missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise ValueError(f"per-case table is missing the columns {missing}; expected {list(PER_CASE_COLUMNS)}.")
+        raise ValueError(f"per-case table is missing the columns {missing}; it needs {list(needed)}.")
     grouped = table.groupby("class", sort=False)
     summary = pd.DataFrame({"n_cases": grouped.size(), "n_absent": grouped["absent"].sum().astype(int)})
     stats = grouped[list(METRIC_NAMES)].agg(["mean", "std", "median"])

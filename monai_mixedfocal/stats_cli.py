@@ -41,8 +41,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "stats",
         help="mean ± CI tables and pairwise Wilcoxon tests of a per-case CSV",
         description=(
-            "Print Table 1 (mean ± CI per method and class) and Table 2 (pairwise Wilcoxon tests, Holm-adjusted) of a "
-            "per-case CSV with columns case, method, class and metric columns (dsc, precision, recall, iou, ...)."
+            "Print Table 1 (mean ± CI per method and class) and Table 2 (pairwise Wilcoxon tests, p-values adjusted "
+            "by --correction, Holm by default) of a per-case CSV with columns case, method, class and metric columns "
+            "(dsc, precision, recall, iou, ...)."
         ),
     )
     parser.add_argument("csv", help="per-case CSV file")

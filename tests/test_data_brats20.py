@@ -171,3 +171,12 @@ def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path, tmp_path
     (parent / "BraTS20_Training_009").symlink_to(tmp_path / "nowhere")  # a broken link, e.g. a moved case folder
     with pytest.raises(DataError, match="BraTS20_Training_009: a case entry that is not a folder"):
         brats20_datalist(copy_root, labels_dir=tmp_path / "masks")
+
+
+def test_case_folders_found_at_most_three_levels_below_the_root(tmp_path: Path) -> None:
+    """As the docstrings say: ``<root>/a/b/c/BraTS20_Training_XXX`` is found, one level deeper is not."""
+    (tmp_path / "a" / "b" / "c" / "BraTS20_Training_001").mkdir(parents=True)
+    assert [p.name for p in brats20_module.find_brats20_cases(tmp_path)] == ["BraTS20_Training_001"]
+    (tmp_path / "deep" / "a" / "b" / "c" / "d" / "BraTS20_Training_002").mkdir(parents=True)
+    with pytest.raises(DataError, match="no BraTS20_Training_XXX folders"):
+        brats20_module.find_brats20_cases(tmp_path / "deep")

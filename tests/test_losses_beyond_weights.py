@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -101,6 +103,38 @@ def test_from_datalist_counts_caches_and_recounts(tmp_path):
     assert EffectiveNumberWeights.from_datalist(datalist, 3).counts.tolist() == all_counts.tolist()
     files = [str(tmp_path / f"case_{i}_seg.nii.gz") for i in range(3)]
     assert EffectiveNumberWeights.from_datalist(files, 3, cache=False).counts.tolist() == all_counts.tolist()
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda entry: entry.pop("counts"), id="no-counts"),
+        pytest.param(lambda entry: entry.update(counts=[1.0, 2.0]), id="wrong-length"),
+        pytest.param(lambda entry: entry.update(counts=["a", "b", "c"]), id="not-numbers"),
+        pytest.param(lambda entry: entry.update(counts=[1.0, -2.0, 3.0]), id="negative"),
+        pytest.param(lambda entry: entry.update(counts=None), id="null"),
+        pytest.param(lambda entry: entry.clear() or entry.update(dummy=1), id="other-keys"),
+        pytest.param("not-a-mapping", id="entry-not-a-mapping"),
+        pytest.param("entries-a-list", id="entries-a-list"),
+    ],
+)
+def test_a_malformed_cache_entry_is_counted_again_and_rewritten(tmp_path: Path, corrupt: Any) -> None:
+    """Like an unreadable cache file: the voxels are counted again and the entry replaced, no bare ``KeyError``."""
+    arrays = [np.array([[[0, 1], [2, 0]]]), np.array([[[0, 0], [1, 2]]])]
+    datalist = _write_dataset(tmp_path, arrays)
+    expected = EffectiveNumberWeights.from_datalist(datalist, num_classes=3).counts.tolist()
+    cache = tmp_path / f"datalist.json{CACHE_SUFFIX}"
+    content = json.loads(cache.read_text())
+    (key,) = content["entries"]
+    if corrupt == "not-a-mapping":
+        content["entries"][key] = [1.0, 2.0, 3.0]
+    elif corrupt == "entries-a-list":
+        content["entries"] = [key]
+    else:
+        corrupt(content["entries"][key])
+    cache.write_text(json.dumps(content))
+    assert EffectiveNumberWeights.from_datalist(datalist, num_classes=3).counts.tolist() == expected
+    assert json.loads(cache.read_text())["entries"][key]["counts"] == expected
 
 
 def test_from_datalist_errors(tmp_path):

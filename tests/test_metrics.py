@@ -13,6 +13,7 @@ import torch
 from monai.metrics import ConfusionMatrixMetric, DiceMetric
 
 from monai_mixedfocal.metrics import (
+    METRIC_NAMES,
     PER_CASE_COLUMNS,
     ConfusionCountsMetric,
     PerCaseMetric,
@@ -160,6 +161,15 @@ def test_per_case_table_and_summary(onehots: tuple[torch.Tensor, torch.Tensor]) 
         per_case_table(counts, ["a", "b", "c"], ["kidney", "tumor"])
     with pytest.raises(ValueError, match="include_background"):
         per_case_table(counts, ["a", "b"], ["background", "kidney", "tumor"])
+
+
+def test_summary_needs_class_absent_and_the_metric_columns_only(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    table = per_case_table(confusion_counts(*onehots, include_background=False), ["a", "b"], ["kidney", "tumor"])
+    full = summarize_per_case(table)
+    pd.testing.assert_frame_equal(summarize_per_case(table[["class", "absent", *METRIC_NAMES]]), full)
+    for column in ("class", "absent", "iou"):
+        with pytest.raises(ValueError, match=rf"missing the columns \['{column}'\]"):
+            summarize_per_case(table.drop(columns=column))
 
 
 def test_csv_round_trip_keeps_absent_cells_empty(tmp_path, onehots: tuple[torch.Tensor, torch.Tensor]) -> None:

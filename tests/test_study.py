@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import monai_mixedfocal.study.runner as runner_module
 from monai_mixedfocal.data import read_datalist, synthesize_kits19
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
-from monai_mixedfocal.study.runner import execute_runs, format_seconds, run_logged
+from monai_mixedfocal.study.runner import _last_epoch, execute_runs, format_seconds, run_logged
 from monai_mixedfocal.study.runs import PER_CASE_CSV, Run, default_bundle_dir, format_override, plan_runs
 from monai_mixedfocal.study.study import PAPER_LOSSES, StudySpec, collect_and_report, parse_losses, prepare_datalist
 
@@ -101,6 +102,36 @@ def test_run_logged_reports_epochs_from_the_log(tmp_path: Path) -> None:
     assert [s[0] for s in seen] == [1, 2] and seen[0][1] == 2
     assert "Epoch: 2/2" in (tmp_path / "run.log").read_text()
     assert format_seconds(75) == "1m15s" and format_seconds(3700) == "1h01m" and format_seconds(3) == "3s"
+
+
+def test_log_read_in_chunks_split_inside_a_character_and_a_line(tmp_path: Path) -> None:
+    """A read ending inside a multi-byte UTF-8 character or a line reads it again, whole, with the next chunk."""
+    log = tmp_path / "run.log"
+    log.write_bytes(b"abc\xc3")  # the first byte of "é"
+    last, offset = _last_epoch(log, 0)
+    assert last is None and offset <= 4  # never past the bytes actually in the file
+    with log.open("ab") as handle:
+        handle.write("\xa9 Epoch: 3/10, Iter: 7/1".encode()[1:])  # the rest of "é" and a line still being written
+    last, offset = _last_epoch(log, offset)
+    assert last is None and offset <= 4  # "Iter: 7/1" is not read as 1 iteration of 1
+    with log.open("ab") as handle:
+        handle.write("2 -- train_loss: 0.4321 ✓\nEpoch: 4/1".encode())
+    last, offset = _last_epoch(log, offset)
+    assert last == (3, 10, 7, 12)
+    assert log.read_bytes()[:offset].decode() == "abcé Epoch: 3/10, Iter: 7/12 -- train_loss: 0.4321 ✓\n"
+    with log.open("ab") as handle:
+        handle.write(b"0, Iter: 1/12 -- train_loss: 0.4\r")
+    assert _last_epoch(log, offset) == ((4, 10, 1, 12), log.stat().st_size)
+
+
+def test_log_without_line_ends_is_read_up_to_its_last_complete_character(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "_MAX_PENDING", 8)
+    log = tmp_path / "run.log"
+    log.write_bytes("abcdefgh€".encode()[:-1])  # 10 bytes, the last two of them an incomplete "€"
+    assert _last_epoch(log, 0) == (None, 8)
+    assert _last_epoch(log, 8) == (None, 8)  # 2 bytes pending: under the limit, read again later
 
 
 def test_failed_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:

@@ -3,15 +3,19 @@
 """Code the MONAI bundles in ``bundles/`` call from their configs, where plain MONAI is not enough.
 
 - :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
-- :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start.
-- :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn.
+- :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start;
+  :data:`DATA_SOURCES`: the data sets :func:`load_split` lists from their own folder layout.
+- :func:`prediction_root`: the folder saved predictions mirror, so that they land inside ``output_dir``.
+- :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn;
+  :data:`PATCH_SAMPLING_MODES`: its modes (``"random"``, ``"by_class"``).
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`EpochSeededData`: each epoch's training data depends on (seed, epoch) alone, so that a resumed run trains on
   the data of the uninterrupted one.
 - :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
-- :func:`run_settings`, :func:`check_evaluation_split`: a run's data split and loss, recorded beside ``last.pt``, so
-  that another run never resumes it and an evaluation never scores a model on its own training cases.
+- :func:`run_settings`, :func:`check_resume`, :func:`check_evaluation_split`: a run's data split and loss, recorded
+  beside ``last.pt``, so that another run never resumes it and an evaluation never scores a model on its own training
+  cases.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
 - :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
 

@@ -3,7 +3,8 @@
 """BraTS20 datalist: T1-CE images and binary enhancing-tumour (ET) masks.
 
 Layout: ``MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX/BraTS20_Training_XXX_{t1,t1ce,t2,flair,seg}.nii[.gz]``,
-possibly nested one level deeper (``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/...`` as in common mirrors).
+where the root given may be that folder or any folder above it with at most three folder levels between it and the
+case folders (e.g. ``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/...`` as in common mirrors).
 Case 355's mask is named ``W39_1998.09.19_Segm.nii`` in the official release. Labels: 0 background, 1 necrotic /
 non-enhancing core, 2 oedema, 4 enhancing tumour. Only T1-CE is used and the target is ET (label 4) as a binary mask;
 cases without an ET voxel are excluded by default (342 of the 369 remain).
@@ -62,7 +63,10 @@ _HASH_CHUNK = 1 << 20
 
 
 def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
-    """The ``BraTS20_Training_XXX`` folders under ``root`` (searched up to three levels deep), sorted by name.
+    """The ``BraTS20_Training_XXX`` folders under ``root``, sorted by name.
+
+    The case folders are looked for directly in ``root``, then one, two and at most three folder levels below it
+    (``<root>/a/b/c/BraTS20_Training_XXX``); the shallowest level holding any is used.
 
     Raises:
         DataError: the root is missing, holds no case folder, holds the same case twice, or a ``BraTS20_Training_XXX``
@@ -205,8 +209,8 @@ def brats20_datalist(
     another segmentation, an older version or a damaged one is rebuilt).
 
     Args:
-        root: ``MICCAI_BraTS2020_TrainingData``, or a folder holding it up to two levels deeper; paths in the result are
-            relative to ``root``.
+        root: ``MICCAI_BraTS2020_TrainingData``, or a folder above it with at most three folder levels between it and
+            the case folders (see :func:`find_brats20_cases`); paths in the result are relative to ``root``.
         exclude_empty: leave out cases without an enhancing-tumour voxel (as in the paper).
         validate: also check the T1-CE header (readable, complete, same 3-D shape as the segmentation).
         labels_dir: where to write the binary masks; default ``<root>/labels_et`` (the command line puts them beside

@@ -276,8 +276,8 @@ class EffectiveNumberWeights(ClassWeights):
             base_dir: the root relative paths are resolved against (a JSON datalist defaults to its ``dataset_root``).
             label_key: the key of the label path in a case dict.
             cache: ``True``: for a JSON datalist, keep the counts in ``<datalist>.label_counts.json`` beside it
-                (reused while the label files, their sizes and modification times are unchanged); a path: that cache
-                file; ``False``: no cache.
+                (reused while the label files, their sizes and modification times are unchanged; an unreadable cache
+                or a malformed entry is counted again and rewritten); a path: that cache file; ``False``: no cache.
 
         Returns:
             the weights.
@@ -307,14 +307,38 @@ class EffectiveNumberWeights(ClassWeights):
                 entries = json.loads(cache_path.read_text(encoding="utf-8")).get("entries", {})
             except (OSError, ValueError, AttributeError):
                 entries = {}  # an unreadable cache is recomputed and rewritten
-        if key in entries:
-            counts = np.asarray(entries[key]["counts"], dtype=np.float64)
-        else:
+            if not isinstance(entries, dict):
+                entries = {}
+        counts = _cached_counts(entries.get(key), num_classes)
+        if counts is None:  # not cached, or a malformed entry: counted again, and the entry rewritten
             counts = count_label_voxels(files, num_classes).astype(np.float64)
             if cache_path is not None:
                 entries[key] = {"num_classes": num_classes, "num_files": len(files), "counts": counts.tolist()}
                 atomic_write_json(cache_path, {"entries": entries})
         return cls(counts, beta)
+
+
+def _cached_counts(entry: Any, num_classes: int) -> np.ndarray | None:
+    """The voxel counts of a label-count cache entry, or ``None`` for a missing or malformed entry.
+
+    Args:
+        entry: the entry of the cache file (``{"counts": [...], ...}``), or ``None``.
+        num_classes: the number of classes the counts must have.
+
+    Returns:
+        The ``num_classes`` counts, or ``None`` when the entry is missing, is not a mapping, has no ``"counts"``, or
+        its counts are not ``num_classes`` finite, non-negative numbers (the caller counts the voxels again, as for an
+        unreadable cache file).
+    """
+    if not isinstance(entry, Mapping):
+        return None
+    try:
+        counts = np.asarray(entry["counts"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if counts.shape != (num_classes,) or not np.isfinite(counts).all() or (counts < 0).any():
+        return None
+    return counts
 
 
 def _label_files(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from monai_mixedfocal.study.runs import FAILED_MARKER, TRAINED_MARKER, Run
 # MONAI's StatsHandler iteration log: "Epoch: 3/10, Iter: 7/12 -- train_loss: 0.4321"
 _ITERATION = re.compile(r"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+)")
 _POLL_SECONDS = 2.0
+_MAX_PENDING = 1 << 20  # bytes of an unfinished line read again at most, see _last_epoch
 
 
 def format_seconds(seconds: float) -> str:
@@ -57,16 +59,35 @@ class StudyProgress:
 
 
 def _last_epoch(log: Path, offset: int) -> tuple[tuple[int, int, int, int] | None, int]:
-    """The last ``(epoch, epochs, iteration, iterations)`` logged after ``offset``, and the new offset."""
+    """The last ``(epoch, epochs, iteration, iterations)`` logged after ``offset``, and the new offset.
+
+    Only complete lines are used: the new offset is the byte offset just after the last line end (``\\n`` or
+    ``\\r``) read, so a line still being written (and a UTF-8 character split at the end of the read) is read again,
+    whole, by the next call. A stretch of :data:`_MAX_PENDING` bytes or more without a line end is used up to its last
+    complete UTF-8 character instead, so that an endless line is not read again and again.
+
+    Args:
+        log: the log file.
+        offset: byte offset of the first byte not read yet (the previous call's result).
+
+    Returns:
+        The last iteration logged in the complete lines after ``offset`` (``None`` if none, or if the log cannot be
+        read), and the byte offset to pass to the next call.
+    """
     try:
         with open(log, "rb") as handle:
             handle.seek(offset)
-            text = handle.read().decode("utf-8", errors="replace")
+            data = handle.read()
     except OSError:
         return None, offset
-    matches = _ITERATION.findall(text)
+    end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1  # ASCII bytes: never inside a multi-byte character
+    if end == 0 and len(data) >= _MAX_PENDING:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder.decode(data, final=False)
+        end = len(data) - len(decoder.getstate()[0])  # the bytes of a split last character are kept for later
+    matches = _ITERATION.findall(data[:end].decode("utf-8", errors="replace"))
     last = tuple(int(v) for v in matches[-1]) if matches else None
-    return last, offset + len(text.encode("utf-8"))  # type: ignore[return-value]
+    return last, offset + end  # type: ignore[return-value]
 
 
 def run_logged(
