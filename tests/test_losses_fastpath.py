@@ -34,7 +34,8 @@ from fused_cases import (
 from monai.data import MetaTensor
 from torch._dynamo.utils import counters
 
-from monai_mixedfocal.losses import CategoricalFocalLoss, MixedFocalLoss, _fused, _fused_loss
+from monai_mixedfocal.losses import CategoricalFocalLoss, MixedFocalLoss, _fused, _fused_loss, _kernels
+from monai_mixedfocal.losses._fused import _own_code
 
 
 def _compare(name: str, mode: str, options: dict, shape: tuple[int, ...], dtype: torch.dtype, fused: str) -> None:
@@ -347,7 +348,7 @@ def test_no_double_backward() -> None:
 
 
 def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole: bool) -> None:
-    """Replace ``torch.compile`` of the kernels (``_CompiledKernels`` of the statistics path and of the whole loss) by
+    """Replace ``torch.compile`` of the kernels (``CompiledKernels`` of the statistics path and of the whole loss) by
     the same functions run uncompiled, the ``fail`` one ("forward" or "backward") raising as a failed compilation
     does; "auto" takes the compiled path at every size, the whole loss only ``whole``."""
 
@@ -367,8 +368,8 @@ def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole:
             return self.kernels
 
     monkeypatch.setattr(_fused, "_compiled", {})  # no kernels cached by earlier tests
-    monkeypatch.setattr(_fused, "_CompiledKernels", StandIn)
-    monkeypatch.setattr(_fused_loss, "_CompiledKernels", StandIn)
+    monkeypatch.setattr(_fused, "CompiledKernels", StandIn)
+    monkeypatch.setattr(_fused_loss, "CompiledKernels", StandIn)
     monkeypatch.setattr(_fused, "AUTO_MIN_ELEMENTS", 0)
     if not whole:
         monkeypatch.setattr(_fused_loss, "MAX_COMPILED_LOSSES", 0)
@@ -420,7 +421,7 @@ def test_kernel_error_propagates(monkeypatch: pytest.MonkeyPatch, fail: str, who
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if fail == "forward":  # under the forward kernel, compiled or eager
-            patch.setattr(_fused, "forward_sums", bug)
+            patch.setattr(_kernels, "forward_sums", bug)
         else:  # the backward kernel, in both modules that call it
             patch.setattr(_fused, "fused_backward", bug)
             patch.setattr(_fused_loss, "fused_backward", bug)
@@ -433,6 +434,21 @@ def test_kernel_error_propagates(monkeypatch: pytest.MonkeyPatch, fail: str, who
     assert_same(value, ref_value, 1e-10, "value")
     assert_same(grad, ref_grad, 1e-10, "gradient")
     assert _fused.compile_unavailable_reason() is None
+
+
+def test_own_code_keeps_defaults_and_closure() -> None:
+    """The copy of a kernel with its own code object (one ``torch.compile`` cache per spec) keeps the function's
+    defaults, keyword-only defaults and closure."""
+    offset = 100
+
+    def kernel(x: int, y: int = 20, *, z: int = 3) -> int:
+        return x + y + z + offset
+
+    copy = _own_code(kernel, 7)
+    assert copy.__code__ is not kernel.__code__ and copy.__name__ == "kernel_7"
+    assert (copy.__defaults__, copy.__kwdefaults__, copy.__closure__) == ((20,), {"z": 3}, kernel.__closure__)
+    assert copy(1) == kernel(1) == 124
+    assert copy(1, 2, z=4) == kernel(1, 2, z=4) == 107
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ STUDY = ["dice", "tversky", "focal_tversky", "cosine_tversky_g25", "cross_entrop
 
 
 class _Uncompiled:
-    """Stands in for ``_CompiledKernels``: the same functions, run without ``torch.compile``."""
+    """Stands in for ``CompiledKernels``: the same functions, run without ``torch.compile``."""
 
     def __init__(self, tag: int, forward: Any, backward: Any) -> None:
         self.kernels = (forward, backward)
@@ -46,7 +46,7 @@ class _Failing(_Uncompiled):
 
 @pytest.fixture
 def uncompiled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_fused_loss, "_CompiledKernels", _Uncompiled)
+    monkeypatch.setattr(_fused_loss, "CompiledKernels", _Uncompiled)
 
 
 def _whole_node(value: torch.Tensor) -> Any:
@@ -134,7 +134,7 @@ def test_reduction_none_and_the_cap_use_the_statistics(uncompiled: None, monkeyp
 def test_failed_compilation_falls_back(monkeypatch: pytest.MonkeyPatch, at_backward: bool) -> None:
     """A compilation that fails (forward, or only backward) is reported in "compile" mode and the loss is still right:
     the eager kernels (on chunks of voxels: a volume of two here) take over for good."""
-    monkeypatch.setattr(_fused_loss, "_CompiledKernels", lambda *a: _Failing(*a, at_backward=at_backward))
+    monkeypatch.setattr(_fused_loss, "CompiledKernels", lambda *a: _Failing(*a, at_backward=at_backward))
     two_chunks = (1, 3, 41, 40, 41)
     assert math.prod(two_chunks[2:]) > _fused.CHUNK_VOXELS
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):

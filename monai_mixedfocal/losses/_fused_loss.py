@@ -2,14 +2,14 @@
 # Licensed under the Apache License, Version 2.0
 """The whole loss in two compiled calls: the fused kernels and the loss's arithmetic on their sums in one graph.
 
-The fused kernels (:mod:`~monai_mixedfocal.losses._fused`) leave each loss a few dozen small operations on the
+The fused kernels (:mod:`~monai_mixedfocal.losses._kernels`) leave each loss a few dozen small operations on the
 ``[B, C]`` sums: the per-class formula, the reduction, the check, and as many again in the backward pass. On a GPU
 each is a kernel launch, and a loss step whose kernels take a fraction of a millisecond is bound by the host
 (``docs/performance.md``, "CUDA"). Here both passes are one compiled call each:
 
-- forward: the statistics (:func:`~._fused.fused_forward`), then the loss's value from them (the "tail", the loss's
+- forward: the statistics (:func:`~._kernels.fused_forward`), then the loss's value from them (the "tail", the loss's
   own ``_value`` method, traced by ``torch.compile``) and the check of the input and of the value;
-- backward: the gradient of the input (:func:`~._fused.fused_backward`), from the derivatives of the tail with
+- backward: the gradient of the input (:func:`~._kernels.fused_backward`), from the derivatives of the tail with
   respect to the sums, which the forward graph computes (``torch.func.grad_and_value``) and saves (``[B, C]`` each).
 
 The compiled functions belong to one loss instance (its configuration is part of the traced graph), so that
@@ -30,19 +30,17 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from monai_mixedfocal.losses._fused import (
+    CompiledKernels,
     FusedInputs,
     FusedStatistics,
-    KernelSpec,
-    _compile_state,
-    _CompiledKernels,
-    _eager_backward,
-    _eager_forward,
-    _Runner,
+    Runner,
     checked_loss,
-    fused_backward,
-    fused_forward,
+    compile_unavailable_reason,
+    eager_backward,
+    eager_forward,
     fused_inputs,
 )
+from monai_mixedfocal.losses._kernels import KernelSpec, fused_backward, fused_forward
 
 __all__ = ["MAX_COMPILED_LOSSES", "fused_loss", "release_compiled_losses"]
 
@@ -94,8 +92,8 @@ def loss_forward(
 
     Returns:
         ``(loss, ok, valid, finite, dL/dpred_sum, dL/dtp, dL/dpixel, lse)``: ``valid`` as
-        :func:`~._fused.sums_valid`, ``finite`` whether the loss is finite, ``ok`` both (0-d bool tensors), ``lse`` as
-        :func:`~._fused.fused_forward`.
+        :func:`~._kernels.sums_valid`, ``finite`` whether the loss is finite, ``ok`` both (0-d bool tensors), ``lse`` as
+        :func:`~._kernels.fused_forward`.
     """
     return tail.value_and_gradients(x, fused_forward(spec, x, target, wpos, wneg))
 
@@ -115,19 +113,19 @@ def loss_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args
 
 def _eager_loss_forward(spec: KernelSpec, tail: _Tail, x: torch.Tensor, target: torch.Tensor, *weights: Any) -> tuple:
     """:func:`loss_forward` with the eager (chunked) kernels."""
-    return tail.value_and_gradients(x, _eager_forward(spec, x, target, *weights))
+    return tail.value_and_gradients(x, eager_forward(spec, x, target, *weights))
 
 
 def _eager_loss_backward(spec: KernelSpec, x: torch.Tensor, target: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """:func:`loss_backward` with the eager (chunked) kernels."""
-    return _eager_backward(spec, x, target, *_scaled(*args))
+    return eager_backward(spec, x, target, *_scaled(*args))
 
 
-class _LossRunner(_Runner):
+class _LossRunner(Runner):
     """Runs :func:`loss_forward` and :func:`loss_backward` of one loss instance, compiled (the eager kernels once
     compilation has failed)."""
 
-    def __init__(self, spec: KernelSpec, tail: _Tail, kernels: _CompiledKernels, explicit: bool) -> None:
+    def __init__(self, spec: KernelSpec, tail: _Tail, kernels: CompiledKernels, explicit: bool) -> None:
         super().__init__(spec, compiled=False, explicit=explicit)
         self.kernels = kernels
         self.tail = tail
@@ -166,7 +164,7 @@ class _FusedLossFunction(torch.autograd.Function):
         return ctx.runner.backward(x, *args, grad), None, None, None, None
 
 
-_compiled_losses: dict[tuple, tuple[_Tail, _CompiledKernels]] = {}
+_compiled_losses: dict[tuple, tuple[_Tail, CompiledKernels]] = {}
 _lock = threading.Lock()
 
 
@@ -199,7 +197,7 @@ def _compiled_loss(value: LossValue, spec: KernelSpec, kept: slice, spatial_dims
                 type(getattr(value, "__self__", value)).__name__,
                 spec,
             )
-            kernels = _CompiledKernels(len(_compiled_losses), loss_forward, loss_backward)
+            kernels = CompiledKernels(len(_compiled_losses), loss_forward, loss_backward)
             _compiled_losses[key] = (_Tail(value, kept, spatial_dims), kernels)
         return _compiled_losses[key]
 
@@ -208,7 +206,7 @@ def _loss_of(inputs: FusedInputs, value: LossValue, spatial_dims: int, scalar: b
     """The checked loss from the fused inputs: compiled whole where it may be, else the statistics and ``value``."""
     whole = inputs.compiled and scalar
     compiled = _compiled_loss(value, inputs.spec, inputs.kept, spatial_dims) if whole else None
-    if compiled is None or _compile_state["failed"] is not None:
+    if compiled is None or compile_unavailable_reason() is not None:
         stats = inputs.statistics()
         loss = value(stats, spatial_dims)
         return checked_loss(loss, torch.isfinite(loss).all(), stats.valid, stats.explain)
