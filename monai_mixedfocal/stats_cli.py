@@ -118,7 +118,7 @@ def _print_tables(
     from monai_mixedfocal import report
 
     cells, _ = report.table1(summary)
-    counts, _ = report.table1(summary, value="n")
+    counts, _ = report.table1(stats.summary_table(df, metrics=args.metrics), value="n")  # cases, whatever --ci-over
     over = "cases" if args.ci_over == "cases" else "fold means"
     print(f"Table 1: mean ± {args.confidence * 100:g}% t confidence interval over {over}")
     print(report.markdown_table(cells, escape=False))

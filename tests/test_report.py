@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,16 @@ def test_the_report_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "svg"
     assert (tmp_path / "boxplot_dsc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_intervals_over_folds_still_count_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ci-over folds``: Table 1 over the 2 fold means, the count table still counts the 8 cases."""
+    csv = tmp_path / "per_case.csv"
+    study_table().to_csv(csv, index=False)
+    assert run_in_process(str(csv), "--ci-over", "folds", "--metrics", "dsc") == 0
+    out = capsys.readouterr().out
+    assert "confidence interval over fold means" in out
+    counts = out.split("Cases used")[1].split("Table 2")[0]
+    assert re.findall(r"\| (\d+) ", counts) and set(re.findall(r"\| (\d+) ", counts)) == {"8"}
+    table1 = stats.summary_table(study_table(), metrics=["dsc"], ci_over="folds")
+    assert set(table1["n"]) == {2}
