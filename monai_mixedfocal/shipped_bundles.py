@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from monai_mixedfocal.cli_errors import print_error
 
 DISTRIBUTION = "monai-mixedfocal"
 BUNDLE_NAMES: dict[str, str] = {
@@ -112,7 +113,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         folders = copy_bundles(names, args.copy_to) if args.copy_to else [bundle_dir(name) for name in names]
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
     for folder in folders:
         print(folder)

@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal import stats
+from monai_mixedfocal.cli_errors import print_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 correction=args.correction,
             )
     except (OSError, ValueError) as err:
-        print(f"error: {err}".replace("\n", " "), file=sys.stderr)
+        print_error(err, one_line=True)
         return 2
     try:
         _print_tables(args, df, summary, pairs, test_metric)

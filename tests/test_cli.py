@@ -1,6 +1,7 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""The top-level parser: every sub-command module is registered, a missing one is an error, never skipped."""
+"""The top-level parser: every sub-command module is registered, a missing one is an error, never skipped; a command's
+error is one line, with the traceback on request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from monai_mixedfocal import cli
+from monai_mixedfocal.cli_errors import TRACEBACK_ENV
 
 
 def test_every_command_is_registered() -> None:
@@ -36,3 +38,17 @@ def test_a_missing_dependency_of_a_command_module_names_the_dependency(
     with pytest.raises(ModuleNotFoundError) as err:
         cli.build_parser()
     assert err.value.name == "mmf_cli_probe_absent_dependency"
+
+
+@pytest.mark.parametrize("traceback_env", [None, "0", "1"])
+def test_a_command_error_is_one_line_and_its_traceback_on_request(
+    traceback_env: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if traceback_env is None:
+        monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRACEBACK_ENV, traceback_env)
+    assert cli.main(["stats", str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "missing.csv" in err
+    assert ("Traceback (most recent call last)" in err) == (traceback_env == "1")

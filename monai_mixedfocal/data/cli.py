@@ -14,11 +14,11 @@ Errors (bad data or arguments) print one line to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.brats20 import brats20_datalist
 from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
@@ -40,7 +40,7 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         try:
             return run(args)
         except (DataError, ValueError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print_error(err)
             return EXIT_ERROR
 
     wrapper.__name__ = run.__name__

@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any
 
+from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.errors import DataError
 
 
@@ -117,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
             return 0
         progress, report = run_study(spec)
     except (ValueError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(err)
         return 2
     if report is None:
         print("no run finished; see the logs in the runs' folders", file=sys.stderr)

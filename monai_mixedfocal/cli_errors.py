@@ -1,0 +1,32 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""How the commands report an error they stop on: one ``error: ...`` line, and the traceback on request.
+
+The commands (``datalist``, ``synthesize``, ``stats``, ``study``, ``bundles``) turn bad input (a missing file, a wrong
+option, invalid data) into one line on stderr and exit code 2. The same ``except`` would also turn a bug inside them
+into one line; set ``MONAI_MIXEDFOCAL_TRACEBACK=1`` to get the traceback as well (for a bug report).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+__all__ = ["TRACEBACK_ENV", "print_error"]
+
+TRACEBACK_ENV = "MONAI_MIXEDFOCAL_TRACEBACK"
+"""Environment variable: any value but empty or ``0`` prints the traceback before the ``error:`` line."""
+
+
+def print_error(error: BaseException, one_line: bool = False) -> None:
+    """Print ``error: <message>`` on stderr, after the traceback where :data:`TRACEBACK_ENV` asks for it.
+
+    Args:
+        error: the exception the command stops on.
+        one_line: fold the message's line breaks into spaces.
+    """
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    message = f"error: {error}"
+    print(message.replace("\n", " ") if one_line else message, file=sys.stderr)
