@@ -1,0 +1,48 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The study report: tables in the paper's format (Markdown, CSV, LaTeX) and figures (PNG).
+
+- :mod:`~monai_mixedfocal.report.tables`: Table 1 and Table 2 as text (:func:`table1`, :func:`pairwise_matrix`,
+  :func:`markdown_table`, :func:`latex_table`, :func:`format_p`), public so that the command line and notebooks can
+  print the same tables;
+- :mod:`~monai_mixedfocal.report.figures`: box plots, precision against recall, segmentation overlays;
+- :mod:`~monai_mixedfocal.report.writer`: :func:`write_report`, the report folder of a per-case table.
+"""
+
+from __future__ import annotations
+
+from monai_mixedfocal.report.figures import (
+    OverlayInput,
+    boxplot_figure,
+    overlay_figure,
+    pick_overlay_slice,
+    precision_recall_figure,
+)
+from monai_mixedfocal.report.tables import (
+    METRIC_LABELS,
+    format_p,
+    latex_escape,
+    latex_table,
+    markdown_table,
+    pairwise_matrix,
+    table1,
+)
+from monai_mixedfocal.report.writer import REPORT_MANIFEST, TEST_DESCRIPTIONS, write_report
+
+__all__ = [
+    "METRIC_LABELS",
+    "REPORT_MANIFEST",
+    "TEST_DESCRIPTIONS",
+    "OverlayInput",
+    "boxplot_figure",
+    "format_p",
+    "latex_escape",
+    "latex_table",
+    "markdown_table",
+    "overlay_figure",
+    "pairwise_matrix",
+    "pick_overlay_slice",
+    "precision_recall_figure",
+    "table1",
+    "write_report",
+]
