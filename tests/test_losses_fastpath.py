@@ -158,9 +158,11 @@ def test_gradcheck_fused(name: str, mode: str, options: dict) -> None:
         assert torch.autograd.gradcheck(lambda inp: loss(inp, target), (leaf,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+_INPUT_OPTIONS = {"sigmoid": False, "softmax": True, "other_act": None, "to_onehot_y": True, "include_background": True}
+
+
 def _statistics(x: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> _fused.FusedStatistics | None:
-    defaults = {"sigmoid": False, "softmax": True, "other_act": None, "to_onehot_y": True, "include_background": True}
-    return _fused.fused_statistics(x, target, **{**defaults, **kwargs}, region=True, focal=(0.25, 2.0, None))
+    return _fused.fused_statistics(x, target, **{**_INPUT_OPTIONS, **kwargs}, region=True, focal=(0.25, 2.0, None))
 
 
 def test_weights_made_under_inference_mode_serve_training() -> None:
@@ -337,14 +339,91 @@ def test_log_sum_exp_saved_only_for_a_focal_term(name: str, saves_lse: bool) -> 
     assert lse.shape == ((SHAPE_3D[0], voxels) if saves_lse else (0,))
 
 
-def test_no_double_backward() -> None:
-    """The fused backward is not differentiable again: a clear error instead of a wrong second derivative."""
-    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=6)
+def _second_order_cases(name: str, leaf: torch.Tensor, labels: torch.Tensor, kwargs: dict) -> dict[str, Any]:
+    """Ways of asking for the gradient's own graph: a gradient penalty, the same with ``loss.backward``, a Hessian."""
+    loss = LOSSES[name](3)(**kwargs)
+
+    def penalty() -> Any:
+        (grad,) = torch.autograd.grad(loss(leaf, labels), leaf, create_graph=True)
+        return grad.pow(2).sum()
+
+    def backward() -> Any:
+        return loss(leaf, labels).backward(create_graph=True)
+
+    def hessian() -> Any:
+        return torch.autograd.functional.hessian(lambda v: loss(v, labels), leaf.detach())
+
+    return {"penalty": penalty, "backward": backward, "hessian": hessian}
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
+@pytest.mark.parametrize("how", ["penalty", "backward", "hessian"])
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice", "mixed_focal"])
+def test_second_derivative_raises(name: str, how: str) -> None:
+    """The fused backward is not differentiable again: asking for the gradient's graph (``create_graph=True``) raises
+    an error that names the plain path, for every loss, also where the loss's derivative with respect to the sums is
+    constant (cross entropy, focal; PyTorch's ``once_differentiable`` then returned a gradient without history and a
+    gradient penalty or a Hessian silently lost its second-order terms). The plain path gives the second derivative."""
+    x, labels, kwargs = make_case("softmax-labels", (1, 3, 2, 3, 2), torch.float64, seed=6)
     leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode("eager"), pytest.raises(RuntimeError, match=r"no second derivative.*FUSED=off"):
+        _second_order_cases(name, leaf, labels, kwargs)[how]()
+    with _fused.use_fused_mode("off"):
+        result = _second_order_cases(name, leaf, labels, kwargs)[how]()
+    if how == "penalty":
+        (second,) = torch.autograd.grad(result, leaf)
+        assert float(second.abs().max()) > 0.0
+    with _fused.use_fused_mode("eager"):  # first derivatives are unaffected
+        value = LOSSES[name](3)(**kwargs)(leaf, labels)
+    (grad,) = torch.autograd.grad(value, leaf)
+    assert torch.isfinite(grad).all()
+
+
+def test_torch_func_transforms_take_the_plain_path() -> None:
+    """``torch.func.grad`` (a functorch transform, which the fused autograd functions do not support) gives the plain
+    path's gradient in every mode, instead of PyTorch's error about ``setup_context``."""
+    x, labels, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=8)
+    loss = MixedFocalLoss(**kwargs)
+    with _fused.use_fused_mode("off"):
+        expected = torch.func.grad(lambda v: loss(v, labels))(x)
     with _fused.use_fused_mode("eager"):
-        (grad,) = torch.autograd.grad(MixedFocalLoss(**kwargs)(leaf, labels), leaf, create_graph=True)
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        grad.sum().backward()
+        assert _statistics(x, labels) is not None
+        torch.testing.assert_close(torch.func.grad(lambda v: loss(v, labels))(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["softmax-labels", "softmax-onehot"])
+@pytest.mark.parametrize("name", ["dice", "cross_entropy", "mixed_focal", "combo"])
+def test_logits_masked_with_the_smallest_float(name: str, mode: str) -> None:
+    """Classes masked with ``torch.finfo(dtype).min`` (finite logits whose sum overflows) are valid input: the fused
+    kernels' input guard does not overflow, and the values and gradients are the plain path's."""
+    x, target, kwargs = make_case(mode, (2, 5, 3, 4, 5), torch.float32, seed=4)
+    if mode == "softmax-labels":
+        target = target.clamp_max(2)
+    else:
+        target = torch.cat([target[:, :3], torch.zeros_like(target[:, 3:])], 1)
+        target[:, 2] = 1.0 - target[:, :2].sum(1)
+    x[:, 3:] = torch.finfo(torch.float32).min
+    loss = LOSSES[name](5)(**kwargs)
+    ref_value, ref_grad = value_and_grad(loss, x, target, "off")
+    value, grad = value_and_grad(loss, x, target, "eager")
+    assert_same(value, ref_value, 1e-5, f"{name}: value")
+    assert_same(grad, ref_grad, 1e-5, f"{name}: gradient")
+
+
+def test_compile_switched_off_by_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where PyTorch's own switch turns ``torch.compile`` into a no-op (``TORCHDYNAMO_DISABLE=1``), "auto" takes the
+    plain path and "compile" the chunked eager kernels, not the kernels uncompiled over the whole volume."""
+    x, labels, _ = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=0)
+    monkeypatch.setattr(_fused, "AUTO_MIN_ELEMENTS", 0)
+    with _fused.use_fused_mode("auto"):
+        assert _fused.fused_inputs(x, labels, **_INPUT_OPTIONS, region=True).compiled
+    monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
+    assert _fused.compiler_disabled()
+    with _fused.use_fused_mode("auto"):
+        assert _fused.fused_inputs(x, labels, **_INPUT_OPTIONS, region=True) is None
+    with _fused.use_fused_mode("compile"):
+        inputs = _fused.fused_inputs(x, labels, **_INPUT_OPTIONS, region=True)
+    assert inputs is not None and not inputs.compiled
 
 
 def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole: bool) -> None:

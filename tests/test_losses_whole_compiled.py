@@ -96,6 +96,22 @@ def test_whole_loss_input_forms(uncompiled: None, name: str, mode: str) -> None:
     assert _whole_node(_check(name, mode, {"include_background": False})) is not None
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "dice", "mixed_focal"])
+def test_whole_loss_has_no_second_derivative(uncompiled: None, name: str) -> None:
+    """The whole loss's backward receives the constant gradient of the loss (``loss.backward``), with which
+    ``once_differentiable`` did not mark its gradient: a gradient penalty silently lost its second-order term. Asking
+    for the gradient's graph now raises, naming the plain path."""
+    x, target, kwargs = make_case("softmax-labels", SHAPE_3D, torch.float64, seed=2)
+    leaf = x.clone().requires_grad_(True)
+    with _fused.use_fused_mode("compile"):
+        value = LOSSES[name](3)(**kwargs)(leaf, target)
+    assert _whole_node(value) is not None
+    with pytest.raises(RuntimeError, match=r"no second derivative.*FUSED=off"):
+        torch.autograd.grad(value, leaf, create_graph=True)
+    (grad,) = torch.autograd.grad(value, leaf)  # the first derivative, as before
+    assert torch.isfinite(grad).all()
+
+
 def test_whole_loss_saves_the_derivatives_and_reads_once(uncompiled: None) -> None:
     """Between the passes the whole loss keeps the input, the target, the log-sum-exp (focal terms only) and three
     small derivative tensors; a step reads one value on the host and makes no zero tensors for the checks'

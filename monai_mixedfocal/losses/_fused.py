@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from monai_mixedfocal.losses._kernels import KernelSpec, forward_outputs, forward_sums, fused_backward, fused_forward
 from monai_mixedfocal.losses._terms import (
@@ -50,13 +49,16 @@ __all__ = [
     "AUTO_MIN_ELEMENTS",
     "ENV_VAR",
     "MODES",
+    "SECOND_ORDER_MESSAGE",
     "CompiledKernels",
     "FusedInputs",
     "FusedStatistics",
     "Runner",
     "checked_loss",
+    "compiler_disabled",
     "eager_backward",
     "eager_forward",
+    "first_order_only",
     "focal_weights",
     "fused_inputs",
     "fused_mode",
@@ -321,6 +323,34 @@ class Runner:
         return self._call(1, eager_backward, (self.spec,), x, *args).view(x.shape)
 
 
+SECOND_ORDER_MESSAGE = (
+    "the fused fast path of monai_mixedfocal's losses has no second derivative (a backward pass with "
+    "create_graph=True, e.g. a gradient penalty, torch.autograd.functional.hessian or a second-order meta-gradient); "
+    "take the plain autograd path for this: MONAI_MIXEDFOCAL_FUSED=off, or "
+    'monai_mixedfocal.losses._fused.use_fused_mode("off") around the loss.'
+)
+
+
+def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate the ``backward`` of a ``torch.autograd.Function`` whose gradient is not differentiable again.
+
+    A backward pass that must build a graph of the gradient (``create_graph=True``, which runs the backward functions
+    with gradient mode on) raises a ``RuntimeError`` naming the way out. PyTorch's ``once_differentiable`` does not do
+    this: it marks the gradient as not differentiable only where an incoming gradient requires grad, so that a loss
+    whose derivative with respect to the kernels' sums is constant (cross entropy; any loss called with the constant
+    gradient of ``loss.backward(create_graph=True)``) silently returned a gradient without history, and a gradient
+    penalty or a Hessian of it silently lost its second-order terms.
+    """
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():
+            raise RuntimeError(SECOND_ORDER_MESSAGE)
+        return backward(ctx, *grads)
+
+    return wrapper
+
+
 class _FusedFunction(torch.autograd.Function):
     """Autograd of the statistics: saves the input, the target and, where :attr:`~._kernels.KernelSpec.saves_lse`, the
     log-sum-exp; backward in one pass.
@@ -340,7 +370,7 @@ class _FusedFunction(torch.autograd.Function):
         return pred_sum, tp, ref_sum, pixel, valid
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx: Any, grad_pred_sum, grad_tp, _grad_ref, grad_pixel, _grad_valid):  # type: ignore[override]
         x, target, wpos, wneg, lse = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
@@ -462,17 +492,31 @@ def _weight_tensors(
         return torch.tensor(positive, dtype=dtype, device=device), torch.tensor(negative, dtype=dtype, device=device)
 
 
+def compiler_disabled() -> bool:
+    """``torch.compile`` is switched off for the process by PyTorch's own switches (``TORCHDYNAMO_DISABLE=1``,
+    ``TORCH_COMPILE_DISABLE=1``): it then returns the function unchanged, which would run the kernels on the whole
+    volume at once, uncompiled (slower than the plain path, and several volumes of intermediates)."""
+    return os.environ.get("TORCHDYNAMO_DISABLE", "") == "1" or bool(torch._dynamo.config.disable)
+
+
 def _use_compile(mode: str, x: torch.Tensor) -> bool | None:
     """Whether to compile (``True``), run the eager kernels (``False``), or take the plain path (``None``)."""
     if mode == "eager":
         return False
     supported = x.device.type in ("cpu", "cuda")
     if mode == "compile":
-        return supported
-    # "auto": only where a compilation pays off, and only while compiling works in this process
+        return supported and not compiler_disabled()  # else the chunked eager kernels
+    # "auto": only where a compilation pays off, and only while compiling works (and is allowed) in this process
     if not supported or x.numel() < AUTO_MIN_ELEMENTS or _compile_state["failed"] is not None:
         return None
-    return True
+    return None if compiler_disabled() else True
+
+
+def _functorch_active() -> bool:
+    """A ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...) is running: the fused path's autograd
+    functions do not support them (no ``setup_context``, no batching rule), so the plain path, which does, runs."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active is not None and active())
 
 
 @dataclass
@@ -540,9 +584,10 @@ def fused_inputs(
     """The inputs of the fused kernels, or ``None`` where the plain autograd path must be used.
 
     Same conventions, validation and error messages as :func:`~monai_mixedfocal.losses._terms.prepare` (whose
-    argument names it takes). Returns ``None`` for the mode ``"off"``, inside ``torch.compile`` tracing, for shapes
-    that :func:`~._terms.prepare` rejects (so that it raises its errors), for a target that requires a gradient, and
-    in mode ``"auto"`` for small inputs.
+    argument names it takes). Returns ``None`` for the mode ``"off"``, inside ``torch.compile`` tracing and
+    ``torch.func`` transforms, for shapes that :func:`~._terms.prepare` rejects (so that it raises its errors), for a
+    target that requires a gradient, and in mode ``"auto"`` for small inputs and where ``torch.compile`` is switched
+    off (:func:`compiler_disabled`).
 
     Args:
         input: ``[B, C, *spatial]`` network output.
@@ -560,7 +605,7 @@ def fused_inputs(
     mode = fused_mode()
     if mode == "off" or input.ndim < 3 or target.ndim != input.ndim or target.requires_grad:
         return None
-    if torch.compiler.is_compiling() or not torch.is_floating_point(input):
+    if torch.compiler.is_compiling() or not torch.is_floating_point(input) or _functorch_active():
         return None
     compiled = _use_compile(mode, input)
     if compiled is None:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from monai_mixedfocal.losses._fused import (
     CompiledKernels,
@@ -38,6 +37,7 @@ from monai_mixedfocal.losses._fused import (
     compile_unavailable_reason,
     eager_backward,
     eager_forward,
+    first_order_only,
     fused_inputs,
 )
 from monai_mixedfocal.losses._kernels import KernelSpec, fused_backward, fused_forward
@@ -156,7 +156,7 @@ class _FusedLossFunction(torch.autograd.Function):
         return loss, ok, valid, finite
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx: Any, grad: torch.Tensor | None, *_grad_checks: Any):  # type: ignore[override]
         if grad is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None

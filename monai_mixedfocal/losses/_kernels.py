@@ -238,9 +238,11 @@ def forward_sums(
 
     The per-channel sums are returned as lists of ``[B]`` tensors, one reduction each (:func:`stacked_sums` stacks
     them after the pass). The input is validated in the same pass: a guard
-    ``0 * sum_c z_c`` (``z`` the logits less their maximum, or the input itself) is added to the first prediction
+    ``sum_c 0 * z_c`` (``z`` the logits less their maximum, or the input itself) is added to the first prediction
     sum, or without region terms to the pixel-wise sum (added to the pixel-wise term next to region sums, it makes
-    Inductor buffer the exponentials); it is exactly 0 for finite inputs and NaN for any NaN or infinity.
+    Inductor buffer the exponentials); it is exactly 0 for finite inputs and NaN for any NaN or infinity. Each term is
+    multiplied by 0 before the sum, which a sum of finite values could overflow: logits masked with
+    ``torch.finfo(dtype).min`` in two classes are finite and valid, but their sum is ``-inf``.
 
     Args:
         spec: what to compute.
@@ -268,7 +270,7 @@ def forward_sums(
     else:
         ps = [torch.sigmoid(v) for v in xs] if spec.activation == "sigmoid" else list(xs)
         shifted = list(xs)
-    guard = 0.0 * _total(shifted)
+    guard = _total([0.0 * z for z in shifted])
     pred_sums: list[torch.Tensor] = []
     tps: list[torch.Tensor] = []
     ref_sums: list[torch.Tensor] = []
