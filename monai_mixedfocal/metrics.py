@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from monai.data import MetaTensor
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
@@ -89,6 +90,18 @@ def _check_metric_name(metric_name: str) -> str:
     return name
 
 
+def _sources(y_pred: torch.Tensor, y: torch.Tensor) -> str:
+    """``"label <file>, prediction for <file>: "`` from the tensors' ``filename_or_obj`` metadata (what is known)."""
+    parts = []
+    for what, value in (("label", y), ("prediction for", y_pred)):
+        name = getattr(value, "meta", {}).get("filename_or_obj") if isinstance(value, MetaTensor) else None
+        if isinstance(name, (list, tuple)):
+            name = ", ".join(map(str, name))
+        if name:
+            parts.append(f"{what} {name}")
+    return f"{', '.join(parts)}: " if parts else ""
+
+
 def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, include_background: bool = True) -> torch.Tensor:
     """Count true positives, false positives and false negatives per case and class.
 
@@ -101,15 +114,16 @@ def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, include_background: 
         An int64 tensor ``[B, C', 3]`` with ``(TP, FP, FN)`` on the last axis (``C' = C`` or ``C - 1``).
 
     Raises:
-        ValueError: if the shapes differ, there is no spatial dimension, or the background cannot be dropped.
+        ValueError: if the shapes differ (the message starts with the label's and the prediction's source files when
+            they are MetaTensors that know them), there is no spatial dimension, or the background cannot be dropped.
     """
     if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError(f"y_pred and y must be tensors, got {type(y_pred).__name__} and {type(y).__name__}.")
     if y_pred.shape != y.shape:
         raise ValueError(
-            f"y_pred and y must have the same one-hot shape [B, C, *spatial], got {tuple(y_pred.shape)} and "
-            f"{tuple(y.shape)}; apply AsDiscrete(argmax=True, to_onehot=C) to the prediction and "
-            "AsDiscrete(to_onehot=C) to the label first."
+            f"{_sources(y_pred, y)}y_pred and y must have the same one-hot shape [B, C, *spatial], got "
+            f"{tuple(y_pred.shape)} and {tuple(y.shape)}; apply AsDiscrete(argmax=True, to_onehot=C) to the prediction "
+            "and AsDiscrete(to_onehot=C) to the label first, and check that the label has the image's shape."
         )
     if y_pred.ndim < 3:
         raise ValueError(f"expected [B, C, *spatial] with at least one spatial dimension, got {tuple(y_pred.shape)}.")

@@ -25,10 +25,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError: the folder cannot be created or written to (read-only, full, no permission); the message names
+            ``path``, not the temporary file (same type and ``errno``, the original error as ``__cause__``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from err
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600: give the file the permissions open() would
         with os.fdopen(fd, "wb") as handle:
@@ -36,10 +43,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
         raise
     return path
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` (same type and ``errno``) naming ``path`` rather than the temporary file it was raised for."""
+    if err.errno is None:
+        return type(err)(f"{path}: {err}")
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

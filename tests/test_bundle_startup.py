@@ -5,6 +5,7 @@ per-case metrics writer (with a real SupervisedEvaluator)."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import warnings
 from pathlib import Path
@@ -235,3 +236,65 @@ def test_per_case_writer_needs_the_counts_metric(tmp_path: Path) -> None:
     assert not (tmp_path / "x.csv").exists()
     with pytest.raises(ValueError, match="no class to report"):
         PerCaseMetricsWriter(tmp_path / "x.csv", "m", classes=["background"])
+
+
+def _damage(path: Path, kind: str) -> None:
+    """Damage a NIfTI file after the datalist was written: crop it, shift its affine 30 mm, give it an undefined
+    datatype code, or cut it short."""
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return
+    if kind == "datatype":
+        raw = bytearray(gzip.decompress(path.read_bytes()))
+        raw[70:72] = np.array([999], "<i2").tobytes()
+        path.write_bytes(gzip.compress(bytes(raw)))
+        return
+    image = nib.load(path)
+    array, affine = np.asanyarray(image.dataobj), image.affine.copy()
+    if kind == "cropped":
+        array = array[:, :-4]
+    else:
+        affine[:3, 3] += 30.0
+    nib.save(nib.Nifti1Image(array, affine, image.header.copy()), path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "message"),
+    [
+        ("segmentation", "cropped", r"label shape \(24, 60, 64\) does not match image shape \(24, 64, 64\)"),
+        ("segmentation", "shifted", "label voxel grid does not match the image's"),
+        ("imaging", "datatype", r"cannot read the NIfTI header \(data code 999"),
+        ("imaging", "truncated", "truncated or corrupt gzip stream"),
+    ],
+)
+def test_a_saved_datalist_is_checked_as_the_folder_listing_is(
+    kits_root: Path, tmp_path: Path, name: str, kind: str, message: str
+) -> None:
+    """Training from a saved datalist (the study's path) checks every image / label pair from its headers, as the
+    folder listing does; the error names the file."""
+    data = tmp_path / "data"
+    shutil.copytree(kits_root, data)
+    datalist = str(write_datalist(tmp_path / "datalist.json", kits19_datalist(data), num_folds=5, seed=0))
+    damaged = data / "data" / "case_00001" / f"{name}.nii.gz"
+    _damage(damaged, kind)
+    with pytest.raises(DataError, match=rf"--datalist .*: {damaged}: {message}"):
+        load_split("kits19", data, fold=0, datalist=datalist)
+    with pytest.raises(DataError, match=rf"{damaged}: {message}"):  # the folder listing says the same
+        load_split("kits19", data, fold=0, num_folds=5)
+
+
+def test_a_saved_brats20_datalist_checks_the_segmentation_against_the_image(tmp_path: Path) -> None:
+    data = make_data("brats20", tmp_path / "data", cases=2, seed=0)
+    path = write_datalist(tmp_path / "datalist.json", brats20_datalist(data, labels_dir=tmp_path / "labels_et"), 2)
+    seg = next(data.rglob("*_seg.nii.gz"))
+    _damage(seg, "shifted")
+    with pytest.raises(DataError, match=rf"{seg}: label voxel grid does not match"):
+        load_split("brats20", data, fold=0, datalist=path, num_folds=2)
+
+
+def test_a_diverged_network_output_is_named_as_such() -> None:
+    """A NaN network output (a diverged training) keeps its ValueError, now with the likely cause and the remedy."""
+    loss = build_loss("mixed_focal", softmax=True, to_onehot_y=True)
+    logits = torch.full((1, 3, 4, 4, 4), float("nan"))
+    with pytest.raises(ValueError, match=r"input contains NaN/inf values\..*diverged.*lower the learning rate"):
+        loss(logits, torch.zeros(1, 1, 4, 4, 4))

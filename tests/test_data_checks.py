@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from bundle_utils import BUNDLES, make_data
+from error_chain import error_chain
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
@@ -29,15 +30,6 @@ AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])
 
 def _meta(array: np.ndarray | torch.Tensor, name: str = "/data/case_00007/segmentation.nii.gz") -> MetaTensor:
     return MetaTensor(torch.as_tensor(array), meta={"filename_or_obj": name})
-
-
-def _chain(err: BaseException | None) -> str:
-    """Every message of an exception chain (MONAI's Compose wraps a transform's error in a RuntimeError)."""
-    parts = []
-    while err is not None:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return "\n".join(parts)
 
 
 def _write(path: Path, array: np.ndarray) -> str:
@@ -150,7 +142,7 @@ def test_kits19_pipeline_names_the_bad_label_file(kits_pair: dict[str, str], tmp
     with pytest.raises(Exception) as info:  # MONAI wraps the DataError in a RuntimeError
         Compose(kits19_deterministic_transforms())({"image": kits_pair["image"], "label": bad})
     assert isinstance(info.value.__cause__, DataError)
-    assert f"{bad}: label value(s) 3 not defined for KiTS19 (defined: 0, 1, 2)" in _chain(info.value)
+    assert f"{bad}: label value(s) 3 not defined for KiTS19 (defined: 0, 1, 2)" in error_chain(info.value)
 
 
 def test_kits19_pipeline_names_the_nan_image(kits_pair: dict[str, str], tmp_path: Path) -> None:
@@ -163,14 +155,14 @@ def test_kits19_pipeline_names_the_nan_image(kits_pair: dict[str, str], tmp_path
     ):
         with pytest.raises(Exception) as info:
             Compose(transforms)({"image": bad})
-        assert f"{bad}: NaN or infinite voxel values" in _chain(info.value)
+        assert f"{bad}: NaN or infinite voxel values" in error_chain(info.value)
 
 
 def test_brats20_pipeline_checks_the_binary_mask(kits_pair: dict[str, str]) -> None:
     """The kits pair's label has a 2, which the binary enhancing-tumour mask does not define."""
     with pytest.raises(Exception) as info:
         Compose(brats20_deterministic_transforms())(dict(kits_pair))
-    assert "label value(s) 2 not defined for BraTS20 enhancing-tumour mask (defined: 0, 1)" in _chain(info.value)
+    assert "label value(s) 2 not defined for BraTS20 enhancing-tumour mask (defined: 0, 1)" in error_chain(info.value)
 
 
 def test_checks_sit_after_loading_and_invertd_skips_them(kits_pair: dict[str, str]) -> None:

@@ -1,9 +1,11 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""``monai_mixedfocal.data.io.load_array``: the voxel values it returns for NIfTI headers with and without scaling."""
+"""``monai_mixedfocal.data.io``: the voxel values ``load_array`` returns for NIfTI headers with and without scaling;
+read errors naming the file; the voxel-grid check of an image / label pair."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -11,7 +13,8 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage
 
-from monai_mixedfocal.data.io import load_array
+from monai_mixedfocal.data import DataError
+from monai_mixedfocal.data.io import check_pair, grid_offset, load_array, read_nifti_header, save_nifti
 
 STORED = np.arange(4, dtype=np.int16).reshape(2, 2, 1)
 
@@ -45,3 +48,57 @@ def test_without_scaling_the_on_disk_dtype(tmp_path: Path, suffix: str, slope: f
     np.testing.assert_array_equal(array, STORED)
     if suffix == ".nii":
         assert isinstance(array, np.memmap) and array.mode == "c"
+
+
+def _pair(folder: Path, label_affine: np.ndarray | None = None, label_shape: tuple[int, ...] = (6, 8, 5)) -> tuple:
+    """An int16 image (6 x 8 x 5, 0.8 x 0.8 x 3 mm) and a uint8 label; the label's affine and shape can differ."""
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    affine[:3, 3] = (-100.0, 20.0, 300.0)
+    image = save_nifti(folder / "imaging.nii.gz", np.zeros((6, 8, 5), np.int16), affine)
+    label_affine = affine if label_affine is None else label_affine
+    label = save_nifti(folder / "segmentation.nii.gz", np.zeros(label_shape, np.uint8), label_affine)
+    return image, label, affine
+
+
+def test_an_undefined_datatype_code_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    """nibabel's HeaderDataError (datatype code 999) is a read error like the others: a DataError with the path."""
+    image, label, _ = _pair(tmp_path)
+    raw = bytearray(gzip.decompress(image.read_bytes()))
+    raw[70:72] = np.array([999], "<i2").tobytes()  # the datatype field
+    image.write_bytes(gzip.compress(bytes(raw)))
+    for check in (lambda: read_nifti_header(image), lambda: check_pair(image, label), lambda: load_array(image)):
+        with pytest.raises(DataError, match=rf"{image}: cannot read the NIfTI header \(data code 999"):
+            check()
+
+
+def test_check_pair_rejects_a_label_on_another_voxel_grid(tmp_path: Path) -> None:
+    """A label shifted by 30 mm, flipped, or on another spacing is misregistered; float32 rounding of the header and
+    a spacing rounded to 4 decimals are not."""
+    _, _, affine = _pair(tmp_path)
+    shifted = affine.copy()
+    shifted[:3, 3] += 30.0
+    flipped = affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] += 0.8 * 5  # the same first voxel centre, the axis running the other way
+    spacing = affine.copy()
+    spacing[2, 2] = 3.3
+    half_voxel = affine.copy()
+    half_voxel[0, 3] += 0.4
+    for bad in (shifted, flipped, spacing, half_voxel):
+        image, label, _ = _pair(tmp_path, label_affine=bad)
+        with pytest.raises(DataError, match=rf"{label}: label voxel grid does not match the image's \({image}\)"):
+            check_pair(image, label)
+    rounded = affine.copy()
+    rounded[:3, 3] += 1e-4
+    rounded[0, 0] = 0.80003  # a spacing rounded to 4 decimals over 6 voxels
+    image, label, _ = _pair(tmp_path, label_affine=rounded.astype(np.float32).astype(np.float64))
+    check_pair(image, label)
+
+
+def test_grid_offset_measures_the_corners(tmp_path: Path) -> None:
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    shifted = affine.copy()
+    shifted[:3, 3] = (3.0, 4.0, 0.0)
+    assert grid_offset(affine, shifted, (10, 10, 10)) == pytest.approx((5.0, 1.0))
+    stretched = np.diag([2.5, 1.0, 1.0, 1.0])
+    assert grid_offset(affine, stretched, (11, 1, 1))[0] == pytest.approx(5.0)  # 0.5 mm x 10 voxels at the far end
+    assert grid_offset(affine, affine, (4, 4))[0] == 0.0  # a 2-D grid

@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose, Invertd, NormalizeIntensityd
+from monai.transforms import Compose, Invertd, LoadImaged, NormalizeIntensityd
 
 from monai_mixedfocal.data import (
+    CheckLabelValuesd,
+    DataError,
     brats20_deterministic_transforms,
     kits19_deterministic_transforms,
     synthesize_brats20,
@@ -121,3 +124,58 @@ def test_brats20_brain_zscore_without_resampling(tmp_path: Path) -> None:
     assert int(brain.sum()) == int((raw != 0).sum())  # background stays exactly 0
     assert abs(float(image[brain].mean())) < 1e-4 and float(image[brain].std()) == pytest.approx(1.0, abs=1e-3)
     assert set(torch.unique(out["label"]).tolist()) == {0.0, 1.0}
+
+
+def _data_error(error: BaseException) -> DataError | None:
+    """The DataError in an exception's chain (MONAI's Compose wraps it in a RuntimeError)."""
+    while error is not None and not isinstance(error, DataError):
+        error = error.__cause__
+    return error
+
+
+def test_a_label_off_the_images_grid_fails_after_loading(kits_case: dict[str, str], tmp_path: Path) -> None:
+    """After LoadImaged, a label with another shape or a shifted affine fails naming both files (not a silent
+    misaligned pair, nor a shape error deep in the network or the metric)."""
+    source = nib.load(kits_case["label"])
+    labels = np.asarray(source.dataobj)
+    shifted = source.affine.copy()
+    shifted[:3, 3] += 30.0
+    cropped = save_nifti(tmp_path / "cropped.nii.gz", labels[:, :-4], source.affine)
+    moved = save_nifti(tmp_path / "moved.nii.gz", labels, shifted)
+    for transforms in (kits19_deterministic_transforms(), brats20_deterministic_transforms()):
+        for label, message in ((cropped, "label shape"), (moved, "label voxel grid does not match")):
+            with pytest.raises(Exception) as info:
+                Compose(transforms)({"image": kits_case["image"], "label": str(label)})
+            error = _data_error(info.value)
+            assert error is not None and str(error).startswith(f"{label}: {message}")
+            assert kits_case["image"] in str(error)
+    with pytest.raises(ValueError, match="image_key"):
+        CheckLabelValuesd("label", values=(0, 1), dataset="x", image_key="label")
+
+
+def test_a_gzip_damaged_in_place_fails_naming_the_file(kits_case: dict[str, str], tmp_path: Path) -> None:
+    """A byte changed inside a stored (level 0) gzip block decodes silently into a wrong voxel; the gzip CRC read at
+    the end of the stream catches it. A truncated file names the file too. An intact file loads as MONAI's own reader
+    loads it."""
+    raw = gzip.decompress(Path(kits_case["image"]).read_bytes())
+    damaged = bytearray(gzip.compress(raw, compresslevel=0, mtime=0))
+    damaged[len(damaged) // 2] ^= 0xFF
+    inplace = tmp_path / "inplace" / "imaging.nii.gz"
+    inplace.parent.mkdir()
+    inplace.write_bytes(bytes(damaged))
+    truncated = tmp_path / "truncated" / "imaging.nii.gz"
+    truncated.parent.mkdir()
+    truncated.write_bytes(Path(kits_case["image"]).read_bytes()[:-200])
+    for path, message in ((inplace, "corrupt gzip stream"), (truncated, "cannot read the voxel data")):
+        for transforms in (kits19_deterministic_transforms(), kits19_deterministic_transforms(label_key=None)):
+            with pytest.raises(Exception) as info:
+                Compose(transforms)({"image": str(path), "label": kits_case["label"]})
+            error = _data_error(info.value)
+            assert error is not None and str(error).startswith(f"{path}: {message}")
+    load = kits19_deterministic_transforms()[0]
+    checked = load(dict(kits_case))
+    plain = LoadImaged(["image", "label"], image_only=True)(dict(kits_case))
+    for key in ("image", "label"):
+        assert torch.equal(checked[key].as_tensor(), plain[key].as_tensor())
+        np.testing.assert_array_equal(checked[key].affine.numpy(), plain[key].affine.numpy())
+        assert checked[key].meta["filename_or_obj"] == kits_case[key]

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.metrics import ConfusionMatrixMetric, DiceMetric
 
 from monai_mixedfocal.metrics import (
@@ -182,3 +184,14 @@ def test_csv_round_trip_keeps_absent_cells_empty(tmp_path, onehots: tuple[torch.
     back = pd.read_csv(path)
     assert back["dsc"].isna().tolist() == [False, False, True, False]
     assert back["dsc"].mean() == pytest.approx((4 / 6) / 3)
+
+
+def test_a_shape_mismatch_names_the_files_it_knows() -> None:
+    """In evaluation the label is a MetaTensor read from its file: a label whose shape is not the image's is named."""
+    pred = MetaTensor(torch.zeros(1, 3, 4, 4, 4), meta={"filename_or_obj": "/d/case_00003/imaging.nii.gz"})
+    label = MetaTensor(torch.zeros(1, 3, 4, 3, 4), meta={"filename_or_obj": "/d/case_00003/segmentation.nii.gz"})
+    prefix = "label /d/case_00003/segmentation.nii.gz, prediction for /d/case_00003/imaging.nii.gz: "
+    with pytest.raises(ValueError, match=rf"^{re.escape(prefix)}y_pred and y must have the same one-hot shape"):
+        ConfusionCountsMetric("dsc")([pred[0]], [label[0]])  # as IgniteMetricHandler passes a decollated batch
+    with pytest.raises(ValueError, match=r"^y_pred and y must have"):  # nothing known: nothing named
+        confusion_counts(pred.as_tensor(), label.as_tensor())

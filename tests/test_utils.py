@@ -4,7 +4,14 @@
 
 from __future__ import annotations
 
-from monai_mixedfocal.utils import changed_entries
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from monai_mixedfocal.utils import atomic_write_bytes, changed_entries
 
 
 def test_changed_entries_names_each_change_in_order() -> None:
@@ -24,3 +31,26 @@ def test_changed_entries_names_each_change_in_order() -> None:
 def test_changed_entries_shortens_long_values() -> None:
     (line,) = changed_entries({"root": "a" * 100}, {"root": "b"}, width=20)
     assert line == f"root: '{'a' * 16}... -> 'b'"  # 20 characters
+
+
+def test_a_failed_atomic_write_names_the_target_not_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only folder (mkstemp fails) or a target that cannot be replaced: the error names ``path``, keeps its
+    type and errno, and no temporary file is left behind."""
+    target = tmp_path / "dl.json"
+
+    def read_only(*args: object, dir: str, prefix: str, suffix: str) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, f"{prefix}x1y2z3{suffix}"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", read_only)
+        with pytest.raises(OSError) as info:
+            atomic_write_bytes(target, b"{}")
+    assert info.value.errno == errno.EROFS and info.value.filename == str(target)
+    assert str(info.value) == f"[Errno {errno.EROFS}] {os.strerror(errno.EROFS)}: '{target}'"
+    (target / "inside").mkdir(parents=True)  # a folder where the file should go: os.replace fails
+    with pytest.raises(IsADirectoryError) as directory:
+        atomic_write_bytes(target, b"{}")
+    assert ".tmp" not in str(directory.value) and str(target) in str(directory.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dl.json"]

@@ -19,7 +19,7 @@ import torch
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json
-from monai_mixedfocal.data.io import is_nifti, read_nifti_header
+from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
 
@@ -115,8 +115,10 @@ def load_split(
         ``(train, val)`` lists of case dicts with absolute ``image`` / ``label`` paths and a ``case`` id.
 
     Raises:
-        DataError: no cases, a bad datalist, a datalist whose files are under none of the roots tried, or a fold out
-            of range (the message names the option and the value).
+        DataError: no cases, a bad datalist, a datalist whose files are under none of the roots tried, a fold out
+            of range (the message names the option and the value), or an image / label pair that listing the folder
+            would reject: unreadable or truncated, shapes or voxel grids that differ (headers only, as
+            :func:`~monai_mixedfocal.data.check_pair` reads them; the message names the file).
         ValueError: an unknown ``source``.
     """
     if source not in DATA_SOURCES:
@@ -145,7 +147,11 @@ def load_split(
 def _split_under_a_root(
     source: str, datalist: str | os.PathLike, fold: int, dataset_dir: Path | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """:func:`split_datalist` against the first root under which every image and label of the datalist exists."""
+    """:func:`split_datalist` against the first root under which every image and label of the datalist exists.
+
+    Every case's files are then checked as listing the data set folder checks them (:func:`check_pair`, headers
+    only): readable and complete, label shape equal to the image's, voxel grids in the same place.
+    """
     roots: list[Path | None] = []
     if dataset_dir is not None:
         roots.append(dataset_dir)
@@ -158,6 +164,8 @@ def _split_under_a_root(
         train, val = split_datalist(datalist, fold, base_dir=root)
         missing = next((path for item in train + val for path in _files_of(item) if not os.path.isfile(path)), None)
         if missing is None:
+            for item in train + val:  # the files may have changed since the datalist was written
+                _check_item(item)
             if source == "brats20":
                 refresh_et_masks(train + val)  # the data under the root may have changed since the masks were made
             return train, val
@@ -207,6 +215,16 @@ def _files_of(item: dict[str, Any]) -> list[str]:
         value = item.get(key)
         paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
     return paths
+
+
+def _check_item(item: dict[str, Any]) -> None:
+    """:func:`check_pair` (headers only) on each image of a datalist entry against its label; for a BraTS20 entry
+    against its segmentation, from which the mask is made."""
+    label_key = "seg" if "seg" in item else "label"
+    images = item.get("image")
+    for image in images if isinstance(images, list) else [images]:
+        if isinstance(image, str) and isinstance(item.get(label_key), str):
+            check_pair(image, item[label_key], ndim=3)
 
 
 def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:

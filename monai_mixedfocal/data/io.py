@@ -10,10 +10,11 @@ a half-written file behind.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,15 @@ from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = [
+    "GRID_TOLERANCE",
     "NIFTI_SUFFIXES",
     "atomic_write_bytes",
     "atomic_write_json",
     "case_folders",
+    "check_grids",
     "check_label_values",
     "check_pair",
+    "grid_offset",
     "is_nifti",
     "load_array",
     "read_nifti_header",
@@ -38,8 +42,19 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,  # e.g. an undefined datatype code
+)
 _GZIP_CHUNK = 1 << 22
+GRID_TOLERANCE = 0.1
+"""How far apart (in voxels of the finer grid) an image's and its label's voxel grids may lie at the corners of the
+volume before :func:`check_pair` calls them misregistered: far above float32 rounding of the header fields (and a
+spacing rounded to 4 decimals), far below a one-voxel shift."""
 
 
 def case_folders(entries: Iterable[Path]) -> list[Path]:
@@ -173,7 +188,12 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
     if not isinstance(image, nib.Nifti1Image):
         raise DataError(f"{path}: expected a NIfTI-1/2 image, got {type(image).__name__}")
     if check_complete:
-        _check_complete(path, image)
+        try:
+            _check_complete(path, image)
+        except DataError:
+            raise
+        except _READ_ERRORS as err:
+            raise DataError(f"{path}: cannot check that the file is complete ({err})") from err
     return image
 
 
@@ -245,12 +265,16 @@ def check_pair(
         label_path: the label file.
         ndim: the number of spatial dimensions the label must have, or ``None`` for 2-D or 3-D.
 
+    The two voxel grids must also coincide in world space (the affines, compared by :func:`grid_offset`): a label
+    shifted, flipped or resampled against its image is a misregistered pair, which MONAI would silently pair up voxel
+    by voxel after reorienting each file on its own.
+
     Returns:
         The two lazily loaded images.
 
     Raises:
         DataError: naming the file and the problem (missing, unreadable, truncated, wrong dimensionality, shape
-            mismatch).
+            mismatch, voxel grids apart by more than :data:`GRID_TOLERANCE` voxels).
     """
     image = read_nifti_header(image_path)
     label = read_nifti_header(label_path)
@@ -264,4 +288,56 @@ def check_pair(
         raise DataError(
             f"{label_path}: label shape {label_shape} does not match image shape {image_shape} of {image_path}"
         )
+    check_grids(image.affine, label.affine, label_shape, image_path, label_path)
     return image, label
+
+
+def grid_offset(affine: Any, other: Any, shape: Sequence[int]) -> tuple[float, float]:
+    """How far apart two voxel grids of the same ``shape`` lie: the largest distance, over the corners of the volume,
+    between the world positions (mm) the two affines give the same voxel index.
+
+    A shift shows at every corner; a different spacing, flip or rotation grows across the volume and shows at its
+    far corners.
+
+    Args:
+        affine: a 4 x 4 voxel-to-world matrix (array or tensor).
+        other: the other 4 x 4 matrix.
+        shape: the spatial shape of the grids (2-D or 3-D; extra dimensions are ignored).
+
+    Returns:
+        ``(distance in mm, the smaller voxel size of the two grids in mm)``.
+    """
+    first, second = (np.asarray(a, dtype=np.float64)[:4, :4] for a in (affine, other))
+    extent = [max(int(n) - 1, 0) for n in list(shape)[:3]] + [0] * (3 - min(len(shape), 3))
+    corners = np.array(list(itertools.product(*[(0, n) for n in extent])), dtype=np.float64)
+    corners = np.concatenate([corners, np.ones((len(corners), 1))], axis=1).T
+    distance = float(np.linalg.norm((first - second)[:3] @ corners, axis=0).max())
+    spacing = np.concatenate([np.linalg.norm(first[:3, :3], axis=0), np.linalg.norm(second[:3, :3], axis=0)])
+    spacing = spacing[spacing > 0]
+    return distance, float(spacing.min()) if spacing.size else 1.0
+
+
+def check_grids(
+    image_affine: Any,
+    label_affine: Any,
+    shape: Sequence[int],
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike,
+) -> None:
+    """Raise :class:`DataError` naming the label when its voxel grid lies more than :data:`GRID_TOLERANCE` voxels
+    from the image's (see :func:`grid_offset`); a NaN in either affine also fails.
+
+    Args:
+        image_affine: the image's 4 x 4 voxel-to-world matrix.
+        label_affine: the label's.
+        shape: the label's spatial shape.
+        image_path: the image (for the message).
+        label_path: the label (for the message).
+    """
+    distance, spacing = grid_offset(image_affine, label_affine, shape)
+    if not distance <= GRID_TOLERANCE * spacing:
+        raise DataError(
+            f"{label_path}: label voxel grid does not match the image's ({image_path}): the affines place the same "
+            f"voxel up to {distance:.3g} mm apart (tolerance {GRID_TOLERANCE * spacing:.3g} mm, {GRID_TOLERANCE:g} "
+            "voxel); a misregistered or wrongly oriented label"
+        )

@@ -11,10 +11,12 @@ The lists are plain MONAI transforms (``LoadImaged`` first), so bundle configs c
 (``"$monai_mixedfocal.data.kits19_deterministic_transforms()"``), MONAI Label finds the loader, and
 :class:`~monai.transforms.Invertd` can undo the spatial steps (orientation, spacing) on predictions.
 
-Right after loading, :class:`~monai_mixedfocal.data.checks.CheckFinited` (image) and
+``LoadImaged`` reads NIfTI files with :class:`~monai_mixedfocal.data.checks.CheckedNibabelReader`: a read failure
+is a :class:`~monai_mixedfocal.data.errors.DataError` naming the file, and the gzip checksum of a ``.nii.gz`` file is
+verified as its voxels are read. Right after loading, :class:`~monai_mixedfocal.data.checks.CheckFinited` (image) and
 :class:`~monai_mixedfocal.data.checks.CheckLabelValuesd` (label) raise a
-:class:`~monai_mixedfocal.data.errors.DataError` naming the file for a NaN / infinite voxel or an undefined label
-value; they are not invertible, so ``Invertd`` skips them.
+:class:`~monai_mixedfocal.data.errors.DataError` naming the file for a NaN / infinite voxel, an undefined label
+value, or a label whose shape or affine is not the image's; they are not invertible, so ``Invertd`` skips them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from monai.transforms import (
 )
 
 from monai_mixedfocal.data.brats20 import BRATS20_LABELS
-from monai_mixedfocal.data.checks import CheckFinited, CheckLabelValuesd
+from monai_mixedfocal.data.checks import CheckedNibabelReader, CheckFinited, CheckLabelValuesd
 from monai_mixedfocal.data.kits19 import KITS19_LABELS
 
 __all__ = [
@@ -70,14 +72,17 @@ def _keys(image_key: str, label_key: str | None) -> list[str]:
 
 
 def _loading(keys: list[str], axcodes: str, label_values: Sequence[int], dataset: str) -> list[MapTransform]:
-    """Load, check the voxels (finite image, defined label values), channel first, and reorient from the affine."""
+    """Load (NIfTI through :class:`CheckedNibabelReader`), check the voxels (finite image, defined label values, label
+    on the image's grid), channel first, and reorient from the affine."""
     if not isinstance(axcodes, str) or len(axcodes) != 3:
         raise ValueError(f"axcodes must be a 3-letter orientation code such as 'RAS', got {axcodes!r}")
     checks: list[MapTransform] = [CheckFinited(keys[0])]
     if len(keys) > 1:
-        checks.append(CheckLabelValuesd(keys[1], values=label_values, dataset=dataset))
+        checks.append(CheckLabelValuesd(keys[1], values=label_values, dataset=dataset, image_key=keys[0]))
+    load = LoadImaged(keys, image_only=True)
+    load.register(CheckedNibabelReader())  # picked by suffix for NIfTI: names the file, checks the gzip CRC
     return [
-        LoadImaged(keys, image_only=True),
+        load,
         *checks,
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes=axcodes, labels=RAS_LABELS),
@@ -115,7 +120,8 @@ def kits19_deterministic_transforms(
     Raises:
         ValueError: a bad ``pixdim``, ``axcodes``, ``hu_range`` or key.
 
-    When applied, a NaN / infinite image voxel or a label value other than 0, 1, 2 raises
+    When applied, an unreadable or damaged file (gzip checksum), a NaN / infinite image voxel, a label value other
+    than 0, 1, 2, or a label on another voxel grid than the image raises
     :class:`~monai_mixedfocal.data.errors.DataError` naming the file (MONAI's ``Compose`` wraps it in a
     ``RuntimeError``; it is the ``__cause__``).
 
@@ -158,8 +164,9 @@ def brats20_deterministic_transforms(
             default); ``False``: over the whole volume, as the paper's MIScnn does.
 
     Returns:
-        The transforms, to wrap in :class:`monai.transforms.Compose`. When applied, a NaN / infinite image voxel or a
-        label value other than 0, 1 raises :class:`~monai_mixedfocal.data.errors.DataError` naming the file.
+        The transforms, to wrap in :class:`monai.transforms.Compose`. When applied, an unreadable or damaged file, a
+        NaN / infinite image voxel, a label value other than 0, 1, or a label on another voxel grid than the image
+        raises :class:`~monai_mixedfocal.data.errors.DataError` naming the file.
     """
     keys = _keys(image_key, label_key)
     return [

@@ -110,7 +110,11 @@ def check_input_finite(x: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or inf (one cheap reduction; the exact test only when it fails)."""
     with torch.no_grad():
         if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN/inf values.")
+            raise ValueError(
+                "input contains NaN/inf values. The network output (the loss input) is not finite: in training this "
+                "usually means it diverged; lower the learning rate (or turn AMP off), or check the input images for "
+                "NaN/inf voxels."
+            )
 
 
 def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> torch.Tensor:
