@@ -1,11 +1,13 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""ResumeCheckpoint: an interrupted run resumes where it stopped, with the best-model history, and only then."""
+"""ResumeCheckpoint: an interrupted run resumes where it stopped, with the best-model history, and only then; its run
+settings live inside last.pt; a missing best model or an unreadable checkpoint is named, not a torch traceback."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from monai_mixedfocal.bundle import ResumeCheckpoint, check_evaluation_split, check_resume, run_settings
+from monai_mixedfocal.bundle import (
+    AtomicCheckpointSaver,
+    ResumeCheckpoint,
+    check_evaluation_split,
+    check_resume,
+    run_settings,
+)
 
 # the validation loss after each epoch: epoch 2 is the best; after an interruption at epoch 3, epoch 4 is worse
 VAL_LOSSES = [0.5, 0.3, 0.4, 0.45, 0.35]
@@ -31,6 +39,7 @@ class _Run:
         stop_after: int | None = None,
         resume: bool = True,
         settings: dict[str, str] | None = None,
+        saver_class: type[CheckpointSaver] = AtomicCheckpointSaver,
     ) -> None:
         self.model = torch.nn.Linear(2, 1)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.1)
@@ -54,7 +63,7 @@ class _Run:
         def set_loss(engine: Engine) -> None:
             engine.state.metrics["val_loss"] = VAL_LOSSES[self.trainer.state.epoch - 1]
 
-        self.saver = CheckpointSaver(
+        self.saver = saver_class(
             save_dir=str(ckpt_dir),
             save_dict={"model": self.model},
             save_key_metric=True,
@@ -170,7 +179,7 @@ def test_foreign_checkpoint_and_bad_arguments(tmp_path: Path) -> None:
 def test_written_atomically(tmp_path: Path) -> None:
     _Run(tmp_path, max_epochs=2).run()
     names: Sequence[str] = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["last.pt", "model.pt"]  # no temporary file left behind
+    assert names == [".lock", "last.pt", "model.pt"]  # no temporary file left behind (.lock: the training's lock)
 
 
 def test_another_run_never_resumes_an_interrupted_one(tmp_path: Path) -> None:
@@ -199,9 +208,9 @@ def test_another_seed_never_resumes_an_interrupted_run(tmp_path: Path) -> None:
     _Run(tmp_path, max_epochs=4, stop_after=2, settings=seed0).run()
     with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(seed: '0' -> '1'\)"):
         check_resume(tmp_path / "last.pt", True, {**seed0, "seed": "1"}, epochs=4)
-    record = json.loads((tmp_path / "last.json").read_text())
-    del record["run_settings"]["seed"]
-    (tmp_path / "last.json").write_text(json.dumps(record))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    del saved["run_settings"]["seed"]
+    torch.save(saved, tmp_path / "last.pt")
     check_resume(tmp_path / "last.pt", True, {**seed0, "seed": "1"}, epochs=4)
 
 
@@ -212,3 +221,166 @@ def test_evaluation_on_another_fold_of_the_same_data_is_refused(tmp_path: Path) 
     check_evaluation_split(tmp_path / "last.pt", run_settings("/data/kits19", None, 2, 5, 0, "focal"))
     check_evaluation_split(tmp_path / "last.pt", run_settings("/data/external", None, 0, 5, 0, "dice"))  # other data
     check_evaluation_split(tmp_path / "none.pt", run_settings("/data/kits19", None, 0, 5, 0, "dice"))  # no record
+
+
+FOLD0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {"softmax": True})
+FOLD1 = run_settings("/data/kits19", None, 1, 5, 0, "dice", {"softmax": True})
+
+
+@pytest.mark.parametrize("saver_class", [CheckpointSaver, AtomicCheckpointSaver])
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_missing_best_model_is_written_again_at_the_next_validation(
+    tmp_path: Path, saver_class: type[CheckpointSaver], damage: str
+) -> None:
+    """model.pt gone (a kill between Ignite's remove and the write, or a user) or unreadable: resuming drops it from
+    the best-model history with a warning (MONAI's saver would fail to remove it at every rerun, the atomic one would
+    never write it again unless a validation beats the lost score) and writes the next validation's model."""
+    _Run(tmp_path, max_epochs=5, stop_after=3, saver_class=saver_class).run()
+    model = tmp_path / "model.pt"
+    if damage == "deleted":
+        model.unlink()
+    else:
+        model.write_bytes(model.read_bytes()[:100])
+    second = _Run(tmp_path, max_epochs=5, saver_class=saver_class)
+    problem = "is missing" if damage == "deleted" else "cannot be read"
+    with pytest.warns(UserWarning, match=rf"model\.pt, the best model recorded in .*last\.pt, {problem}"):
+        second.run()
+    assert second.epochs_run == [4, 5]
+    assert _model_bias(model) == 5.0  # written at epoch 4 (0.45, the first validation left), replaced at 5 (0.35)
+
+
+@pytest.mark.parametrize("saver_class", [CheckpointSaver, AtomicCheckpointSaver])
+def test_a_missing_best_model_does_not_fail_the_next_better_validation(
+    tmp_path: Path, saver_class: type[CheckpointSaver]
+) -> None:
+    """The audit's case: MONAI's saver removed the missing model.pt at the first better validation after resuming and
+    failed with FileNotFoundError, at every rerun."""
+    _Run(tmp_path, max_epochs=3, stop_after=1, saver_class=saver_class).run()
+    (tmp_path / "model.pt").unlink()
+    second = _Run(tmp_path, max_epochs=3, saver_class=saver_class)
+    with pytest.warns(UserWarning, match="is missing"):
+        second.run()
+    assert second.epochs_run == [2, 3] and _model_bias(tmp_path / "model.pt") == 2.0
+
+
+def test_the_run_settings_are_kept_inside_last_pt(tmp_path: Path) -> None:
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["run_settings"] == FOLD0
+    assert json.loads((tmp_path / "last.json").read_text())["run_settings"] == FOLD0  # the copy to read
+
+
+@pytest.mark.parametrize("last_json", ["missing", "garbage", "truncated", "a folder"])
+def test_an_unreadable_last_json_does_not_turn_off_the_checks(tmp_path: Path, last_json: str) -> None:
+    """The settings are read from last.pt (one atomic file): last.json lost (a kill between the two writes) or damaged
+    changes nothing: another fold neither resumes the run nor evaluates its model."""
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    record = tmp_path / "last.json"
+    text = record.read_text()
+    record.unlink()
+    if last_json == "garbage":
+        record.write_bytes(b"\x00\xff{")
+    elif last_json == "truncated":
+        record.write_text(text[: len(text) // 2])
+    elif last_json == "a folder":
+        record.mkdir()
+    _assert_fold1_refused(tmp_path, epochs=4)
+    if last_json == "a folder":
+        record.rmdir()
+    again = _Run(tmp_path, max_epochs=4, settings=FOLD0)
+    again.run()
+    assert again.epochs_run == [3, 4]
+
+
+def _assert_fold1_refused(folder: Path, epochs: int) -> None:
+    """The fold-0 run interrupted after epoch 2 in ``folder`` is refused to a fold-1 run: by the start-up check, by the
+    handler and by the evaluation's split check."""
+    refused = rf"another run, interrupted after epoch 2 of {epochs} \(fold: '0' -> '1'\)"
+    with pytest.raises(ValueError, match=refused):
+        check_resume(folder / "last.pt", True, FOLD1, epochs=epochs)
+    with pytest.raises(ValueError, match=refused):
+        _Run(folder, max_epochs=epochs, settings=FOLD1).run()
+    with pytest.raises(ValueError, match=r"another split \(fold: '0' -> '1'"):
+        check_evaluation_split(folder / "last.pt", FOLD1)
+
+
+def _written_before_settings_were_kept_inside(path: Path) -> None:
+    saved = torch.load(path, weights_only=True)
+    del saved["run_settings"]
+    torch.save(saved, path)
+
+
+def test_a_last_pt_without_settings_inside_reads_last_json(tmp_path: Path, caplog) -> None:
+    """A last.pt of an earlier version (settings only in last.json) still resumes and is still checked; an unreadable
+    last.json beside it stops the run (the checks would be off otherwise); without last.json it resumes, logged."""
+    _Run(tmp_path, max_epochs=5, stop_after=2, settings=FOLD0).run()
+    _written_before_settings_were_kept_inside(tmp_path / "last.pt")
+    _assert_fold1_refused(tmp_path, epochs=5)
+    resumed = _Run(tmp_path, max_epochs=5, stop_after=3, settings=FOLD0)
+    resumed.run()
+    assert resumed.epochs_run == [3]
+
+    _written_before_settings_were_kept_inside(tmp_path / "last.pt")
+    (tmp_path / "last.json").write_text("{")
+    message = re.escape(str(tmp_path / "last.json")) + r": cannot be read \(JSONDecodeError.*--resume False"
+    with pytest.raises(ValueError, match=message):
+        check_resume(tmp_path / "last.pt", True, FOLD0, epochs=5)
+    with pytest.raises(ValueError, match=message):
+        _Run(tmp_path, max_epochs=5, settings=FOLD0).run()
+    with pytest.raises(ValueError, match=message):
+        check_evaluation_split(tmp_path / "last.pt", FOLD1)
+
+    (tmp_path / "last.json").unlink()
+    check_resume(tmp_path / "last.pt", True, FOLD1, epochs=5)  # nothing recorded: nothing to check
+    last = _Run(tmp_path, max_epochs=5, settings=FOLD0)
+    last.run()
+    assert last.epochs_run == [4, 5]
+    assert "records no run settings: resuming it without checking them" in caplog.text
+
+
+def _damage(path: Path, kind: str) -> None:
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"not a checkpoint at all\n" * 40)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+        path.mkdir()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "a folder"])
+def test_an_unreadable_last_pt_is_named(tmp_path: Path, kind: str) -> None:
+    """Not a torch traceback: the file, the reason and what to do; at start (check_resume, before any data is cached)
+    and when the trainer starts."""
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    (tmp_path / "last.json").unlink()
+    _damage(tmp_path / "last.pt", kind)
+    message = re.escape(str(tmp_path / "last.pt")) + r": not a readable checkpoint \(\w+.*\); remove it or start over"
+    with pytest.raises(ValueError, match=message + r" with --resume False"):
+        check_resume(tmp_path / "last.pt", True, FOLD0, epochs=4)
+    with pytest.raises(ValueError, match=message if kind != "a folder" else r"last\.pt: not a file; remove it"):
+        _Run(tmp_path, max_epochs=4, settings=FOLD0).run()
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "last.pt")) + ": not a readable checkpoint"):
+        check_evaluation_split(tmp_path / "last.pt", FOLD1)  # the training's split cannot be checked
+    if kind == "a folder":
+        with pytest.raises(ValueError, match=r"last\.pt: not a file; remove it"):
+            _Run(tmp_path, max_epochs=4, resume=False).run()  # it would fail only when the first epoch is saved
+        shutil.rmtree(tmp_path / "last.pt")
+    fresh = _Run(tmp_path, max_epochs=2, resume=False, settings=FOLD0)
+    fresh.run()  # --resume False starts over and replaces it
+    assert fresh.epochs_run == [1, 2]
+
+
+def test_an_unreadable_last_pt_of_another_run_says_so_first(tmp_path: Path) -> None:
+    """An unreadable last.pt whose last.json records another run's interrupted training: that is said first (the file
+    is not this run's to remove); with this run's settings, the unreadable file is named."""
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    _damage(tmp_path / "last.pt", "truncated")
+    with pytest.raises(ValueError, match=r"holds another run, interrupted after epoch 2 of 4 \(fold: '0' -> '1'\)"):
+        check_resume(tmp_path / "last.pt", True, FOLD1, epochs=4)
+    with pytest.raises(ValueError, match=r"last\.pt: not a readable checkpoint"):
+        check_resume(tmp_path / "last.pt", True, FOLD0, epochs=4)
+    with pytest.raises(ValueError, match=r"another split \(fold: '0' -> '1'"):
+        check_evaluation_split(tmp_path / "last.pt", FOLD1)  # last.json still records the split
+    check_evaluation_split(tmp_path / "last.pt", FOLD0)

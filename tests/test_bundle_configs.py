@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from bundle_utils import BUNDLES, SCHEMA, make_data, overrides
+from error_chain import error_chain
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from monai_mixedfocal.bundle import run_settings
@@ -40,15 +41,6 @@ def _workflow(name: str, files: list[str], workflow_type: str, **override: objec
         workflow_type=workflow_type,
         **override,
     )
-
-
-def _message(err: BaseException) -> str:
-    """The whole chain of an exception (MONAI wraps errors raised inside config expressions)."""
-    parts = []
-    while err is not None:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return "\n".join(parts)
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
@@ -154,7 +146,7 @@ def test_bad_start_fails_in_initialize(dataset: tuple[str, Path], tmp_path: Path
     workflow = _workflow(name, ["train.json"], "train", **values)
     with pytest.raises(Exception) as info:  # MONAI wraps the error; its cause chain is checked below
         workflow.initialize()
-    message = _message(info.value)
+    message = error_chain(info.value)
     for text in expected:
         assert text in message, message
     assert not (tmp_path / "run").exists()  # nothing cached, trained or written
@@ -174,7 +166,8 @@ def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
     (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
     with pytest.raises(Exception) as info:
         _workflow(name, ["train.json"], "train", **values, epochs=4).initialize()
-    assert "holds another run, interrupted after epoch 1 of 4 (loss: 'dice' -> 'mixed_focal')" in _message(info.value)
+    expected = "holds another run, interrupted after epoch 1 of 4 (loss: 'dice' -> 'mixed_focal')"
+    assert expected in error_chain(info.value)
     _workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
 
 

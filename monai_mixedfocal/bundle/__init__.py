@@ -12,10 +12,16 @@
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`EpochSeededData`: each epoch's training data depends on (seed, epoch) alone, so that a resumed run trains on
   the data of the uninterrupted one.
-- :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score).
+- :class:`ResumeCheckpoint`: the atomic, resumable ``last.pt`` (network, optimizer, scheduler, trainer, best score,
+  run settings).
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` writing ``models/model.pt`` atomically (a kill while it
+  saves keeps the previous best model); :func:`check_model_file`, :func:`load_checkpoint`: checkpoint files read with
+  errors that name them.
 - :func:`run_settings`, :func:`check_resume`, :func:`check_evaluation_split`: a run's data split and loss, recorded
-  beside ``last.pt``, so that another run never resumes it and an evaluation never scores a model on its own training
-  cases.
+  in ``last.pt`` (and ``last.json`` beside it), so that another run never resumes it and an evaluation never scores a
+  model on its own training cases.
+- :func:`check_writable`, :func:`lock_training`: at start, the output folders can be written and no other training
+  runs in them.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
 - :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
 
@@ -27,6 +33,8 @@ from __future__ import annotations
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.data_stream import EpochSeededData
+from monai_mixedfocal.bundle.model_saver import AtomicCheckpointSaver, check_model_file, load_checkpoint
+from monai_mixedfocal.bundle.output_dirs import check_writable, lock_training
 from monai_mixedfocal.bundle.patch_sampling import PATCH_SAMPLING_MODES, patch_sampling
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
@@ -44,17 +52,22 @@ from monai_mixedfocal.bundle.validation import FinalValidationHandler
 __all__ = [
     "DATA_SOURCES",
     "PATCH_SAMPLING_MODES",
+    "AtomicCheckpointSaver",
     "EpochSeededData",
     "FinalValidationHandler",
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
     "check_evaluation_split",
+    "check_model_file",
     "check_resume",
     "check_training_setup",
+    "check_writable",
     "find_images",
     "keep_freed_memory",
+    "load_checkpoint",
     "load_split",
+    "lock_training",
     "patch_sampling",
     "prediction_root",
     "protect_key",

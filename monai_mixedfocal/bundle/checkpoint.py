@@ -10,7 +10,10 @@ keeps one file, ``last.pt``, that holds the state an interrupted run continues f
 - the network, optimizer and learning-rate scheduler (including the ``ReduceLROnPlateau`` history),
 - the trainer state (epoch and iteration) and, with AMP, the gradient scaler,
 - the best-score list of the ``CheckpointSaver`` that keeps the best model, so that ``model.pt`` is only replaced by
-  a better model after resuming.
+  a better model after resuming (an entry whose file has gone missing or cannot be read is dropped, with a warning, so
+  that the next validation writes it again),
+- the run's settings (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), so that another run does not resume
+  it; ``last.json`` beside it is a copy to read (and the record of files written before the settings were kept inside).
 
 The training data is not in it: the bundles draw each epoch's patches and augmentations from (seed, epoch) alone
 (:class:`~monai_mixedfocal.bundle.data_stream.EpochSeededData`), so that a resumed run on the CPU ends with the
@@ -20,6 +23,10 @@ A run started again resumes when ``last.pt`` is from an interrupted run (its epo
 started with) and the configured ``max_epochs`` leaves epochs to train; it then trains up to the configured
 ``max_epochs``. Otherwise (a finished run, or nothing left to train) a new run starts and overwrites ``last.pt`` after
 its first epoch: MONAI Label trains the same bundle folder again and again, each time from ``models/model.pt``.
+
+While it trains, the handler holds the lock of the checkpoint folder
+(:func:`~monai_mixedfocal.bundle.output_dirs.lock_training`): a second training in the same folder stops at once. A
+file that cannot be read stops the run with an error that names it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +46,16 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointSaver
 
-from monai_mixedfocal.bundle.run_settings import read_run_settings, refuse_another_run, run_settings_file
-from monai_mixedfocal.data.io import atomic_write_bytes, atomic_write_json
+from monai_mixedfocal.bundle.model_saver import load_checkpoint
+from monai_mixedfocal.bundle.output_dirs import lock_training
+from monai_mixedfocal.bundle.run_settings import (
+    SETTINGS_KEY,
+    refuse_another_run,
+    run_settings_file,
+    settings_in,
+    trainer_epochs,
+)
+from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["ResumeCheckpoint"]
 
@@ -76,6 +92,36 @@ class _KeyMetricState:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.saver.load_state_dict(dict(state_dict))
 
+    def existing(self, state_dict: Any, source: Path) -> Any:
+        """``state_dict`` without the saved best models whose file is missing or cannot be read (with a warning).
+
+        Without them the saver writes the next validation's model, instead of waiting for a better score than a
+        file that is not there (or of removing a missing file, which MONAI's saver fails on).
+        """
+        handler = getattr(self.saver, _KEY_METRIC_ATTRIBUTE).save_handler
+        dirname, fixed = getattr(handler, "dirname", None), getattr(handler, "filename", None)
+        key = "_saved"  # Ignite's Checkpoint.state_dict: {"_saved": [(priority, filename), ...]}
+        saved = state_dict.get(key) if isinstance(state_dict, Mapping) else None
+        if dirname is None or not isinstance(saved, (list, tuple)):
+            return state_dict
+        kept = []
+        for entry in saved:
+            path = Path(dirname) / (fixed if fixed is not None else entry[1])
+            problem = "is missing" if not path.is_file() else None
+            if problem is None:
+                try:
+                    load_checkpoint(path, mmap=True)
+                except ValueError as err:
+                    problem = f"cannot be read ({err.__cause__})"
+            if problem is None:
+                kept.append(entry)
+            else:
+                warnings.warn(
+                    f"{path}, the best model recorded in {source}, {problem}: the next validation writes a new one.",
+                    stacklevel=2,
+                )
+        return {**state_dict, key: kept}
+
 
 def _unwrap(obj: Any) -> Any:
     if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
@@ -98,19 +144,22 @@ class ResumeCheckpoint:
             so that ``CheckpointLoader(load_dict={"model": net})`` and MONAI Label can also read this file.
         resume: load ``path`` at start when it holds an unfinished run.
         map_location: passed to ``torch.load``.
-        run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written beside
-            the checkpoint (``last.json``) at every save. An interrupted run recorded with other settings (another
-            fold, loss or data set started in the same ``bundle_root``) is not resumed: loading raises instead.
+        run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written into
+            the checkpoint (under ``"run_settings"``) and beside it (``last.json``) at every save. An interrupted run
+            recorded with other settings (another fold, loss or data set started in the same ``bundle_root``) is not
+            resumed: loading raises instead.
+        lock: hold the lock of the checkpoint's folder from :meth:`attach` on
+            (:func:`~monai_mixedfocal.bundle.output_dirs.lock_training`).
 
     Raises:
-        ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``).
+        ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``, ``run_settings``).
 
     Example:
         >>> handler = ResumeCheckpoint("checkpoints/last.pt", {"model": net, "optimizer": opt})  # doctest: +SKIP
         >>> handler.attach(trainer)  # doctest: +SKIP
     """
 
-    reserved_keys: tuple[str, ...] = ("trainer", "scaler")
+    reserved_keys: tuple[str, ...] = ("trainer", "scaler", SETTINGS_KEY)
 
     def __init__(
         self,
@@ -119,22 +168,34 @@ class ResumeCheckpoint:
         resume: bool = True,
         map_location: str | torch.device | None = "cpu",
         run_settings: Mapping[str, Any] | None = None,
+        lock: bool = True,
     ) -> None:
         objects = {str(k): v for k, v in dict(save_dict).items() if v is not None}
         if not objects:
             raise ValueError("save_dict must name at least one object to save, e.g. {'model': network}.")
         clash = sorted(set(objects) & set(self.reserved_keys))
         if clash:
-            raise ValueError(f"save_dict keys {clash} are reserved: the handler adds the trainer and its AMP scaler.")
+            raise ValueError(
+                f"save_dict keys {clash} are reserved: the handler adds the trainer, its AMP scaler and the run "
+                "settings."
+            )
         self.path = Path(path)
         self.save_dict = objects
         self.resume = bool(resume)
         self.map_location = map_location
         self.run_settings = None if run_settings is None else {str(k): str(v) for k, v in run_settings.items()}
+        self.lock = bool(lock)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        """Load at ``STARTED`` and save at every ``EPOCH_COMPLETED`` of ``engine`` (the trainer)."""
+        """Take the lock of the checkpoint folder (rank 0), then load at ``STARTED`` and save at every
+        ``EPOCH_COMPLETED`` of ``engine`` (the trainer).
+
+        Raises:
+            RuntimeError: another process trains in the checkpoint's folder.
+        """
+        if self.lock:
+            lock_training(self.path)
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
@@ -150,8 +211,11 @@ class ResumeCheckpoint:
         """Write the checkpoint (rank 0 only), never leaving a partial file behind."""
         if idist.get_rank() != 0:
             return
+        content = {key: obj.state_dict() for key, obj in self._objects(engine).items()}
+        if self.run_settings is not None:
+            content[SETTINGS_KEY] = dict(self.run_settings)  # the single atomic record; last.json is a copy
         buffer = io.BytesIO()
-        torch.save({key: obj.state_dict() for key, obj in self._objects(engine).items()}, buffer)
+        torch.save(content, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
         if self.run_settings is not None:
             state = engine.state
@@ -163,24 +227,29 @@ class ResumeCheckpoint:
         """Resume from the checkpoint if it exists, holds an interrupted run and epochs are left to train.
 
         Raises:
-            ValueError: the file is not a checkpoint written by this handler, or it holds an interrupted run recorded
-                with other ``run_settings``; a ``CheckpointSaver`` in ``save_dict`` without ``save_key_metric=True``.
+            ValueError: the file cannot be read (``<path>: not a readable checkpoint (...)``), is not a checkpoint
+                written by this handler, or holds an interrupted run recorded with other ``run_settings``; an older
+                checkpoint whose ``last.json`` cannot be read; a ``CheckpointSaver`` in ``save_dict`` without
+                ``save_key_metric=True``.
             RuntimeError: the installed MONAI's ``CheckpointSaver`` has no best-score list where this handler reads it.
+
+        Warns:
+            UserWarning: a best model recorded in the checkpoint is missing or cannot be read (it is written again at
+                the next validation).
         """
         objects = self._objects(engine)  # checked at the start of every run, not at the end of its first epoch
-        if not self.resume or not self.path.is_file():
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise ValueError(f"{self.path}: not a file; remove it (this run writes its resume checkpoint there)")
+        if not self.resume or not self.path.exists():
             return
-        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=True)
+        checkpoint = load_checkpoint(self.path, map_location=self.map_location)
         missing = sorted(set(objects) - set(checkpoint)) if isinstance(checkpoint, Mapping) else sorted(objects)
         if missing:
             raise ValueError(
                 f"{self.path} cannot resume this run: it lacks {missing}. Remove it, pass another "
                 "--resume_checkpoint, or start over with --resume false."
             )
-        trainer = checkpoint["trainer"]  # Ignite keeps the iteration (or the epoch) and the epoch length
-        epoch_length = int(trainer["epoch_length"])
-        done = int(trainer["epoch"]) if "epoch" in trainer else int(trainer["iteration"]) // epoch_length
-        planned = int(trainer["max_epochs"])
+        done, planned = trainer_epochs(checkpoint["trainer"])
         max_epochs = engine.state.max_epochs
         if done >= planned:
             self.logger.warning(
@@ -194,9 +263,16 @@ class ResumeCheckpoint:
                 "leaves nothing to resume: starting a new run, which overwrites it after its first epoch."
             )
             return
-        recorded = read_run_settings(self.path)
-        if recorded is not None and self.run_settings is not None:
-            refuse_another_run(self.path, recorded, self.run_settings, done, planned)
+        if self.run_settings is not None:
+            recorded = settings_in(self.path, checkpoint)
+            if recorded is None:
+                self.logger.warning(f"{self.path} records no run settings: resuming it without checking them")
+            else:
+                refuse_another_run(self.path, recorded, self.run_settings, done, planned)
+        checkpoint = dict(checkpoint)
+        for key, obj in objects.items():
+            if isinstance(obj, _KeyMetricState):
+                checkpoint[key] = obj.existing(checkpoint[key], self.path)
         Checkpoint.load_objects(to_load=objects, checkpoint=checkpoint)
         engine.state.max_epochs = max_epochs
         self.logger.info(f"resumed from {self.path} at epoch {done} of {max_epochs}")
