@@ -54,6 +54,7 @@ __all__ = [
     "mean_ci",
     "metric_columns",
     "pairwise_tests",
+    "read_csv_as_written",
     "significance_mark",
     "summary_table",
     "validate_per_case",
@@ -224,18 +225,38 @@ def load_per_case(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"per-case CSV not found: {path}")
-    text_columns = dict.fromkeys((*ID_COLUMNS, FOLD_COLUMN), str)
-    try:
-        header = pd.read_csv(path, nrows=0, skipinitialspace=True).columns
-        # identifiers are text as written (a method named "None" or "NA" stays one); metrics read NA markers as NaN
-        missing = {col: list(PANDAS_NA_MARKERS) for col in header if col not in text_columns}
-        df = pd.read_csv(path, dtype=text_columns, skipinitialspace=True, keep_default_na=False, na_values=missing)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV file ({err})") from err
+    df = read_csv_as_written(path, (*ID_COLUMNS, FOLD_COLUMN))
     try:
         return validate_per_case(df)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
+
+
+def read_csv_as_written(path: str | os.PathLike[str], text_columns: Sequence[str]) -> pd.DataFrame:
+    """Read a CSV file with ``text_columns`` as text, exactly as written, and pandas' missing-value markers
+    (:data:`PANDAS_NA_MARKERS`) as NaN in every other column.
+
+    An identifier stays what it is (``00012`` keeps its leading zeros, a method named ``None`` or ``NA`` is a name);
+    an empty identifier is an empty string, for the caller's checks to refuse.
+
+    Args:
+        path: the CSV file.
+        text_columns: the columns read as text (those missing from the file are ignored).
+
+    Returns:
+        The table, not validated.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: ``<path>: not a readable CSV file (...)``.
+    """
+    dtypes = dict.fromkeys(text_columns, str)
+    try:
+        header = pd.read_csv(path, nrows=0, skipinitialspace=True).columns
+        missing = {col: list(PANDAS_NA_MARKERS) for col in header if col not in dtypes}
+        return pd.read_csv(path, dtype=dtypes, skipinitialspace=True, keep_default_na=False, na_values=missing)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV file ({err})") from err
 
 
 def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:

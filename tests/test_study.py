@@ -134,10 +134,14 @@ def test_log_without_line_ends_is_read_up_to_its_last_complete_character(
     assert _last_epoch(log, 8) == (None, 8)  # 2 bytes pending: under the limit, read again later
 
 
+#: a complete per-case CSV of one case (the study reads it as a finished run)
+_COMPLETE_CSV = "case,class,dsc,precision,recall,iou,absent\na,kidney,0.5,0.5,0.5,0.33,False\na,tumor,,,,,True\n"
+
+
 def test_failed_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
     good = Run("dice", 0, tmp_path / "good", BUNDLE)
     good.per_case_csv.parent.mkdir(parents=True)
-    good.per_case_csv.write_text("case,class,dsc\na,kidney,0.5\n")
+    good.per_case_csv.write_text(_COMPLETE_CSV)
     # a real bundle command that fails at start: the dataset folder does not exist
     bad = Run("dice", 1, tmp_path / "bad", BUNDLE, {"dataset_dir": str(tmp_path / "missing"), "num_workers": 0})
     lines: list[str] = []
@@ -218,7 +222,7 @@ def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:
     run.root.mkdir()
     run.record_settings()
     run.per_case_csv.parent.mkdir()
-    run.per_case_csv.write_text("case,class,dsc\na,kidney,0.5\n")
+    run.per_case_csv.write_text(_COMPLETE_CSV)
     lines: list[str] = []
     execute_runs([Run("dice", 0, run.root, BUNDLE, {"epochs": 3, "seed": 1})], echo=lines.append)
     assert "made with other settings (epochs: '2' -> '3'; seed: (unset) -> '1')" in lines[0]

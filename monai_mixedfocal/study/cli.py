@@ -13,8 +13,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from monai_mixedfocal.cli_errors import print_error
@@ -86,9 +90,10 @@ def _spec(args: argparse.Namespace):
     if args.bundle:
         changes["bundle_dir"] = args.bundle
     if args.demo:
-        spec = demo_spec(args.out or "results/demo", **changes)
-        spec.overrides = {**spec.overrides, **dict(args.override)}
-        return spec
+        from monai_mixedfocal.study.demo import DEMO_OVERRIDES
+
+        changes["overrides"] = {**DEMO_OVERRIDES, **dict(args.override)}  # checked by StudySpec, as any override
+        return demo_spec(args.out or "results/demo", **changes)
     if not args.dataset or not args.data:
         raise ValueError("--dataset and --data are required (or use --demo)")
     changes.setdefault("losses", paper_losses(args.dataset))
@@ -101,8 +106,81 @@ def _spec(args: argparse.Namespace):
     )
 
 
+#: the signals that stop the study as Ctrl-C does (its running bundle command is terminated, the run resumes later)
+_STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGHUP")
+INTERRUPTED = "interrupted: run the same command again to resume"
+
+
+class _Stopped(KeyboardInterrupt):
+    """A stop signal (:data:`_STOP_SIGNALS`) turned into a ``KeyboardInterrupt``; ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`_Stopped` (a ``KeyboardInterrupt``), so that the runner stops
+    its bundle command as on Ctrl-C instead of leaving it running alone; the previous handlers are restored after.
+    Outside the main thread (where handlers cannot be set) nothing changes."""
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in _STOP_SIGNALS:
+            number = getattr(signal, name, None)  # no SIGHUP on Windows
+            if number is not None:
+                previous[number] = signal.signal(number, _raise_stopped)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _line_buffered_stdout() -> Iterator[None]:
+    """Within the block, stdout is line-buffered also when redirected to a file, so that the progress of a study
+    killed later (a ``nohup`` or cluster job) is in its log; the previous buffering is restored after."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    previous = getattr(sys.stdout, "line_buffering", None)
+    if reconfigure is None or previous is None:  # not an io.TextIOWrapper (replaced by the caller)
+        yield
+        return
+    stream = sys.stdout
+    try:
+        reconfigure(line_buffering=True)
+    except (OSError, ValueError):  # a closed or detached stream
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            stream.reconfigure(line_buffering=previous)
+
+
 def main(args: argparse.Namespace) -> int:
-    """Run the ``study`` command; returns 0, 1 when a run failed, 2 for bad arguments or data."""
+    """Run the ``study`` command.
+
+    Returns:
+        0; 1 when a run failed; 2 for bad arguments or data, or an output folder that cannot be written; 130 after
+        Ctrl-C and 128 + the signal number after SIGTERM or SIGHUP (the running bundle command is stopped as well,
+        and the same command resumes the study).
+    """
+    try:
+        with _line_buffered_stdout(), _stop_signals_interrupt():
+            return _main(args)
+    except KeyboardInterrupt as err:
+        print(INTERRUPTED, file=sys.stderr)
+        return 128 + (err.signum if isinstance(err, _Stopped) else signal.SIGINT)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """:func:`main` without the signal and stdout handling."""
     from monai_mixedfocal.study.study import collect_and_report, prepare_datalist, run_study
 
     try:
@@ -117,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
                     print(run.shell_line())
             return 0
         progress, report = run_study(spec)
-    except (ValueError, DataError) as err:
+    except (ValueError, DataError, OSError) as err:  # OSError: e.g. an output folder that cannot be written
         print_error(err)
         return 2
     if report is None:

@@ -22,25 +22,30 @@ def collect_per_case(runs: Sequence[Run]) -> pd.DataFrame:
     """Concatenate the per-case CSVs of the finished runs: columns ``case, method, class, fold`` and the metrics.
 
     Classes absent from both the label and the prediction of a case (``absent`` column of the CSV) have undefined
-    metrics; they are kept as missing values, which the statistics skip and count.
+    metrics; they are kept as missing values, which the statistics skip and count. Each CSV is checked against the
+    run's validation fold (:func:`~monai_mixedfocal.study.runs.read_per_case_csv`): a damaged one (e.g. cut short
+    when copied back from a cluster job) leaves its run unfinished, not collected (see
+    :attr:`~monai_mixedfocal.study.runs.Run.per_case_problem`).
 
     Raises:
-        ValueError: if no run has finished, or a CSV lacks the expected columns.
+        ValueError: if no run has finished (naming the damaged CSVs, if any).
     """
-    frames = []
+    frames, damaged = [], []
     for run in runs:
-        if not run.is_finished:
+        if not run.per_case_csv.is_file():
             continue
-        table = pd.read_csv(run.per_case_csv, dtype={"case": str})
-        missing = {"case", "class"} - set(table.columns)
-        if missing:
-            raise ValueError(f"{run.per_case_csv}: missing column(s) {sorted(missing)}")
-        table = table[["case", "class", *[m for m in METRICS if m in table.columns]]].copy()
+        try:
+            table = run.per_case_table()
+        except (OSError, ValueError) as err:  # a damaged CSV: the run is unfinished (Run.is_finished says the same)
+            damaged.append(str(err))
+            continue
+        table = table[["case", "class", *METRICS]].copy()
         table.insert(1, "method", run.loss)
         table.insert(3, "fold", run.fold)
         frames.append(table)
     if not frames:
-        raise ValueError("no finished run to collect: run the study first (or check the runs' logs)")
+        found = f"; damaged per-case CSV(s), evaluated again by the study: {' | '.join(damaged)}" if damaged else ""
+        raise ValueError(f"no finished run to collect: run the study first (or check the runs' logs){found}")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -2,20 +2,26 @@
 # Licensed under the Apache License, Version 2.0
 """Runs the study's bundle commands one after the other, resumably, with progress and an ETA.
 
-- A finished run (its per-case CSV exists) is skipped; a trained run only re-runs its evaluation; an interrupted
-  training is started again and the bundle resumes from its ``checkpoints/last.pt``.
-- A failed command is reported with its log path and the other runs go on; the failure is recorded in the run folder
-  (``failed.json``) and retried by the next invocation of the study.
+- A finished run (its per-case CSV exists and is complete) is skipped; a trained run (``trained.ok``, or a
+  ``checkpoints/last.json`` that records the end of this run's schedule beside ``models/model.pt``) only runs its
+  evaluation; an interrupted training is started again and the bundle resumes from its ``checkpoints/last.pt``.
+- A failed command is reported with its log path (and the signal that killed it) and the other runs go on; the failure
+  is recorded in the run folder (``failed.json``) and retried by the next invocation of the study.
+- On Linux a bundle command is stopped (SIGTERM) when the study process dies, even by SIGKILL, so that no training goes
+  on alone in a run folder that the next invocation of the study uses.
 - Progress: each run's epoch (read from the bundle's own log lines), its elapsed time and ETA, and the study's ETA.
 """
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from monai_mixedfocal.study.runs import FAILED_MARKER, TRAINED_MARKER, Run
 _ITERATION = re.compile(r"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+)")
 _POLL_SECONDS = 2.0
 _MAX_PENDING = 1 << 20  # bytes of an unfinished line read again at most, see _last_epoch
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def format_seconds(seconds: float) -> str:
@@ -90,19 +97,56 @@ def _last_epoch(log: Path, offset: int) -> tuple[tuple[int, int, int, int] | Non
     return last, offset + end  # type: ignore[return-value]
 
 
+def describe_returncode(code: int) -> str:
+    """A command's return code in words: ``"exit code 1"``; ``-9`` -> ``"killed by SIGKILL (out of memory?)"``."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the process starting it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so that a killed study leaves no bundle command running; ``None`` elsewhere.
+
+    The signal comes when the thread that started the child ends: :func:`run_logged` waits for its child in that thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    option, sigterm = ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM)  # made before the fork
+
+    def stop_with_parent() -> None:  # runs in the child between fork and exec: as little work as possible
+        prctl(option, sigterm)
+        if os.getppid() != parent:  # the parent died before the prctl call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return stop_with_parent
+
+
 def run_logged(
     cmd: Sequence[str],
     log: Path,
     on_progress: Callable[[tuple[int, int, int, int]], None] | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
-    """Run ``cmd`` with its output appended to ``log``; call ``on_progress`` whenever a new epoch shows in the log."""
+    """Run ``cmd`` with its output appended to ``log``; call ``on_progress`` whenever a new epoch shows in the log.
+
+    The child is stopped when this function is interrupted (e.g. Ctrl-C) and, on Linux, when this process dies.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
         offset = out.tell()
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_stop_with_parent())
         seen_epoch = None
         try:
             while process.poll() is None:
@@ -121,6 +165,24 @@ def run_logged(
 def _record_failure(run: Run, step: str, returncode: int, log: Path) -> None:
     marker = run.root / FAILED_MARKER
     marker.write_text(json.dumps({"run": run.name, "step": step, "returncode": returncode, "log": str(log)}, indent=2))
+
+
+def _start_message(run: Run, kind: str) -> str:
+    """What the run does first, for the progress line (``kind`` as :meth:`Run.training_start`, or ``"trained"``)."""
+    record = run.recorded_training()
+    done = f"epoch {record['epoch']} of {record['max_epochs']}" if record else ""
+    if kind == "trained":
+        marker = (run.root / TRAINED_MARKER).is_file()
+        return "evaluation" if marker or not record else f"training finished earlier ({done}), evaluation"
+    if kind == "resume":
+        return f"resuming training after {done}"
+    if kind == "over":
+        finished = record is not None and record["epoch"] >= record["max_epochs"]
+        held = "a finished run" if finished else "a run with no epoch left to train in this schedule"
+        return f"training from scratch ({run.resume_checkpoint.name} holds {held}, {done})"
+    if kind == "unknown":
+        return f"training (the bundle resumes {run.resume_checkpoint} if it holds an interrupted run)"
+    return "training"
 
 
 def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> StudyProgress:
@@ -145,9 +207,15 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
             progress.done += 1
             echo(f"{tag}: finished earlier, skipped ({run.per_case_csv})")
             continue
+        trained = run.is_trained
+        problem = run.per_case_problem
+        if problem is not None:
+            again = "evaluated again" if trained else "run again"
+            echo(f"{tag}: WARNING: {problem}; the run is not counted as finished and is {again}")
         run.root.mkdir(parents=True, exist_ok=True)
         (run.root / FAILED_MARKER).unlink(missing_ok=True)
-        if not run.is_trained and not run.resume_checkpoint.is_file():
+        start_kind = "trained" if trained else run.training_start()
+        if start_kind in ("new", "over"):
             run.record_settings()  # a training from scratch: these settings are the run's
         start = time.monotonic()
 
@@ -163,15 +231,17 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
                 + (f", study ETA {format_seconds(study_eta)}" if study_eta is not None else "")
             )
 
-        steps = [] if run.is_trained else [("training", run.train_command(), run.train_log, report)]
+        steps = [] if trained else [("training", run.train_command(), run.train_log, report)]
         steps.append(("evaluation", run.evaluate_command(), run.evaluate_log, None))
-        echo(f"{tag}: {'resuming ' if run.resume_checkpoint.is_file() else ''}{steps[0][0]} ...")
+        echo(f"{tag}: {_start_message(run, start_kind)} ...")
         for step, cmd, log, on_progress in steps:
             code = run_logged(cmd, log, on_progress, env)
             if code != 0:
                 _record_failure(run, step, code, log)
                 progress.failed.append(run)
-                echo(f"{tag}: {step} FAILED (exit code {code}); see {log}")
+                why = describe_returncode(code)
+                why = f" ({why})" if code > 0 else f": {why}, exit code {code}"
+                echo(f"{tag}: {step} FAILED{why}; see {log}")
                 break
             if step == "training":
                 (run.root / TRAINED_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -180,7 +250,9 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
             if not run.is_finished:
                 _record_failure(run, "evaluation", 0, run.evaluate_log)
                 progress.failed.append(run)
-                echo(f"{tag}: evaluation wrote no {run.per_case_csv.name}; see {run.evaluate_log}")
+                problem = run.per_case_problem
+                wrote = f"wrote an incomplete {problem}" if problem else f"wrote no {run.per_case_csv.name}"
+                echo(f"{tag}: evaluation {wrote}; see {run.evaluate_log}")
                 continue
             progress.done += 1
             progress.run_seconds.append(time.monotonic() - start)

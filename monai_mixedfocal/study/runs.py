@@ -8,20 +8,33 @@ loop here). A run's folder is its ``bundle_root``: ``models/model.pt`` (the lowe
 ``last.json``, the run's settings and epoch beside it; outside ``models/``, where MONAI Label offers every ``*.pt`` as a
 model) and ``eval/`` (TensorBoard logs, the per-case metrics CSV and the predicted label maps), plus ``train.log`` /
 ``evaluate.log`` and the state markers written by the runner.
+
+A run's state is read from these files alone, so that a run done (or half done) elsewhere, e.g. as a cluster job whose
+files were copied back, counts as what it is:
+
+- trained: the runner's ``trained.ok`` marker, or a ``last.json`` that records the last epoch of this run's schedule
+  with this run's settings, beside an existing ``models/model.pt`` (a training whose evaluation was lost);
+- finished: the per-case CSV exists and is complete (:func:`read_per_case_csv`); a damaged one (cut short in a copy,
+  say) leaves the run unfinished, so that the study evaluates it again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal.shipped_bundles import BUNDLE_NAMES, bundle_dir
 from monai_mixedfocal.utils import atomic_write_json, changed_entries
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: name of the per-case metrics CSV that ``configs/evaluate.json`` writes into the run's ``eval/`` folder
 PER_CASE_CSV = "per_case_metrics.csv"
@@ -31,6 +44,11 @@ TRAINED_MARKER = "trained.ok"
 FAILED_MARKER = "failed.json"
 #: the run's settings (bundle, loss, fold, overrides) recorded when its training starts from scratch
 SETTINGS_FILE = "settings.json"
+#: the columns of the per-case CSV that the study reads (the bundles' writer adds the class index and the counts)
+PER_CASE_REQUIRED: tuple[str, ...] = ("case", "class", "dsc", "precision", "recall", "iou", "absent")
+#: the metric columns of the per-case CSV
+PER_CASE_METRICS: tuple[str, ...] = ("dsc", "precision", "recall", "iou")
+_TRUE, _FALSE = frozenset({"true", "1", "1.0"}), frozenset({"false", "0", "0.0"})
 
 
 def default_bundle_dir(dataset: str) -> Path:
@@ -90,14 +108,118 @@ class Run:
         return self.root / "checkpoints" / "last.pt"
 
     @property
+    def model(self) -> Path:
+        """The model the evaluation scores: the training's best checkpoint."""
+        return self.root / "models" / "model.pt"
+
+    @property
     def is_finished(self) -> bool:
-        """Evaluated: the per-case metrics exist (also true for a run done elsewhere, e.g. as a cluster job)."""
-        return self.per_case_csv.is_file()
+        """Evaluated: the per-case metrics exist and are complete (also true for a run done elsewhere, e.g. as a
+        cluster job); a damaged CSV (see :attr:`per_case_problem`) leaves the run unfinished, to be evaluated again."""
+        return self.per_case_csv.is_file() and self.per_case_problem is None
+
+    @property
+    def per_case_problem(self) -> str | None:
+        """What is wrong with the per-case CSV, naming the file (``None`` when it is complete or does not exist)."""
+        if not self.per_case_csv.exists():
+            return None
+        try:
+            self.per_case_table()
+        except (OSError, ValueError) as err:
+            return str(err)
+        return None
+
+    def per_case_table(self) -> pd.DataFrame:
+        """The run's per-case CSV, read and checked against the run's validation fold (:func:`read_per_case_csv`).
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: the file is incomplete or damaged; the message names it.
+        """
+        cases, classes = self.validation_cases(), self.class_names()
+        key = (
+            _file_key(self.per_case_csv),
+            None if cases is None else tuple(cases),
+            None if classes is None else tuple(map(tuple, classes)),
+        )
+        table, error = _read_per_case_cached(*key)
+        if error is not None:
+            raise error
+        return table.copy()  # type: ignore[union-attr]
+
+    def validation_cases(self) -> list[str] | None:
+        """The case ids of the run's validation fold, from the ``datalist`` override (``None`` without a readable
+        datalist, or when a case has no id)."""
+        datalist = self.overrides.get("datalist")
+        if not isinstance(datalist, (str, os.PathLike)) or not str(datalist):
+            return None
+        cases = _fold_cases(*_file_key(Path(datalist)))
+        return None if cases is None else cases.get(self.fold, [])
+
+    def class_names(self) -> list[list[str]] | None:
+        """The class lists the per-case CSV may hold: the bundle's output classes without, then with the background
+        (``network_data_format#outputs#pred#channel_def`` of ``configs/metadata.json``); ``None`` when unknown."""
+        return _bundle_classes(*_file_key(self.bundle_dir / "configs" / "metadata.json"))
 
     @property
     def is_trained(self) -> bool:
-        """The training command finished successfully (an interrupted training resumes from ``checkpoints/last.pt``)."""
-        return (self.root / TRAINED_MARKER).is_file()
+        """The training has finished: the runner's ``trained.ok`` marker, or (a training finished elsewhere, or whose
+        marker was never written) :attr:`training_finished`."""
+        return (self.root / TRAINED_MARKER).is_file() or self.training_finished
+
+    def recorded_training(self) -> dict[str, Any] | None:
+        """The record beside the resume checkpoint (``checkpoints/last.json``): ``epoch``, ``max_epochs`` (the
+        schedule the training was started with) and ``run_settings``; ``None`` when missing or unreadable."""
+        from monai_mixedfocal.bundle.run_settings import run_settings_file
+
+        try:
+            record = json.loads(run_settings_file(self.resume_checkpoint).read_text(encoding="utf-8"))
+            epoch, planned = int(record["epoch"]), int(record["max_epochs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        settings = record.get("run_settings")
+        return {
+            "epoch": epoch,
+            "max_epochs": planned,
+            "run_settings": {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else None,
+        }
+
+    def bundle_run_settings(self) -> tuple[dict[str, str], int] | None:
+        """What the bundle's training command of this run computes from its configs and overrides: its
+        ``run_settings`` (as recorded in ``last.json``) and its number of epochs; ``None`` if they cannot be worked
+        out (e.g. a config that cannot be read)."""
+        key = json.dumps([str(self.root), self.loss, self.fold, dict(self.overrides)], sort_keys=True, default=str)
+        return _bundle_run_settings(key, *_file_key(self.bundle_dir / "configs" / "train.json"))
+
+    @property
+    def training_finished(self) -> bool:
+        """``checkpoints/last.json`` records the last epoch of this run's schedule (and of the schedule the training
+        was started with), with the settings this run's training command would have, and ``models/model.pt``
+        exists: training again would only start over (the bundle does not extend a finished run)."""
+        record = self.recorded_training()
+        if record is None or record["run_settings"] is None or not self.model.is_file():
+            return False
+        expected = self.bundle_run_settings()
+        if expected is None:
+            return False
+        settings, epochs = expected
+        recorded = record["run_settings"]
+        same = not changed_entries(recorded, settings, tuple(key for key in settings if key in recorded))
+        return same and record["epoch"] >= max(record["max_epochs"], epochs)
+
+    def training_start(self) -> str:
+        """How the next training command of an untrained run starts: ``"new"`` (no ``last.pt``), ``"resume"`` (its
+        ``last.json`` records an interrupted run with epochs left to train in this run), ``"over"`` (it records a
+        finished run, or one with no epoch left in this run's schedule: the bundle starts over) or ``"unknown"``
+        (``last.pt`` without a readable ``last.json``: the bundle decides from ``last.pt``)."""
+        if not self.resume_checkpoint.is_file():
+            return "new"
+        record = self.recorded_training()
+        if record is None:
+            return "unknown"
+        expected = self.bundle_run_settings()
+        epochs = expected[1] if expected is not None else record["max_epochs"]
+        return "resume" if record["epoch"] < min(record["max_epochs"], epochs) else "over"
 
     @property
     def has_failed(self) -> bool:
@@ -158,8 +280,165 @@ class Run:
         return [*self._command(["train.json", "evaluate.json"], "run"), "--save_predictions", "True"]
 
     def shell_line(self) -> str:
-        """Both commands as one shell line (``--dry-run`` output, e.g. one cluster job per run)."""
-        return " && ".join(shlex.join(cmd) for cmd in (self.train_command(), self.evaluate_command()))
+        """The commands left to run as one shell line (``--dry-run`` output, e.g. one cluster job per run): training
+        and evaluation, or only the evaluation of a trained run (training it again would start over)."""
+        commands = [self.evaluate_command()] if self.is_trained else [self.train_command(), self.evaluate_command()]
+        return " && ".join(shlex.join(cmd) for cmd in commands)
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    """``path`` with its inode, size and modification time (zeros when missing): a cache key that a change (or an
+    atomic replacement) of the file invalidates."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path), 0, -1, 0
+    return str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _fold_cases(path: str, inode: int, size: int, mtime: int) -> dict[int, list[str]] | None:
+    """The case ids of each fold of a datalist JSON; ``None`` if it cannot be read or a case has no id."""
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))["training"]
+        folds: dict[int, list[str]] = {}
+        for item in items:
+            if "case" not in item:
+                return None
+            folds.setdefault(int(item["fold"]), []).append(str(item["case"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return folds
+
+
+@functools.lru_cache(maxsize=16)
+def _bundle_classes(path: str, inode: int, size: int, mtime: int) -> list[list[str]] | None:
+    """The class names a bundle's evaluation writes (see :meth:`Run.class_names`)."""
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+        channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+        ordered = sorted((int(index), str(name)) for index, name in channels.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return [[name for index, name in ordered if index != 0], [name for _, name in ordered]]
+
+
+@functools.lru_cache(maxsize=256)
+def _bundle_run_settings(key: str, path: str, inode: int, size: int, mtime: int) -> tuple[dict[str, str], int] | None:
+    """``run_settings`` and the number of epochs of a training command (see :meth:`Run.bundle_run_settings`), from the
+    bundle's ``configs/train.json`` with the command's overrides, as ``monai.bundle run`` resolves them."""
+    root, loss, fold, overrides = json.loads(key)
+    try:
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(path)
+        parser.update({"bundle_root": root, "loss": loss, "fold": fold, **overrides})
+        settings = parser.get_parsed_content("run_settings")
+        epochs_id = "train#trainer#max_epochs" if "train#trainer#max_epochs" in parser else "epochs"
+        epochs = int(parser.get_parsed_content(epochs_id))
+    except Exception:  # anything a config can raise: unknown, so the run is not taken as trained
+        return None
+    if not isinstance(settings, Mapping):
+        return None
+    return {str(k): str(v) for k, v in settings.items()}, epochs
+
+
+@functools.lru_cache(maxsize=256)
+def _read_per_case_cached(
+    file_key: tuple[str, int, int, int],
+    cases: tuple[str, ...] | None,
+    classes: tuple[tuple[str, ...], ...] | None,
+) -> tuple[pd.DataFrame | None, Exception | None]:
+    """:func:`read_per_case_csv` once per version of the file (the table, or the error it raised)."""
+    try:
+        return read_per_case_csv(file_key[0], cases, classes), None
+    except (OSError, ValueError) as err:
+        return None, err
+
+
+def read_per_case_csv(
+    path: str | os.PathLike, cases: Sequence[str] | None = None, classes: Sequence[Sequence[str]] | None = None
+) -> pd.DataFrame:
+    """Read a run's per-case metrics CSV and check that it is complete.
+
+    The checks: the columns :data:`PER_CASE_REQUIRED`; ``absent`` true or false; numeric, finite metrics in [0, 1],
+    missing only where ``absent`` is true (a row cut short lacks them); no blank or repeated (case, class); every case
+    with the same classes, one of ``classes`` when given; and, when ``cases`` is given, exactly those cases.
+
+    Args:
+        path: the CSV (``eval/per_case_metrics.csv``).
+        cases: the ids of the validation cases of the run's fold, or ``None`` not to check them.
+        classes: the class lists the file may hold (e.g. without and with the background), or ``None``.
+
+    Returns:
+        The table, with ``absent`` as bool and the metrics as float64.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file is not a CSV or is incomplete; the message names the file and what is wrong.
+    """
+    from monai_mixedfocal.stats import read_csv_as_written, validate_per_case
+
+    table = read_csv_as_written(path, ("case", "class", "absent"))
+    try:
+        return _check_per_case(table, cases, classes, validate_per_case)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def _check_per_case(
+    table: pd.DataFrame,
+    cases: Sequence[str] | None,
+    classes: Sequence[Sequence[str]] | None,
+    validate: Any,
+) -> pd.DataFrame:
+    """The checks of :func:`read_per_case_csv`, on the table read (messages without the file name)."""
+    missing = [col for col in PER_CASE_REQUIRED if col not in table.columns]
+    if missing:
+        raise ValueError(f"missing column(s) {missing}: not a complete per-case CSV of the bundle's evaluation")
+    if table.empty:
+        raise ValueError("no rows (the file was cut short, or the evaluation scored no case)")
+    absent = table["absent"].astype(str).str.strip().str.lower()
+    bad = table["absent"].isna() | ~absent.isin(_TRUE | _FALSE)
+    if bad.any():
+        rows = table.index[bad].tolist()[:5]
+        raise ValueError(f"column 'absent' is not true or false in row(s) {rows} (a row cut short?)")
+    # blank or repeated (case, class) and non-numeric or infinite metrics: the statistics' own checks
+    checked = validate(table[["case", "class", *PER_CASE_METRICS]].assign(method="run"))
+    out = table.copy()
+    out["case"], out["class"] = checked["case"], checked["class"]
+    out["absent"] = absent.isin(_TRUE)
+    for metric in PER_CASE_METRICS:
+        values = checked[metric]
+        out[metric] = values
+        lost = values.isna() & ~out["absent"]
+        if lost.any():
+            rows = table.index[lost].tolist()[:5]
+            raise ValueError(f"{metric!r} is missing in row(s) {rows} of a class marked present (a row cut short?)")
+        outside = (values < 0) | (values > 1)
+        if outside.any():
+            rows = table.index[outside].tolist()[:5]
+            raise ValueError(f"{metric!r} is outside [0, 1] in row(s) {rows}")
+    per_case = out.groupby("case", sort=False)["class"].agg(frozenset)
+    found = set().union(*per_case)
+    short = {case: sorted(found - names) for case, names in per_case.items() if names != found}
+    if short:
+        examples = dict(list(short.items())[:3])
+        raise ValueError(f"{len(short)} case(s) lack a class row, e.g. {examples} (the file was cut short?)")
+    if classes is not None and not any(found == set(names) for names in classes):
+        raise ValueError(f"classes {sorted(found)}, expected {' or '.join(str(list(c)) for c in classes)}")
+    if cases is not None:
+        lacking = [case for case in cases if case not in per_case.index]
+        extra = [case for case in per_case.index if case not in set(cases)]
+        if lacking or extra:
+            raise ValueError(
+                f"{len(per_case)} case(s), not the {len(cases)} validation case(s) of the fold in the datalist"
+                + (f"; missing {lacking[:5]}" if lacking else "")
+                + (f"; not in the fold {extra[:5]}" if extra else "")
+                + " (the file was cut short, or the evaluation used another split)"
+            )
+    return out
 
 
 def plan_runs(

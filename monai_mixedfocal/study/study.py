@@ -9,8 +9,9 @@ and Table 2, CSV, LaTeX and PNG figures) into the output folder.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,24 @@ PAPER_LOSSES: tuple[str, ...] = (
 PAPER_BRATS20_LOSSES: tuple[str, ...] = ("focal_tversky", "combo", "mixed_focal")
 _DATALISTS: dict[str, Callable[..., Any]] = {"kits19": kits19_datalist, "brats20": brats20_datalist}
 _CLASS_NAMES: dict[str, list[str]] = {"kits19": ["kidney", "tumor"], "brats20": ["enhancing tumor"]}
+#: the ids (and ``monai.bundle run`` options) that the study sets for each run itself, with what to use instead of
+#: ``-O``: an override of one of them would silently change every run (e.g. ``-O loss=focal`` trains every "loss" with
+#: the focal loss, while the report still names them apart)
+RESERVED_OVERRIDES: dict[str, str] = {
+    "loss": "use --losses",
+    "fold": "use --only-folds",
+    "num_folds": "use --folds",
+    "dataset_dir": "use --data",
+    "datalist": "the study writes OUT/datalist.json",
+    "bundle_root": "each run's folder is OUT/runs/<loss>/fold_<k>",
+    "save_predictions": "the evaluation always saves them, for the report's overlays",
+    "run_id": "the study runs training, then evaluation",
+    "meta_file": "use --bundle",
+    "config_file": "use --bundle",
+    "logging_file": "use --bundle",
+}
+#: the bundle configs whose ids an override may name: the training's, and the evaluation's on top of it
+_OVERRIDE_CONFIGS: tuple[str, ...] = ("train.json", "evaluate.json")
 
 
 def paper_losses(dataset: str) -> list[str]:
@@ -65,6 +84,61 @@ def parse_losses(losses: str | Sequence[str]) -> list[str]:
     return names
 
 
+def _config_ids(config: Any, prefix: str = "") -> Iterator[str]:
+    """The ids of a parsed config's (nested) mappings, nested ones joined with ``#`` (``network_def#features``); the
+    ids of list items (``network_def#features#0``) are left out: they are valid, but too many to suggest."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            yield f"{prefix}{key}"
+            yield from _config_ids(value, f"{prefix}{key}#")
+
+
+def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
+    """Refuse the overrides that the study sets itself (:data:`RESERVED_OVERRIDES`) and those that name no id of the
+    bundle's ``configs/train.json`` or ``configs/evaluate.json`` (a typo such as ``epoch`` would otherwise add an unused
+    id, and every run would train with the bundle's own value).
+
+    Args:
+        bundle_dir: the bundle folder.
+        overrides: the study's overrides, ``{id: value}``; nested ids are joined with ``#`` (or ``::``).
+
+    Raises:
+        ValueError: naming the first bad id, with the reserved ids or the closest existing ones.
+    """
+    if not overrides:
+        return
+    for key in overrides:
+        root = str(key).replace("::", "#").split("#", 1)[0].strip()
+        if root in RESERVED_OVERRIDES:
+            raise ValueError(
+                f"-O {key} is set by the study ({RESERVED_OVERRIDES[root]}); reserved ids: "
+                f"{', '.join(RESERVED_OVERRIDES)}."
+            )
+    from monai.bundle import ConfigParser
+
+    configs = [bundle_dir / "configs" / name for name in _OVERRIDE_CONFIGS]
+    configs = [path for path in configs if path.is_file()]
+    parser = ConfigParser()
+    try:
+        parser.read_config([str(path) for path in configs])
+    except ValueError as err:  # a JSON error
+        raise ValueError(f"cannot read the bundle's configs {', '.join(map(str, configs))}: {err}") from err
+    known: list[str] | None = None
+    for key in overrides:
+        key = str(key)
+        if key.strip() and key in parser:
+            continue
+        if known is None:
+            known = list(_config_ids(parser.get()))
+        close = [
+            f"{name!r} ({RESERVED_OVERRIDES[name]})" if name in RESERVED_OVERRIDES else repr(name)
+            for name in difflib.get_close_matches(key.replace("::", "#"), known, n=3)
+        ]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        where = f"{bundle_dir / 'configs'}/{' or '.join(path.name for path in configs)}"
+        raise ValueError(f"-O {key}: no such id in {where}{hint}; an override must name an id of the bundle's configs.")
+
+
 @dataclass
 class StudySpec:
     """What to run.
@@ -78,7 +152,8 @@ class StudySpec:
         folds: the validation folds to run (default: all).
         seed: seed of the fold assignment.
         bundle_dir: the bundle (default: the shipped one of ``dataset``, see :mod:`~monai_mixedfocal.shipped_bundles`).
-        overrides: bundle overrides for every run (e.g. ``{"epochs": 100}``).
+        overrides: bundle overrides for every run (e.g. ``{"epochs": 100}``): ids of the bundle's ``configs/train.json``
+            or ``configs/evaluate.json``, but none of :data:`RESERVED_OVERRIDES`, which the study sets itself.
         test: ``"ranksum"`` (the paper's) or ``"signedrank"``.
         ci_over: Table 1's intervals over the ``"cases"`` or over the per-fold means, ``"folds"``
             (:func:`~monai_mixedfocal.stats.summary_table`).
@@ -108,13 +183,20 @@ class StudySpec:
         self.bundle_dir = Path(self.bundle_dir) if self.bundle_dir else default_bundle_dir(self.dataset)
         if not (self.bundle_dir / "configs" / "train.json").is_file():
             raise ValueError(f"{self.bundle_dir} is not a bundle (no configs/train.json); pass --bundle DIR.")
+        check_overrides(self.bundle_dir, self.overrides)
 
     @property
     def datalist_path(self) -> Path:
         return self.out_dir / "datalist.json"
 
     def runs(self) -> list[Run]:
-        """The study's runs, with the overrides that point each at the shared data and fold assignment."""
+        """The study's runs, with the overrides that point each at the shared data and fold assignment.
+
+        Raises:
+            ValueError: if :attr:`overrides`, changed since the spec was made, holds a bad id (see
+                :func:`check_overrides`).
+        """
+        check_overrides(self.bundle_dir, self.overrides)  # type: ignore[arg-type]  # set by __post_init__
         overrides = {
             "dataset_dir": str(self.data_root.resolve()),
             "datalist": str(self.datalist_path.resolve()),

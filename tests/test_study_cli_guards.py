@@ -1,0 +1,226 @@
+# Copyright (c) monai-mixedfocal contributors
+# Licensed under the Apache License, Version 2.0
+"""The study command's guards: overrides it refuses, unwritable output, line-buffered progress and stopping on a
+signal (Ctrl-C, SIGTERM, SIGHUP) with its bundle command and a one-line message."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import monai_mixedfocal.study.demo as demo_module
+import monai_mixedfocal.study.study as study_module
+from monai_mixedfocal.cli import main as cli_main
+from monai_mixedfocal.data import synthesize_kits19
+from monai_mixedfocal.study.study import RESERVED_OVERRIDES, StudySpec
+
+REPO = Path(__file__).resolve().parents[1]
+INTERRUPTED = "interrupted: run the same command again to resume"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four tiny generated KiTS19-like cases."""
+    root = tmp_path_factory.mktemp("data") / "kits19"
+    synthesize_kits19(root, cases=4, seed=0, shape=(16, 16, 16))
+    return root
+
+
+def _study(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``python -m monai_mixedfocal study ARGS`` in this process: the exit code, stdout and stderr."""
+    try:
+        code = cli_main(["study", *args])
+    except KeyboardInterrupt:  # would end the whole pytest session
+        pytest.fail("KeyboardInterrupt escaped the study command")
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("loss=focal", "use --losses"),
+        ("fold=1", "use --only-folds"),
+        ("num_folds=3", "use --folds"),
+        ("dataset_dir=/elsewhere", "use --data"),
+        ("datalist=/elsewhere/datalist.json", "OUT/datalist.json"),
+        ("bundle_root=/elsewhere", "OUT/runs"),
+        ("save_predictions=False", "overlays"),
+    ],
+)
+def test_ids_set_by_the_study_are_refused_as_overrides(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, override: str, hint: str
+) -> None:
+    """``-O loss=focal`` used to train every run with the focal loss while the report named them apart."""
+    out = tmp_path / "study"
+    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice,focal", "--out", str(out)]
+    code, stdout, stderr = _study(capsys, *args, "-O", "epochs=1", "-O", override, "--dry-run")
+    key = override.split("=")[0]
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"error: -O {key} is set by the study (") and hint in stderr
+    assert "reserved ids: loss, fold, num_folds, dataset_dir, datalist, bundle_root" in stderr
+    assert stderr.count("\n") == 1 and not out.exists()  # one line, nothing written
+
+
+def test_reserved_ids_are_refused_by_the_python_api_and_the_demo(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"-O fold is set by the study"):
+        StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path, losses=["dice"], overrides={"fold": 1})
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path, losses=["dice"], num_folds=2)
+    spec.overrides = {"loss": "focal"}  # changed after the check of __post_init__
+    with pytest.raises(ValueError, match=r"-O loss is set by the study"):
+        spec.runs()
+    monkeypatch.setattr(demo_module, "demo_data", lambda out: data)
+    code, stdout, stderr = _study(capsys, "--demo", "--out", str(tmp_path / "demo"), "-O", "loss=focal", "--dry-run")
+    assert code == 2 and stdout == "" and stderr.startswith("error: -O loss is set by the study")
+    assert set(RESERVED_OVERRIDES) >= {"loss", "fold", "num_folds", "dataset_dir", "datalist", "bundle_root"}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("epoch=1", "(did you mean 'epochs'?)"),
+        ("network_def#featurs=[4,4,8,8,16,4]", "(did you mean 'network_def#features'"),
+        ("folds=3", "'num_folds' (use --folds)"),
+    ],
+)
+def test_unknown_override_ids_are_refused_with_the_closest_ids(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, override: str, expected: str
+) -> None:
+    """``-O epoch=100`` (for ``epochs``) used to be ignored: every run trained the bundle's 500 epochs."""
+    out = tmp_path / "study"
+    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice", "--out", str(out)]
+    code, stdout, stderr = _study(capsys, *args, "-O", override, "--dry-run")
+    key = override.split("=")[0]
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and not out.exists()
+    assert stderr.startswith(f"error: -O {key}: no such id in ") and "train.json or evaluate.json" in stderr
+    assert expected in stderr
+
+
+def test_override_ids_of_either_config_are_accepted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path
+) -> None:
+    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice", "--out", str(tmp_path)]
+    overrides = ["epochs=1", "network_def#features=[4,4,8,8,16,4]", "network_def::act=RELU", "per_case_csv=x.csv"]
+    code, stdout, stderr = _study(capsys, *args, *[a for o in overrides for a in ("-O", o)], "--dry-run")
+    assert code == 0, stderr
+    assert len(stdout.splitlines()) == 2 and "--epochs 1" in stdout and "--per_case_csv x.csv" in stdout
+
+
+def test_an_unwritable_output_folder_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path
+) -> None:
+    """A folder that cannot be made (here under a file; read-only for a user) gave an OSError traceback."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "study"
+    code, _, stderr = _study(capsys, "--dataset", "kits19", "--data", str(data), "--folds", "2", "--out", str(out))
+    assert code == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1 and "file" in stderr
+
+
+def test_progress_is_line_buffered_when_redirected(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redirected to a file, stdout was block-buffered: a study killed later left an empty log."""
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=False)
+    written: list[bytes] = []
+
+    def run_study(spec: StudySpec, echo=print) -> tuple[object, None]:
+        echo("[1/2] dice/fold_0: epoch 1/500")
+        written.append(raw.getvalue())  # what a `tail -f` of the log shows now
+        return None, None
+
+    monkeypatch.setattr(study_module, "run_study", run_study)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    code, _, stderr = _study(capsys, "--dataset", "kits19", "--data", str(data), "--out", str(tmp_path))
+    assert code == 1 and "no run finished" in stderr
+    assert written == [b"[1/2] dice/fold_0: epoch 1/500\n"]
+    assert not stdout.line_buffering  # restored
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")}
+    seen: dict[str, object] = {}
+
+    def run_study(spec: StudySpec, echo=print) -> None:
+        seen.update({name: signal.getsignal(getattr(signal, name)) for name in handlers})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "run_study", run_study)
+    code, _, stderr = _study(capsys, "--dataset", "kits19", "--data", str(data), "--out", str(tmp_path))
+    assert code == 130 and stderr == INTERRUPTED + "\n" and "Traceback" not in stderr
+    assert all(seen[name] is not handlers[name] for name in handlers)  # installed while the study runs
+    assert {name: signal.getsignal(getattr(signal, name)) for name in handlers} == handlers  # and restored
+
+
+_STOPPED_STUDY = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import monai_mixedfocal.study.study as study
+    from monai_mixedfocal.cli import main
+    from monai_mixedfocal.study.runner import run_logged
+
+    def run_study(spec, echo=print):
+        child = "import os, time; print('child', os.getpid(), flush=True); time.sleep(120)"
+        run_logged([sys.executable, "-c", child], Path(sys.argv[1]))
+        raise AssertionError("the bundle command was not stopped")
+
+    study.run_study = run_study
+    sys.exit(main(["study", "--dataset", "kits19", "--data", sys.argv[2], "--out", sys.argv[3]]))
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_stops_the_bundle_command_too(tmp_path: Path, data: Path, signum: signal.Signals) -> None:
+    """SIGTERM (``kill``, ``docker stop``, a job manager) or SIGHUP killed the study and left its training running
+    alone; a rerun then trained twice in one run folder."""
+    log = tmp_path / "train.log"
+    cmd = [sys.executable, "-c", _STOPPED_STUDY, str(log), str(data), str(tmp_path / "study")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        while child is None and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            lines = [line for line in log.read_text().splitlines() if line.startswith("child ")] if log.exists() else []
+            child = int(lines[0].split()[1]) if lines else None
+        assert child is not None, process.communicate(timeout=10)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the bundle command was left running"
+        assert process.returncode == 128 + signum, stderr
+        assert stderr.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
