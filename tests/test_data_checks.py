@@ -18,6 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
 
 from monai_mixedfocal.data import (
+    CheckedNibabelReader,
     CheckFinited,
     CheckLabelValuesd,
     DataError,
@@ -202,3 +203,13 @@ def test_evaluate_config_checks_the_original_label(name: str, values: tuple[int,
     raw = json.loads((configs / "evaluate.json").read_text())
     targets = [t["_target_"] for t in raw["validate#postprocessing"]["transforms"]]
     assert "monai_mixedfocal.data.CheckLabelValuesd" in targets
+    load = post.transforms[position - 1]
+    assert isinstance(load._loader.readers[-1], CheckedNibabelReader)  # the user reader is tried first
+    label = tmp_path / "damaged_label.nii.gz"
+    voxels = np.random.default_rng(0).integers(0, 2, (64, 64, 64), dtype=np.uint8)  # compressed beyond one read buffer
+    nib.save(nib.Nifti1Image(voxels, AFFINE), label)
+    data = bytearray(label.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC-32: nibabel alone reads the voxels and never sees it
+    label.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{label}: corrupt gzip stream"):
+        load({"original_label": str(label)})

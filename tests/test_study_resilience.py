@@ -21,8 +21,9 @@ from monai_mixedfocal.bundle.run_settings import run_settings
 from monai_mixedfocal.data import read_datalist, synthesize_kits19
 from monai_mixedfocal.metrics import per_case_table, write_csv_atomic
 from monai_mixedfocal.study.collect import collect_per_case
+from monai_mixedfocal.study.per_case_csv import read_per_case_csv
 from monai_mixedfocal.study.runner import describe_returncode, execute_runs
-from monai_mixedfocal.study.runs import TRAINED_MARKER, Run, default_bundle_dir, read_per_case_csv
+from monai_mixedfocal.study.runs import TRAINED_MARKER, Run, default_bundle_dir
 from monai_mixedfocal.study.study import StudySpec, collect_and_report, prepare_datalist
 from monai_mixedfocal.utils import atomic_write_json
 

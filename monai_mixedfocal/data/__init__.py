@@ -8,7 +8,8 @@
   atomically), :func:`split_datalist`; :func:`refresh_et_masks` rebuilds a saved BraTS20 datalist's masks that no
   longer match their segmentations.
 - Preprocessing: :func:`kits19_deterministic_transforms`, :func:`brats20_deterministic_transforms`; their voxel checks
-  right after loading, :class:`CheckFinited` and :class:`CheckLabelValuesd` (also usable on their own in configs).
+  right after loading, :class:`CheckFinited` and :class:`CheckLabelValuesd` (also usable on their own in configs);
+  :class:`CheckedNibabelReader`, the NIfTI reader of their ``LoadImaged`` (file named on failure, gzip CRC checked).
 - Generated data in the real layouts: :func:`synthesize_kits19`, :func:`synthesize_brats20`.
 - Every data problem raises :class:`DataError` naming the file and the problem.
 """
@@ -42,7 +43,7 @@ _LAZY: dict[str, str] = {
         ),
         "monai_mixedfocal.data.transforms",
     ),
-    **dict.fromkeys(("CheckFinited", "CheckLabelValuesd"), "monai_mixedfocal.data.checks"),
+    **dict.fromkeys(("CheckFinited", "CheckLabelValuesd", "CheckedNibabelReader"), "monai_mixedfocal.data.checks"),
 }
 
 
@@ -70,6 +71,7 @@ __all__ = [
     "KITS19_PIXDIM",
     "CheckFinited",
     "CheckLabelValuesd",
+    "CheckedNibabelReader",
     "DataError",
     "Datalist",
     "assign_folds",

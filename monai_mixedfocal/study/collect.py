@@ -23,8 +23,8 @@ def collect_per_case(runs: Sequence[Run]) -> pd.DataFrame:
 
     Classes absent from both the label and the prediction of a case (``absent`` column of the CSV) have undefined
     metrics; they are kept as missing values, which the statistics skip and count. Each CSV is checked against the
-    run's validation fold (:func:`~monai_mixedfocal.study.runs.read_per_case_csv`): a damaged one (e.g. cut short
-    when copied back from a cluster job) leaves its run unfinished, not collected (see
+    run's validation fold (:func:`~monai_mixedfocal.study.per_case_csv.read_per_case_csv`): a damaged one (e.g. cut
+    short when copied back from a cluster job) leaves its run unfinished, not collected (see
     :attr:`~monai_mixedfocal.study.runs.Run.per_case_problem`).
 
     Raises:
