@@ -44,6 +44,17 @@ def _study(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
     return code, captured.out, captured.err
 
 
+def _refused_dry_run(capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, losses: str, *options: str) -> str:
+    """Run ``study --dry-run`` on ``data`` with ``options``; assert that it is refused with one ``error:`` line, exit
+    code 2 and nothing written; return that line."""
+    out = tmp_path / "study"
+    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", losses, "--out", str(out)]
+    code, stdout, stderr = _study(capsys, *args, *options, "--dry-run")
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and not out.exists()  # one line, nothing written
+    return stderr
+
+
 @pytest.mark.parametrize(
     ("override", "hint"),
     [
@@ -60,14 +71,10 @@ def test_ids_set_by_the_study_are_refused_as_overrides(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, override: str, hint: str
 ) -> None:
     """``-O loss=focal`` used to train every run with the focal loss while the report named them apart."""
-    out = tmp_path / "study"
-    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice,focal", "--out", str(out)]
-    code, stdout, stderr = _study(capsys, *args, "-O", "epochs=1", "-O", override, "--dry-run")
+    stderr = _refused_dry_run(capsys, tmp_path, data, "dice,focal", "-O", "epochs=1", "-O", override)
     key = override.split("=")[0]
-    assert code == 2 and stdout == ""
     assert stderr.startswith(f"error: -O {key} is set by the study (") and hint in stderr
     assert "reserved ids: loss, fold, num_folds, dataset_dir, datalist, bundle_root" in stderr
-    assert stderr.count("\n") == 1 and not out.exists()  # one line, nothing written
 
 
 def test_reserved_ids_are_refused_by_the_python_api_and_the_demo(
@@ -97,11 +104,8 @@ def test_unknown_override_ids_are_refused_with_the_closest_ids(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, override: str, expected: str
 ) -> None:
     """``-O epoch=100`` (for ``epochs``) used to be ignored: every run trained the bundle's 500 epochs."""
-    out = tmp_path / "study"
-    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice", "--out", str(out)]
-    code, stdout, stderr = _study(capsys, *args, "-O", override, "--dry-run")
+    stderr = _refused_dry_run(capsys, tmp_path, data, "dice", "-O", override)
     key = override.split("=")[0]
-    assert code == 2 and stdout == "" and stderr.count("\n") == 1 and not out.exists()
     assert stderr.startswith(f"error: -O {key}: no such id in ") and "train.json or evaluate.json" in stderr
     assert expected in stderr
 

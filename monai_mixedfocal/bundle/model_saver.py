@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ __all__ = ["RESUME_HINT", "AtomicCheckpointSaver", "AtomicDiskSaver", "check_mod
 #: what to do about an unreadable resume checkpoint
 RESUME_HINT = "remove it or start over with --resume False"
 
-#: what ``torch.load`` raises for a truncated, empty or foreign file (``RuntimeError``, ``EOFError``,
-#: ``pickle.UnpicklingError``), a folder or a file it cannot read (``OSError``); unpickling arbitrary bytes in the
-#: legacy format raises anything else too (``IndexError: pop from empty list``, ``KeyError``, ...), and with
-#: ``weights_only=True`` nothing but data is built, so any other ``Exception`` also means a damaged file
-_LOAD_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, EOFError, pickle.UnpicklingError, OSError, Exception)
+#: what ``torch.load`` raises for a damaged file: ``RuntimeError``, ``EOFError`` or ``pickle.UnpicklingError`` for a
+#: truncated, empty or foreign file, ``OSError`` for a folder or a file it cannot read, and, unpickling arbitrary bytes
+#: in the legacy format, anything else too (``IndexError: pop from empty list``, ``KeyError``, ...). With
+#: ``weights_only=True`` nothing but data is built, so any ``Exception`` means a damaged file.
+_LOAD_ERRORS: type[Exception] = Exception
 
 
 def _reason(err: BaseException) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "check_evaluation_split",
     "check_resume",
     "read_run_settings",
+    "recorded_progress",
     "refuse_another_run",
     "run_settings",
     "run_settings_file",
@@ -116,6 +117,19 @@ def _read_record(checkpoint: str | os.PathLike, strict: bool = False) -> dict[st
 def _settings_of(record: Mapping[str, Any]) -> dict[str, str] | None:
     settings = record.get(SETTINGS_KEY)
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, Mapping) else None
+
+
+def recorded_progress(checkpoint: str | os.PathLike) -> tuple[int, int, dict[str, str] | None] | None:
+    """What ``last.json`` beside ``checkpoint`` records: ``(epochs done, epochs planned, run settings or None)``.
+
+    Returns:
+        ``None`` when the file is missing or cannot be read, or records no epochs.
+    """
+    record = _read_record(checkpoint)
+    try:
+        return int(record["epoch"]), int(record["max_epochs"]), _settings_of(record)
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def settings_in(checkpoint: str | os.PathLike, content: Any) -> dict[str, str] | None:
@@ -210,12 +224,10 @@ def check_resume(checkpoint: str | os.PathLike, resume: bool, settings: Mapping[
         content = load_checkpoint(path, mmap=path.is_file())
     except ValueError as unreadable:
         # an unreadable file of another run: that is the first thing to say (it is not this run's to remove)
-        record = _read_record(path)
-        recorded = _settings_of(record)
-        try:
-            done, planned = int(record["epoch"]), int(record["max_epochs"])
-        except (KeyError, ValueError, TypeError):
+        progress = recorded_progress(path)
+        if progress is None:
             raise unreadable from unreadable.__cause__
+        done, planned, recorded = progress
         if recorded is not None and done < min(planned, int(epochs)):
             refuse_another_run(path, recorded, settings, done, planned)
         raise

@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 
 from monai_mixedfocal.report import pick_overlay_slice
+from monai_mixedfocal.study.per_case_csv import PER_CASE_METRICS
 from monai_mixedfocal.study.runs import Run
-
-#: the metric columns of the per-case CSV carried into the study table
-METRICS: tuple[str, ...] = ("dsc", "precision", "recall", "iou")
 
 
 def collect_per_case(runs: Sequence[Run]) -> pd.DataFrame:
@@ -39,7 +37,7 @@ def collect_per_case(runs: Sequence[Run]) -> pd.DataFrame:
         except (OSError, ValueError) as err:  # a damaged CSV: the run is unfinished (Run.is_finished says the same)
             damaged.append(str(err))
             continue
-        table = table[["case", "class", *METRICS]].copy()
+        table = table[["case", "class", *PER_CASE_METRICS]].copy()
         table.insert(1, "method", run.loss)
         table.insert(3, "fold", run.fold)
         frames.append(table)

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from monai_mixedfocal.stats import read_csv_as_written, validate_per_case
+from monai_mixedfocal.stats import KNOWN_METRICS, read_csv_as_written, validate_per_case
 
 __all__ = ["PER_CASE_METRICS", "PER_CASE_REQUIRED", "read_per_case_csv"]
 
 #: the columns of the per-case CSV that the study reads (the bundles' writer adds the class index and the counts)
-PER_CASE_REQUIRED: tuple[str, ...] = ("case", "class", "dsc", "precision", "recall", "iou", "absent")
-#: the metric columns of the per-case CSV
-PER_CASE_METRICS: tuple[str, ...] = ("dsc", "precision", "recall", "iou")
+PER_CASE_REQUIRED: tuple[str, ...] = ("case", "class", *KNOWN_METRICS, "absent")
+#: the metric columns of the per-case CSV (the study's metrics, :data:`~monai_mixedfocal.stats.KNOWN_METRICS`)
+PER_CASE_METRICS: tuple[str, ...] = KNOWN_METRICS
 _TRUE, _FALSE = frozenset({"true", "1", "1.0"}), frozenset({"false", "0", "0.0"})
 
 

@@ -167,19 +167,13 @@ class Run:
     def recorded_training(self) -> dict[str, Any] | None:
         """The record beside the resume checkpoint (``checkpoints/last.json``): ``epoch``, ``max_epochs`` (the
         schedule the training was started with) and ``run_settings``; ``None`` when missing or unreadable."""
-        from monai_mixedfocal.bundle.run_settings import run_settings_file
+        from monai_mixedfocal.bundle.run_settings import recorded_progress
 
-        try:
-            record = json.loads(run_settings_file(self.resume_checkpoint).read_text(encoding="utf-8"))
-            epoch, planned = int(record["epoch"]), int(record["max_epochs"])
-        except (OSError, ValueError, KeyError, TypeError):
+        progress = recorded_progress(self.resume_checkpoint)
+        if progress is None:
             return None
-        settings = record.get("run_settings")
-        return {
-            "epoch": epoch,
-            "max_epochs": planned,
-            "run_settings": {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else None,
-        }
+        epoch, planned, settings = progress
+        return {"epoch": epoch, "max_epochs": planned, "run_settings": settings}
 
     def bundle_run_settings(self) -> tuple[dict[str, str], int] | None:
         """What the bundle's training command of this run computes from its configs and overrides: its
@@ -295,16 +289,19 @@ def _file_key(path: Path) -> tuple[str, int, int, int]:
 
 @functools.lru_cache(maxsize=64)
 def _fold_cases(path: str, inode: int, size: int, mtime: int) -> dict[int, list[str]] | None:
-    """The case ids of each fold of a datalist JSON; ``None`` if it cannot be read or a case has no id."""
+    """The case ids of each fold of a datalist JSON (:func:`~monai_mixedfocal.data.read_datalist`); ``None`` if it
+    cannot be read or a case has no id."""
+    from monai_mixedfocal.data import DataError, read_datalist
+
     try:
-        items = json.loads(Path(path).read_text(encoding="utf-8"))["training"]
-        folds: dict[int, list[str]] = {}
-        for item in items:
-            if "case" not in item:
-                return None
-            folds.setdefault(int(item["fold"]), []).append(str(item["case"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        items = read_datalist(path)["training"]
+    except DataError:
         return None
+    if any("case" not in item for item in items):
+        return None
+    folds: dict[int, list[str]] = {}
+    for item in items:
+        folds.setdefault(item["fold"], []).append(str(item["case"]))
     return folds
 
 
