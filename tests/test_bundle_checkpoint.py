@@ -24,6 +24,7 @@ from monai_mixedfocal.bundle import (
     check_resume,
     run_settings,
 )
+from monai_mixedfocal.bundle.run_settings import checkpoint_progress, recorded_progress
 
 # the validation loss after each epoch: epoch 2 is the best; after an interruption at epoch 3, epoch 4 is worse
 VAL_LOSSES = [0.5, 0.3, 0.4, 0.45, 0.35]
@@ -289,6 +290,22 @@ def test_an_unreadable_last_json_does_not_turn_off_the_checks(tmp_path: Path, la
     again = _Run(tmp_path, max_epochs=4, settings=FOLD0)
     again.run()
     assert again.epochs_run == [3, 4]
+
+
+def test_the_progress_is_read_from_last_pt_first(tmp_path: Path) -> None:
+    """last.pt is written before its copy last.json: a kill between the two leaves last.json one epoch behind, and a
+    finished run would look interrupted. An older last.pt (no settings inside) or an unreadable one defers to it."""
+    _Run(tmp_path, max_epochs=3, settings=FOLD0).run()
+    record = tmp_path / "last.json"
+    assert checkpoint_progress(tmp_path / "last.pt") == recorded_progress(tmp_path / "last.pt") == (3, 3, FOLD0)
+    record.write_text(json.dumps({"run_settings": FOLD0, "epoch": 2, "max_epochs": 3}))  # the kill window
+    assert checkpoint_progress(tmp_path / "last.pt") == (3, 3, FOLD0)
+    _written_before_settings_were_kept_inside(tmp_path / "last.pt")
+    assert checkpoint_progress(tmp_path / "last.pt") == (2, 3, FOLD0)
+    (tmp_path / "last.pt").write_bytes(b"damaged")
+    assert checkpoint_progress(tmp_path / "last.pt") == (2, 3, FOLD0)
+    record.unlink()
+    assert checkpoint_progress(tmp_path / "last.pt") is None
 
 
 def _assert_fold1_refused(folder: Path, epochs: int) -> None:

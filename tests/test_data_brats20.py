@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import monai_mixedfocal.data.brats20 as brats20_module
-from monai_mixedfocal.data import DataError, brats20_datalist, synthesize_brats20
+from monai_mixedfocal.data import DataError, brats20_datalist, refresh_et_masks, synthesize_brats20
 from monai_mixedfocal.data.io import save_nifti
 
 SHAPE = (24, 24, 16)
@@ -131,6 +132,21 @@ def test_mask_without_matching_fingerprint_rebuilt(copy_root: Path, descrip: str
     np.testing.assert_array_equal(_label_of_case_1(copy_root), expected)
     mask.write_bytes(mask.read_bytes()[:-20])  # a damaged mask is rebuilt too
     np.testing.assert_array_equal(_label_of_case_1(copy_root), expected)
+
+
+def test_a_mask_that_cannot_be_written_is_named_with_what_to_do(copy_root: Path, tmp_path: Path) -> None:
+    """A labels_dir that cannot be made (here below a file; read-only folders behave alike for non-root users) is a
+    DataError naming the mask and the option, not a bare OSError; rebuilding a saved datalist's mask says the same."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    mask = blocker / "labels_et" / "BraTS20_Training_001_et.nii.gz"
+    with pytest.raises(DataError, match=re.escape(f"{mask}: cannot write the enhancing-tumour mask made from")) as err:
+        brats20_datalist(copy_root, labels_dir=blocker / "labels_et")
+    assert "NotADirectoryError" in str(err.value) and "--labels_dir" in str(err.value)
+    seg = _case_dir(copy_root, 1) / "BraTS20_Training_001_seg.nii.gz"
+    item = {"case": "BraTS20_Training_001", "label": str(mask), "seg": str(seg)}
+    with pytest.raises(DataError, match="the datalist names this mask: make its folder writable"):
+        refresh_et_masks([item])
 
 
 def test_undefined_label_value(copy_root: Path) -> None:

@@ -75,6 +75,9 @@ def test_folds_are_protected_and_brats_masks_go_beside_the_json(
     assert main(["datalist", "brats20", str(other), "--out", str(out), "--folds", "3"]) == 2
     assert f"exists for the data set in {root.resolve()}, not {other}" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "brats20_labels_et").iterdir()} == masks_before
+    blocked = ["--labels-dir", str(out)]  # a file: the masks cannot be written below it
+    assert main(["datalist", "brats20", str(root), "--out", str(tmp_path / "b.json"), *blocked]) == 2
+    assert "cannot write the enhancing-tumour mask" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
     assert main(["synthesize", "brats20", str(tmp_path / "b"), "--case-ids", "1", "1000", *small]) == 2
     assert "case ids must lie in 1..999" in capsys.readouterr().err
     assert main(["synthesize", "kits19", str(tmp_path / "k"), "--cases", "0"]) == 2

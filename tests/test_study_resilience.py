@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import monai_mixedfocal.study.runner as runner_module
 from monai_mixedfocal.bundle.run_settings import run_settings
@@ -68,14 +69,16 @@ def _write_per_case(path: Path, cases: list[str], seed: int = 0) -> pd.DataFrame
     return table
 
 
-def _finish_training(run: Run, epoch: int = 2, max_epochs: int = 2, model: bool = True, **changed) -> None:
+def _finish_training(
+    run: Run, epoch: int = 2, max_epochs: int = 2, model: bool = True, checkpoint_epoch: int | None = None, **changed
+) -> None:
     """What a training of ``run`` leaves behind (without the runner's marker): ``models/model.pt``,
-    ``checkpoints/last.pt`` and its ``last.json`` with the settings the bundle records (``changed`` replaces some)."""
+    ``checkpoints/last.pt`` and its ``last.json`` with the settings the bundle records (``changed`` replaces some).
+    ``last.pt`` is a real resume checkpoint at ``checkpoint_epoch`` when given, else bytes that cannot be read."""
     (run.root / "models").mkdir(parents=True, exist_ok=True)
     if model:
         (run.root / "models" / "model.pt").write_bytes(b"weights")
     run.resume_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    run.resume_checkpoint.write_bytes(b"checkpoint")
     args = {
         "dataset_dir": run.overrides["dataset_dir"],
         "datalist": run.overrides["datalist"],
@@ -89,6 +92,11 @@ def _finish_training(run: Run, epoch: int = 2, max_epochs: int = 2, model: bool 
     }
     record = {"run_settings": run_settings(**args), "epoch": epoch, "max_epochs": max_epochs}
     atomic_write_json(run.resume_checkpoint.with_suffix(".json"), record)
+    if checkpoint_epoch is None:
+        run.resume_checkpoint.write_bytes(b"checkpoint")
+    else:
+        trainer = {"epoch": checkpoint_epoch, "max_epochs": max_epochs, "epoch_length": 3}
+        torch.save({"trainer": trainer, "run_settings": record["run_settings"]}, run.resume_checkpoint)
 
 
 @pytest.fixture
@@ -125,6 +133,23 @@ def test_a_finished_training_without_its_marker_is_evaluated_not_trained_again(t
     assert progress.done == 1 and not progress.failed and run.is_finished
     assert "[1/1] dice/fold_0: training finished earlier (epoch 2 of 2), evaluation ..." in lines
     assert not any("resuming" in line for line in lines)
+
+
+def test_a_training_killed_before_its_last_json_was_written_counts_as_trained(tmp_path: Path, commands) -> None:
+    """The bundle writes last.pt, then its copy last.json: killed in between after the last epoch, last.json says one
+    epoch short. The run is still trained (last.pt says so); training it again would start over from scratch."""
+    run = _run(tmp_path)
+    _finish_training(run, epoch=1, checkpoint_epoch=2)
+    _write_per_case(run.root / "ready.csv", FOLD_CASES[0])
+    assert run.recorded_training()["epoch"] == 2 and run.is_trained
+    lines: list[str] = []
+    progress = execute_runs([run], echo=lines.append)
+    assert not (run.root / "trained_by_test").exists(), "the finished training was run again"
+    assert progress.done == 1 and "[1/1] dice/fold_0: training finished earlier (epoch 2 of 2), evaluation ..." in lines
+
+    interrupted = _run(tmp_path, fold=1)
+    _finish_training(interrupted, epoch=2, checkpoint_epoch=1)  # a last.json newer than last.pt: last.pt decides
+    assert interrupted.training_start() == "resume" and not interrupted.is_trained
 
 
 def test_the_settings_of_the_bundle_command_are_those_the_bundle_records(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "SPLIT_KEYS",
     "check_evaluation_split",
     "check_resume",
+    "checkpoint_progress",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
@@ -130,6 +131,30 @@ def recorded_progress(checkpoint: str | os.PathLike) -> tuple[int, int, dict[str
         return int(record["epoch"]), int(record["max_epochs"]), _settings_of(record)
     except (KeyError, ValueError, TypeError):
         return None
+
+
+def checkpoint_progress(checkpoint: str | os.PathLike) -> tuple[int, int, dict[str, str] | None] | None:
+    """What a resume checkpoint's run has done: ``(epochs done, epochs planned, run settings or None)``, read from
+    inside ``checkpoint`` (mapped, not read whole), else from ``last.json`` beside it.
+
+    ``last.pt`` is the atomic record and is written first: a run killed between the two writes leaves ``last.json`` one
+    epoch behind, and a finished run would look interrupted. ``last.json`` is read for a checkpoint written before the
+    settings were kept inside it, and for one that cannot be read (or is not a resume checkpoint).
+
+    Returns:
+        ``None`` when neither file records the epochs.
+    """
+    path = Path(checkpoint)
+    if path.is_file():
+        try:
+            content = load_checkpoint(path, mmap=True)
+            done, planned = trainer_epochs(content["trainer"])
+        except (ValueError, KeyError, TypeError, ZeroDivisionError):
+            pass  # unreadable, or not a resume checkpoint: what last.json records
+        else:
+            if isinstance(content.get(SETTINGS_KEY), Mapping):
+                return done, planned, _settings_of(content)
+    return recorded_progress(path)
 
 
 def settings_in(checkpoint: str | os.PathLike, content: Any) -> dict[str, str] | None:

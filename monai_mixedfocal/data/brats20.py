@@ -130,15 +130,30 @@ def _current_mask(mask_path: Path, fingerprint: str) -> nib.Nifti1Image | None:
     return mask_image if mask_image.header["descrip"].item() == fingerprint.encode() else None
 
 
-def _write_et_mask(seg_path: Path, mask_path: Path, fingerprint: str, validate: bool) -> int:
-    """Write the binary ET mask of ``seg_path`` (recording ``fingerprint``); returns its number of ET voxels."""
+#: what to do when a mask cannot be written where the data set is listed
+_LISTING_HINT = "pass a writable folder for the masks (the bundles' --labels_dir, the datalist command's --labels-dir)"
+
+
+def _write_et_mask(seg_path: Path, mask_path: Path, fingerprint: str, validate: bool, hint: str = _LISTING_HINT) -> int:
+    """Write the binary ET mask of ``seg_path`` (recording ``fingerprint``); returns its number of ET voxels.
+
+    Raises:
+        DataError: the segmentation cannot be read or has a value outside {0, 1, 2, 4}; the mask cannot be written
+            (the message ends with ``hint``).
+    """
     seg_image = read_nifti_header(seg_path, check_complete=validate)
     seg = load_array(seg_path, seg_image)
     check_label_values(seg_path, seg, BRATS20_LABEL_VALUES, "BraTS20")
     mask = (seg == BRATS20_ET_LABEL).astype(np.uint8)
     header = seg_image.header.copy()
     header["descrip"] = fingerprint
-    save_nifti(mask_path, mask, seg_image.affine, header=header)
+    try:
+        save_nifti(mask_path, mask, seg_image.affine, header=header)
+    except OSError as err:
+        raise DataError(
+            f"{mask_path}: cannot write the enhancing-tumour mask made from {seg_path.name} "
+            f"({type(err).__name__}: {err.strerror or err}); {hint}"
+        ) from err
     return int(mask.sum())
 
 
@@ -172,7 +187,7 @@ def refresh_et_masks(items: Iterable[Mapping[str, object]]) -> list[str]:
         now have no enhancing-tumour voxel.
 
     Raises:
-        DataError: an unreadable segmentation or a label value outside {0, 1, 2, 4}.
+        DataError: an unreadable segmentation, a label value outside {0, 1, 2, 4}, or a mask that cannot be written.
     """
     rebuilt, empty = [], []
     for item in items:
@@ -184,7 +199,8 @@ def refresh_et_masks(items: Iterable[Mapping[str, object]]) -> list[str]:
             continue
         case = str(item.get("case", label))
         rebuilt.append(case)
-        if _write_et_mask(Path(seg), Path(label), fingerprint, validate=True) == 0:
+        hint = "the datalist names this mask: make its folder writable, or write the datalist again with --labels-dir"
+        if _write_et_mask(Path(seg), Path(label), fingerprint, validate=True, hint=hint) == 0:
             empty.append(case)
     if rebuilt:
         warnings.warn(
@@ -222,7 +238,7 @@ def brats20_datalist(
 
     Raises:
         DataError: a missing root, no case folders, a case folder without T1-CE, an unreadable, truncated or mismatched
-            file, or a label value outside {0, 1, 2, 4}.
+            file, a label value outside {0, 1, 2, 4}, or a mask that cannot be written in ``labels_dir``.
     """
     root = Path(root)
     case_dirs = find_brats20_cases(root)

@@ -35,7 +35,7 @@ from monai.transforms import MapTransform
 from monai.utils import ensure_tuple
 
 from monai_mixedfocal.data.errors import DataError
-from monai_mixedfocal.data.io import _READ_ERRORS, check_grids, check_label_values, read_nifti_header
+from monai_mixedfocal.data.io import NIFTI_READ_ERRORS, check_grids, check_label_values, read_nifti_header
 
 __all__ = ["CheckFinited", "CheckLabelValuesd", "CheckedNibabelReader"]
 
@@ -250,7 +250,7 @@ class CheckedNibabelReader(NibabelReader):
                 try:
                     holder = nib.FileHolder(filename=str(name), fileobj=stream)
                     image = type(header_image).from_file_map({"header": holder, "image": holder}, mmap=False)
-                except _READ_ERRORS as err:
+                except NIFTI_READ_ERRORS as err:
                     stream.close()
                     raise DataError(f"{name}: cannot read the NIfTI header ({err})") from err
             else:
@@ -271,7 +271,7 @@ class CheckedNibabelReader(NibabelReader):
         try:
             try:
                 result = super().get_data(img)
-            except _READ_ERRORS as err:
+            except NIFTI_READ_ERRORS as err:
                 shown = ", ".join(names)
                 raise DataError(
                     f"{shown}: cannot read the voxel data, the file is truncated or corrupt ({err})"
@@ -281,7 +281,7 @@ class CheckedNibabelReader(NibabelReader):
                     try:
                         while stream.read(1 << 20):  # to the end of the stream: gzip checks CRC-32 and length there
                             pass
-                    except _READ_ERRORS as err:
+                    except NIFTI_READ_ERRORS as err:
                         raise DataError(f"{name}: corrupt gzip stream, the file is damaged ({err})") from err
         finally:
             for stream in streams:

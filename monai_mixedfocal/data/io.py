@@ -26,6 +26,7 @@ from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "GRID_TOLERANCE",
+    "NIFTI_READ_ERRORS",
     "NIFTI_SUFFIXES",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-_READ_ERRORS = (
+#: what reading a missing, truncated or corrupt NIfTI file (header or voxels) raises through nibabel, gzip and numpy
+NIFTI_READ_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     EOFError,
     ValueError,
@@ -157,7 +159,7 @@ def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
             return
         try:
             actual = _gzip_size(path)
-        except _READ_ERRORS as err:
+        except NIFTI_READ_ERRORS as err:
             raise DataError(f"{path}: truncated or corrupt gzip stream ({err})") from err
     else:
         actual = path.stat().st_size
@@ -183,7 +185,7 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
         raise DataError(f"{path}: file not found")
     try:
         image = nib.load(path)
-    except _READ_ERRORS as err:
+    except NIFTI_READ_ERRORS as err:
         raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
     if not isinstance(image, nib.Nifti1Image):
         raise DataError(f"{path}: expected a NIfTI-1/2 image, got {type(image).__name__}")
@@ -192,7 +194,7 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
             _check_complete(path, image)
         except DataError:
             raise
-        except _READ_ERRORS as err:
+        except NIFTI_READ_ERRORS as err:
             raise DataError(f"{path}: cannot check that the file is complete ({err})") from err
     return image
 
@@ -223,7 +225,7 @@ def load_array(path: str | os.PathLike, image: nib.Nifti1Image | None = None) ->
         if str(path).lower().endswith(".gz"):
             image = type(image).from_bytes(gzip.decompress(Path(path).read_bytes()))
         return np.asanyarray(image.dataobj)
-    except _READ_ERRORS as err:
+    except NIFTI_READ_ERRORS as err:
         raise DataError(f"{path}: cannot read the voxel data, the file is truncated or corrupt ({err})") from err
 
 

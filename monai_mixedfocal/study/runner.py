@@ -3,7 +3,7 @@
 """Runs the study's bundle commands one after the other, resumably, with progress and an ETA.
 
 - A finished run (its per-case CSV exists and is complete) is skipped; a trained run (``trained.ok``, or a
-  ``checkpoints/last.json`` that records the end of this run's schedule beside ``models/model.pt``) only runs its
+  ``checkpoints/last.pt`` that records the end of this run's schedule beside ``models/model.pt``) only runs its
   evaluation; an interrupted training is started again and the bundle resumes from its ``checkpoints/last.pt``.
 - A failed command is reported with its log path (and the signal that killed it) and the other runs go on; the failure
   is recorded in the run folder (``failed.json``) and retried by the next invocation of the study.

@@ -4,16 +4,17 @@
 
 Every run trains and evaluates through the bundle's own configs with ``python -m monai.bundle run`` (no second training
 loop here). A run's folder is its ``bundle_root``: ``models/model.pt`` (the lowest-validation-loss weights),
-``checkpoints/`` (``last.pt``, written after every epoch, the checkpoint a re-started run resumes from, and
-``last.json``, the run's settings and epoch beside it; outside ``models/``, where MONAI Label offers every ``*.pt`` as a
-model) and ``eval/`` (TensorBoard logs, the per-case metrics CSV and the predicted label maps), plus ``train.log`` /
-``evaluate.log`` and the state markers written by the runner.
+``checkpoints/`` (``last.pt``, written after every epoch, the checkpoint a re-started run resumes from, with the
+run's settings inside, and ``last.json``, a copy of its settings and epoch beside it; outside ``models/``, where MONAI
+Label offers every ``*.pt`` as a model) and ``eval/`` (TensorBoard logs, the per-case metrics CSV and the predicted
+label maps), plus ``train.log`` / ``evaluate.log`` and the state markers written by the runner.
 
 A run's state is read from these files alone, so that a run done (or half done) elsewhere, e.g. as a cluster job whose
 files were copied back, counts as what it is:
 
-- trained: the runner's ``trained.ok`` marker, or a ``last.json`` that records the last epoch of this run's schedule
-  with this run's settings, beside an existing ``models/model.pt`` (a training whose evaluation was lost);
+- trained: the runner's ``trained.ok`` marker, or a ``last.pt`` (``last.json`` for an older or unreadable one) that
+  records the last epoch of this run's schedule with this run's settings, beside an existing ``models/model.pt`` (a
+  training whose evaluation was lost);
 - finished: the per-case CSV exists and is complete
   (:func:`~monai_mixedfocal.study.per_case_csv.read_per_case_csv`); a damaged one (cut short in a copy,
   say) leaves the run unfinished, so that the study evaluates it again.
@@ -165,11 +166,11 @@ class Run:
         return (self.root / TRAINED_MARKER).is_file() or self.training_finished
 
     def recorded_training(self) -> dict[str, Any] | None:
-        """The record beside the resume checkpoint (``checkpoints/last.json``): ``epoch``, ``max_epochs`` (the
-        schedule the training was started with) and ``run_settings``; ``None`` when missing or unreadable."""
-        from monai_mixedfocal.bundle.run_settings import recorded_progress
-
-        progress = recorded_progress(self.resume_checkpoint)
+        """What the resume checkpoint records (inside ``checkpoints/last.pt``, else in ``last.json`` beside it, see
+        :func:`~monai_mixedfocal.bundle.run_settings.checkpoint_progress`): ``epoch``, ``max_epochs`` (the schedule
+        the training was started with) and ``run_settings``; ``None`` when neither records them."""
+        checkpoint = self.resume_checkpoint
+        progress = _checkpoint_progress(_file_key(checkpoint), _file_key(checkpoint.with_suffix(".json")))
         if progress is None:
             return None
         epoch, planned, settings = progress
@@ -177,16 +178,16 @@ class Run:
 
     def bundle_run_settings(self) -> tuple[dict[str, str], int] | None:
         """What the bundle's training command of this run computes from its configs and overrides: its
-        ``run_settings`` (as recorded in ``last.json``) and its number of epochs; ``None`` if they cannot be worked
+        ``run_settings`` (as recorded in ``last.pt``) and its number of epochs; ``None`` if they cannot be worked
         out (e.g. a config that cannot be read)."""
         key = json.dumps([str(self.root), self.loss, self.fold, dict(self.overrides)], sort_keys=True, default=str)
         return _bundle_run_settings(key, *_file_key(self.bundle_dir / "configs" / "train.json"))
 
     @property
     def training_finished(self) -> bool:
-        """``checkpoints/last.json`` records the last epoch of this run's schedule (and of the schedule the training
-        was started with), with the settings this run's training command would have, and ``models/model.pt``
-        exists: training again would only start over (the bundle does not extend a finished run)."""
+        """The resume checkpoint (:meth:`recorded_training`) records the last epoch of this run's schedule (and of the
+        schedule the training was started with), with the settings this run's training command would have, and
+        ``models/model.pt`` exists: training again would only start over (the bundle does not extend a finished run)."""
         record = self.recorded_training()
         if record is None or record["run_settings"] is None or not self.model.is_file():
             return False
@@ -199,10 +200,10 @@ class Run:
         return same and record["epoch"] >= max(record["max_epochs"], epochs)
 
     def training_start(self) -> str:
-        """How the next training command of an untrained run starts: ``"new"`` (no ``last.pt``), ``"resume"`` (its
-        ``last.json`` records an interrupted run with epochs left to train in this run), ``"over"`` (it records a
+        """How the next training command of an untrained run starts: ``"new"`` (no ``last.pt``), ``"resume"`` (it
+        records an interrupted run with epochs left to train in this run), ``"over"`` (it records a
         finished run, or one with no epoch left in this run's schedule: the bundle starts over) or ``"unknown"``
-        (``last.pt`` without a readable ``last.json``: the bundle decides from ``last.pt``)."""
+        (``last.pt`` that cannot be read, without a readable ``last.json``: the bundle says what it makes of it)."""
         if not self.resume_checkpoint.is_file():
             return "new"
         record = self.recorded_training()
@@ -303,6 +304,17 @@ def _fold_cases(path: str, inode: int, size: int, mtime: int) -> dict[int, list[
     for item in items:
         folds.setdefault(item["fold"], []).append(str(item["case"]))
     return folds
+
+
+@functools.lru_cache(maxsize=256)
+def _checkpoint_progress(
+    checkpoint_key: tuple[str, int, int, int], record_key: tuple[str, int, int, int]
+) -> tuple[int, int, dict[str, str] | None] | None:
+    """:func:`~monai_mixedfocal.bundle.run_settings.checkpoint_progress` once per version of ``last.pt`` and
+    ``last.json`` (``record_key`` is only part of the cache key)."""
+    from monai_mixedfocal.bundle.run_settings import checkpoint_progress
+
+    return checkpoint_progress(checkpoint_key[0])
 
 
 @functools.lru_cache(maxsize=16)
