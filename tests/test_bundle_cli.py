@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +251,26 @@ def test_bad_start_fails_fast_through_the_cli(kits_data: Path, tmp_path: Path, o
     proc = run_bundle(KITS, [*TRAIN, *cli_args(values)], check=False)
     assert proc.returncode != 0 and expected in proc.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_a_damaged_label_ends_the_training_with_its_error_not_sigabrt(kits_data: Path, tmp_path: Path) -> None:
+    """A label whose gzip CRC is wrong passes the header checks at start and fails while the cache is filled. With
+    MONAI's CacheDataset the command then died of SIGABRT ("terminate called without an active exception", exit code
+    134) while its other caching thread was still loading; JoiningCacheDataset stops it first: exit code 1."""
+    data = tmp_path / "data"
+    shutil.copytree(kits_data, data)
+    values = overrides(
+        "kits19", dataset_dir=str(data), bundle_root=str(tmp_path / "run"), cache_rate=1.0, num_workers=2
+    )
+    label = Path(_split(values)[0][0]["label"])  # the first case cached: the other thread is still loading
+    damaged = bytearray(label.read_bytes())
+    damaged[-6] ^= 0xFF  # in the gzip trailer's CRC-32
+    label.write_bytes(bytes(damaged))
+    proc = run_bundle(KITS, [*TRAIN, *cli_args(values)], check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"{label}: corrupt gzip stream, the file is damaged" in proc.stderr
+    assert "terminate called" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
 def test_training_tracked_with_mlflow(kits_data: Path, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@
 - :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn;
   :data:`PATCH_SAMPLING_MODES`: its modes (``"random"``, ``"by_class"``).
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
+- :class:`JoiningCacheDataset`: MONAI's ``CacheDataset`` whose caching threads have stopped before a failure to load a
+  case is raised (with MONAI's thread pool the command died of SIGABRT after the error).
 - :class:`FinalValidationHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 - :class:`EpochSeededData`: each epoch's training data depends on (seed, epoch) alone, so that a resumed run trains on
   the data of the uninterrupted one.
@@ -31,6 +33,7 @@ Configs reference these by full dotted path, e.g. ``"_target_": "monai_mixedfoca
 from __future__ import annotations
 
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
+from monai_mixedfocal.bundle.cache_dataset import JoiningCacheDataset
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.data_stream import EpochSeededData
 from monai_mixedfocal.bundle.model_saver import AtomicCheckpointSaver, check_model_file, load_checkpoint
@@ -55,6 +58,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "EpochSeededData",
     "FinalValidationHandler",
+    "JoiningCacheDataset",
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
