@@ -263,8 +263,9 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
     """Check a per-case long table and return a normalised copy.
 
     Every column other than ``case``, ``method``, ``class`` and ``fold`` is a metric and must be numeric (NaN allowed,
-    infinity not). Rows are identified by (``case``, ``method``, ``class``), plus ``fold`` when that column exists (a
-    case may then appear in several folds, e.g. repeated cross-validation).
+    infinity not); the known metrics (:data:`KNOWN_METRICS`) are fractions in [0, 1]. Rows are identified by
+    (``case``, ``method``, ``class``), plus ``fold`` when that column exists (a case may then appear in several folds,
+    e.g. repeated cross-validation).
 
     Args:
         df: the per-case table.
@@ -275,7 +276,8 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
     Raises:
         TypeError: if ``df`` is not a DataFrame.
         ValueError: on an empty table, a missing identifier column, no metric column, a missing or blank identifier
-            value, a duplicated row identifier, or a non-numeric or infinite metric value.
+            value, a duplicated row identifier, a non-numeric or infinite metric value, or a known metric outside
+            [0, 1].
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -302,6 +304,8 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"no metric column: expected some of {list(KNOWN_METRICS)} besides {keys}")
     for col in metrics:
         out[col] = _to_float(out[col], col)
+        if col in KNOWN_METRICS:
+            _check_fraction(out[col], col)
     return out
 
 
@@ -503,6 +507,18 @@ def _to_float(column: pd.Series, name: str) -> pd.Series:
             f"metric column {name!r} has infinite values (row index {column.index[np.isinf(values)][:3].tolist()})"
         )
     return values
+
+
+def _check_fraction(values: pd.Series, name: str) -> None:
+    """A known metric (:data:`KNOWN_METRICS`) is a fraction: refuse values outside [0, 1] (NaN allowed)."""
+    outside = (values < 0) | (values > 1)
+    if outside.any():
+        examples = values[outside].head(3).tolist()
+        raise ValueError(
+            f"metric column {name!r} has values outside [0, 1]: {examples} (row index "
+            f"{values.index[outside][:3].tolist()}); {name} is a fraction: divide percentages by 100, or give another "
+            "metric another column name"
+        )
 
 
 def _select_metrics(df: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:

@@ -127,6 +127,9 @@ def test_significance_mark_rejects_out_of_range() -> None:
         (lambda d: pd.concat([d, d.iloc[[0]]]), "share a"),
         (lambda d: d.assign(dsc=d["dsc"].astype(object).where(d.index != 2, "bad")), "non-numeric"),
         (lambda d: d.assign(dsc=d["dsc"].where(d.index != 2, np.inf)), "infinite"),
+        (lambda d: d.assign(dsc=d["dsc"].where(d.index != 2, 1.7)), r"'dsc' has values outside \[0, 1\]: \[1.7\]"),
+        (lambda d: d.assign(recall=d["dsc"] * 100), "recall is a fraction: divide percentages by 100"),
+        (lambda d: d.assign(iou=d["dsc"].where(d.index != 0, -0.1)), r"'iou' has values outside .*\[0\]"),
         (lambda d: d.iloc[0:0], "no rows"),
         (lambda d: d.assign(case=d["case"].where(d.index != 1, None)), "'case' has missing or blank values"),
         (lambda d: d.assign(method=d["method"].where(d.index != 2, "  ")), r"'method' has missing or blank.*\[2\]"),
@@ -136,6 +139,13 @@ def test_significance_mark_rejects_out_of_range() -> None:
 def test_validate_rejects(mutate, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         stats.validate_per_case(mutate(make_table()))
+
+
+def test_a_metric_of_another_name_may_take_any_finite_value() -> None:
+    """Only the known metrics are fractions: a Hausdorff distance in mm, say, is taken as it is."""
+    table = make_table().assign(hd95=lambda d: d["dsc"] * 40 - 30)
+    checked = stats.validate_per_case(table)["hd95"]
+    assert checked.min() < 0 and checked.max() > 1
 
 
 def test_validate_rejects_non_dataframe() -> None:
