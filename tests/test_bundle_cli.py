@@ -244,7 +244,11 @@ def test_one_process_per_gpu_with_torchrun(kits_data: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [({"loss": "mixed_focall"}, "--loss 'mixed_focall'"), ({"fold": 3}, "fold must be an integer in 0..2")],
+    [
+        ({"loss": "mixed_focall"}, "--loss 'mixed_focall'"),
+        ({"fold": 3}, "fold must be an integer in 0..2"),
+        ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
+    ],
 )
 def test_bad_start_fails_fast_through_the_cli(kits_data: Path, tmp_path: Path, override: dict, expected: str) -> None:
     values = {**overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path)), **override}

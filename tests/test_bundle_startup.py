@@ -27,6 +27,7 @@ from monai.utils import version_leq
 from monai_mixedfocal.bundle import (
     PerCaseMetricsWriter,
     build_loss,
+    check_training_setup,
     find_images,
     load_split,
     prediction_root,
@@ -76,6 +77,37 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
     value = loss(logits, torch.randint(0, 3, (2, 1, 6, 6, 6)))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_data": []}, "no training cases: check --dataset_dir"),
+        ({"val_data": []}, "no validation cases: check --dataset_dir"),
+        ({"patch_size": [32, 32]}, r"--patch_size must be three positive integers, got \[32, 32\]"),
+        ({"patch_size": [32, 0, 16]}, "--patch_size must be three positive integers"),
+        ({"patch_size": [32, 32.5, 16]}, "--patch_size must be three positive integers"),
+        ({"epochs": 0}, "--epochs must be a positive integer, got 0"),
+        ({"epochs": 2.0}, "--epochs must be a positive integer, got 2.0"),
+        ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
+        ({"iterations_per_epoch": True}, "--iterations_per_epoch must be a positive integer, got True"),
+    ],
+)
+def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, message: str) -> None:
+    """With 0 iterations per epoch MONAI's trainer skipped the run with a warning and the command ended with exit code
+    0 and no model; the other values fail at start with the option named."""
+    setup = {
+        "loss_function": MixedFocalLoss(),
+        "train_data": [{"image": "a"}],
+        "val_data": [{"image": "b"}],
+        "patch_size": [32, 32, 16],
+        "epochs": 2,
+        "iterations_per_epoch": 5,
+    }
+    summary = check_training_setup(**setup)
+    assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
+    with pytest.raises(ValueError, match=message):
+        check_training_setup(**{**setup, **change})
 
 
 def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_path: Path) -> None:

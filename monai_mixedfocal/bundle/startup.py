@@ -259,6 +259,8 @@ def check_training_setup(
     val_data: Sequence[dict[str, Any]],
     patch_size: Sequence[int] | None = None,
     crop: Sequence[Callable[..., Any]] | None = None,
+    epochs: int | None = None,
+    iterations_per_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Check and log what a training run is about to use; called from ``initialize``.
 
@@ -271,12 +273,16 @@ def check_training_setup(
         val_data: the validation cases.
         patch_size: the training patch size (logged; checked to be positive integers).
         crop: the transforms that cut the training patch (:func:`~monai_mixedfocal.bundle.patch_sampling`; logged).
+        epochs: the number of epochs (checked to be a positive integer).
+        iterations_per_epoch: the iterations of one epoch (checked to be a positive integer: with 0, MONAI's trainer
+            skips the run with a warning, and the command ends "successfully" without a model).
 
     Returns:
         A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``, ``crop``), also logged.
 
     Raises:
-        ValueError: an empty case list, or a bad patch size.
+        ValueError: an empty case list, a bad patch size, or a number of epochs or iterations that is not a positive
+            integer.
     """
     if len(train_data) == 0:
         raise ValueError("no training cases: check --dataset_dir / --datalist and --fold.")
@@ -286,6 +292,9 @@ def check_training_setup(
         patch = [int(p) for p in patch_size]
         if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
             raise ValueError(f"--patch_size must be three positive integers, got {patch_size!r}.")
+    for option, value in (("epochs", epochs), ("iterations_per_epoch", iterations_per_epoch)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{option} must be a positive integer, got {value!r}.")
     summary = {
         "loss": type(loss_function).__name__,
         "train_cases": len(train_data),
