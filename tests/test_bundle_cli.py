@@ -248,6 +248,7 @@ def test_one_process_per_gpu_with_torchrun(kits_data: Path, tmp_path: Path) -> N
         ({"loss": "mixed_focall"}, "--loss 'mixed_focall'"),
         ({"fold": 3}, "fold must be an integer in 0..2"),
         ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
+        ({"sw_batch_size": 0}, "--sw_batch_size must be a positive integer, got 0"),
     ],
 )
 def test_bad_start_fails_fast_through_the_cli(kits_data: Path, tmp_path: Path, override: dict, expected: str) -> None:
@@ -275,6 +276,22 @@ def test_a_damaged_label_ends_the_training_with_its_error_not_sigabrt(kits_data:
     assert f"{label}: corrupt gzip stream, the file is damaged" in proc.stderr
     assert "terminate called" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_inference_checks_its_model_and_window_before_any_case(kits_data: Path, tmp_path: Path) -> None:
+    """A damaged models/model.pt is named (torch's own error did not name the file), and --sw_batch_size 0 is refused
+    (MONAI failed with "range() arg 3 must not be zero" once the first case was loaded)."""
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
+    model = tmp_path / "models" / "model.pt"
+    model.parent.mkdir(parents=True)
+    torch.save({"weight": torch.zeros(2)}, model)
+    model.write_bytes(model.read_bytes()[:-100])  # cut short in a copy
+    args = cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})
+    damaged = run_bundle(KITS, [*INFER, *args], check=False)
+    assert damaged.returncode == 1 and f"{model}: not a readable checkpoint" in damaged.stderr
+    window = run_bundle(KITS, [*INFER, *args, "--sw_batch_size", "0"], check=False)
+    assert window.returncode == 1 and "--sw_batch_size must be a positive integer, got 0" in window.stderr
+    assert not (tmp_path / "infer").exists()
 
 
 def test_training_tracked_with_mlflow(kits_data: Path, tmp_path: Path) -> None:

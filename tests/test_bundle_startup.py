@@ -27,6 +27,7 @@ from monai.utils import version_leq
 from monai_mixedfocal.bundle import (
     PerCaseMetricsWriter,
     build_loss,
+    check_sliding_window,
     check_training_setup,
     find_images,
     load_split,
@@ -108,6 +109,28 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
     with pytest.raises(ValueError, match=message):
         check_training_setup(**{**setup, **change})
+
+
+@pytest.mark.parametrize(
+    ("sw_batch_size", "overlap", "message"),
+    [
+        (0, 0.5, "--sw_batch_size must be a positive integer, got 0"),
+        (2.5, 0.5, "--sw_batch_size must be a positive integer, got 2.5"),
+        (4, 1.0, r"--sw_overlap must be in \[0, 1\) \(one value, or one per axis\), got 1.0"),
+        (4, -0.1, "--sw_overlap must be in"),
+        (4, [0.5, 1.0, 0.5], "--sw_overlap must be in"),
+        (4, [], "--sw_overlap must be in"),
+        (4, "0.5", "--sw_overlap must be in"),
+    ],
+)
+def test_the_sliding_window_settings_are_refused_at_start(sw_batch_size, overlap, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_sliding_window(sw_batch_size, overlap)
+
+
+def test_the_sliding_window_settings_monai_takes() -> None:
+    for sw_batch_size, overlap in ((1, 0), (4, 0.5), (2, (0.25, 0.5, 0.0)), (8, np.float64(0.75))):
+        check_sliding_window(sw_batch_size, overlap)
 
 
 def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 """Code the MONAI bundles in ``bundles/`` call from their configs, where plain MONAI is not enough.
 
 - :func:`build_loss`: ``--loss`` by registry name or any ``_target_`` loss.
-- :func:`load_split`, :func:`find_images`, :func:`check_training_setup`: the data of a run, checked at start;
+- :func:`load_split`, :func:`find_images`, :func:`check_training_setup`, :func:`check_sliding_window`: the data and
+  settings of a run, checked at start;
   :data:`DATA_SOURCES`: the data sets :func:`load_split` lists from their own folder layout.
 - :func:`prediction_root`: the folder saved predictions mirror, so that they land inside ``output_dir``.
 - :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn;
@@ -44,6 +45,7 @@ from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_r
 from monai_mixedfocal.bundle.startup import (
     DATA_SOURCES,
     build_loss,
+    check_sliding_window,
     check_training_setup,
     find_images,
     load_split,
@@ -65,6 +67,7 @@ __all__ = [
     "check_evaluation_split",
     "check_model_file",
     "check_resume",
+    "check_sliding_window",
     "check_training_setup",
     "check_writable",
     "find_images",

@@ -23,7 +23,15 @@ from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
 
-__all__ = ["DATA_SOURCES", "build_loss", "check_training_setup", "find_images", "load_split", "prediction_root"]
+__all__ = [
+    "DATA_SOURCES",
+    "build_loss",
+    "check_sliding_window",
+    "check_training_setup",
+    "find_images",
+    "load_split",
+    "prediction_root",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -304,3 +312,22 @@ def check_training_setup(
     }
     logger.info("training setup: %s", summary)
     return summary
+
+
+def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float]) -> None:
+    """At start, before any case is cached or inferred: the sliding-window settings MONAI's ``SlidingWindowInferer``
+    takes without checking (``sw_batch_size=0`` failed at the first validation, after an epoch of training, with
+    ``range() arg 3 must not be zero``).
+
+    Args:
+        sw_batch_size: windows per network call (``--sw_batch_size``), a positive integer.
+        overlap: the windows' overlap (``--sw_overlap``), in [0, 1), one value or one per spatial axis.
+
+    Raises:
+        ValueError: either value out of range; the message names the option.
+    """
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+        raise ValueError(f"--sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
+    values = list(overlap) if isinstance(overlap, Sequence) and not isinstance(overlap, str) else [overlap]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values):
+        raise ValueError(f"--sw_overlap must be in [0, 1) (one value, or one per axis), got {overlap!r}.")
