@@ -9,6 +9,7 @@ the package or ``torch.nn.Module.__call__``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import warnings
@@ -338,10 +339,24 @@ def test_unknown_loss_name_lists_the_valid_names() -> None:
         assert name in str(info.value)
 
 
-def test_registry_passes_unknown_overrides_to_the_constructor() -> None:
-    """A misspelt keyword is not swallowed: the constructor's own TypeError names it."""
-    with pytest.raises(TypeError, match="sofmax"):
+def test_an_unknown_argument_names_the_loss_and_the_closest_arguments() -> None:
+    """A misspelt keyword is not swallowed; the error names the loss (Python's own named the base class that refused
+    it: ``SegmentationLoss.__init__() got an unexpected keyword argument``), the closest names and all of them."""
+    with pytest.raises(TypeError, match=r"ModifiedDiceLoss takes no argument 'sofmax' \(did you mean 'softmax'\?\)"):
         get_loss("dice", sofmax=True)
+    with pytest.raises(TypeError, match=r"MixedFocalLoss takes no argument 'gamma' \(did you mean 'gamma_focal'\?\)"):
+        get_loss("mixed_focal", gamma=2.0)
+    with pytest.raises(TypeError, match=r"takes no argument 'weight'; its arguments are: delta, include_background, "):
+        get_loss("dice", weight=1.0)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_argument_of_a_registry_loss_is_accepted_by_name(name: str) -> None:
+    """The check of the argument names knows every argument each loss takes (its own and its base classes')."""
+    cls, preset = PAPER_PRESETS[name]
+    arguments = dict(inspect.signature(cls).parameters)
+    assert preset.keys() <= arguments.keys() or any(p.kind is p.VAR_KEYWORD for p in arguments.values())
+    get_loss(name, **preset, include_background=True, reduction="mean", batch=False, smooth_nr=1e-6, smooth_dr=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------- warnings
