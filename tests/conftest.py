@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from monai_mixedfocal.losses import _fused, _fused_loss
+from monai_mixedfocal.losses import _fused_loss, _fused_runner
 
 
 @pytest.fixture(autouse=True)
@@ -34,4 +34,4 @@ def _fresh_compiled_losses() -> Iterator[None]:
         yield
     finally:
         _fused_loss._compiled_losses.clear()
-        _fused._compile_state["failed"] = None
+        _fused_runner._compile_state["failed"] = None

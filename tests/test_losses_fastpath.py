@@ -34,8 +34,16 @@ from fused_cases import (
 from monai.data import MetaTensor
 from torch._dynamo.utils import counters
 
-from monai_mixedfocal.losses import CategoricalFocalLoss, MixedFocalLoss, _fused, _fused_loss, _kernels
-from monai_mixedfocal.losses._fused import _own_code
+from monai_mixedfocal.losses import (
+    CategoricalFocalLoss,
+    MixedFocalLoss,
+    _fused,
+    _fused_loss,
+    _fused_mode,
+    _fused_runner,
+    _kernels,
+)
+from monai_mixedfocal.losses._fused_runner import _own_code
 
 
 def _compare(name: str, mode: str, options: dict, shape: tuple[int, ...], dtype: torch.dtype, fused: str) -> None:
@@ -317,7 +325,7 @@ def _fused_node(value: torch.Tensor) -> Any:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__ == "_FusedFunctionBackward":
+        if type(node).__name__ == "FusedFunctionBackward":
             return node
         pending.extend(parent for parent, _ in node.next_functions)
     raise AssertionError("no fused statistics behind this loss value")
@@ -414,7 +422,7 @@ def test_compile_switched_off_by_pytorch(monkeypatch: pytest.MonkeyPatch) -> Non
     """Where PyTorch's own switch turns ``torch.compile`` into a no-op (``TORCHDYNAMO_DISABLE=1``), "auto" takes the
     plain path and "compile" the chunked eager kernels, not the kernels uncompiled over the whole volume."""
     x, labels, _ = make_case("softmax-labels", SHAPE_3D, torch.float32, seed=0)
-    monkeypatch.setattr(_fused, "AUTO_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_fused_mode, "AUTO_MIN_ELEMENTS", 0)
     with _fused.use_fused_mode("auto"):
         assert _fused.fused_inputs(x, labels, **_INPUT_OPTIONS, region=True).compiled
     monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
@@ -436,8 +444,10 @@ def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole:
 
     class StandIn:
         def __init__(self, tag: int, forward: Any = None, backward: Any = None) -> None:
-            forward = forward or (lambda *args: _fused.fused_forward(*args))  # looked up at the call (patched below)
-            backward = backward or (lambda *args: _fused.fused_backward(*args))
+            forward = forward or (
+                lambda *args: _fused_runner.fused_forward(*args)
+            )  # looked up at the call (patched below)
+            backward = backward or (lambda *args: _fused_runner.fused_backward(*args))
             self.kernels = (
                 compiler_error if fail == "forward" else forward,
                 compiler_error if fail == "backward" else backward,
@@ -446,10 +456,10 @@ def _stand_in_compiler(monkeypatch: pytest.MonkeyPatch, fail: str | None, whole:
         def pick(self, x: torch.Tensor, target: torch.Tensor) -> tuple[Any, Any]:
             return self.kernels
 
-    monkeypatch.setattr(_fused, "_compiled", {})  # no kernels cached by earlier tests
-    monkeypatch.setattr(_fused, "CompiledKernels", StandIn)
+    monkeypatch.setattr(_fused_runner, "_compiled", {})  # no kernels cached by earlier tests
+    monkeypatch.setattr(_fused_runner, "CompiledKernels", StandIn)
     monkeypatch.setattr(_fused_loss, "CompiledKernels", StandIn)
-    monkeypatch.setattr(_fused, "AUTO_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_fused_mode, "AUTO_MIN_ELEMENTS", 0)
     if not whole:
         monkeypatch.setattr(_fused_loss, "MAX_COMPILED_LOSSES", 0)
 
@@ -502,7 +512,7 @@ def test_kernel_error_propagates(monkeypatch: pytest.MonkeyPatch, fail: str, who
         if fail == "forward":  # under the forward kernel, compiled or eager
             patch.setattr(_kernels, "forward_sums", bug)
         else:  # the backward kernel, in both modules that call it
-            patch.setattr(_fused, "fused_backward", bug)
+            patch.setattr(_fused_runner, "fused_backward", bug)
             patch.setattr(_fused_loss, "fused_backward", bug)
         with pytest.raises(IndexError, match="a bug in the kernels"):
             value_and_grad(loss, x, labels, "auto")

@@ -28,17 +28,14 @@ from typing import Any
 
 import torch
 
-from monai_mixedfocal.losses._fused import (
+from monai_mixedfocal.losses._fused import FusedInputs, FusedStatistics, checked_loss, fused_inputs
+from monai_mixedfocal.losses._fused_runner import (
     CompiledKernels,
-    FusedInputs,
-    FusedStatistics,
     Runner,
-    checked_loss,
     compile_unavailable_reason,
     eager_backward,
     eager_forward,
     first_order_only,
-    fused_inputs,
 )
 from monai_mixedfocal.losses._kernels import KernelSpec, fused_backward, fused_forward
 
