@@ -348,6 +348,14 @@ def test_an_unknown_argument_names_the_loss_and_the_closest_arguments() -> None:
         get_loss("mixed_focal", gamma=2.0)
     with pytest.raises(TypeError, match=r"takes no argument 'weight'; its arguments are: delta, include_background, "):
         get_loss("dice", weight=1.0)
+    with pytest.raises(TypeError, match=r"MixedFocalLoss takes no argument 'gamma' \(did you mean 'gamma_focal'\?\)"):
+        MixedFocalLoss(gamma=2.0)  # a class built directly says the same
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_loss_class_refuses_an_unknown_argument_by_its_own_name(cls: type[_Loss]) -> None:
+    with pytest.raises(TypeError, match=rf"^{cls.__name__} takes no argument 'no_such_argument'; its arguments are: "):
+        cls(no_such_argument=1)
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

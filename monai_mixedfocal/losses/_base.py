@@ -14,6 +14,8 @@ Reduction conventions (see ``docs/losses.md``):
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
 import os
@@ -90,6 +92,30 @@ def alpha_weights(alpha: float | Sequence[float]) -> float | torch.Tensor:
     return values
 
 
+def accepted_arguments(cls: type) -> list[str]:
+    """The keyword arguments a loss class takes: those of its ``__init__`` and of the base classes it passes
+    ``**kwargs`` on to, down to :class:`SegmentationLoss` (whose ``**unexpected`` refuses the rest)."""
+    names: list[str] = []
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())
+        names += [p.name for p in params if p.kind in keyword_kinds and p.name != "self"]
+        if klass is SegmentationLoss or not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))
+
+
+def unknown_argument_error(cls: type, name: str) -> TypeError:
+    """``<Loss> takes no argument '<name>' (did you mean '<closest>'?); its arguments are: ...``."""
+    known = accepted_arguments(cls)
+    close = difflib.get_close_matches(str(name), known, n=3)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return TypeError(f"{cls.__name__} takes no argument {name!r}{hint}; its arguments are: {', '.join(known)}.")
+
+
 class SegmentationLoss(_Loss):
     """Base of the Mixed Focal loss family, with MONAI's common loss arguments.
 
@@ -105,9 +131,12 @@ class SegmentationLoss(_Loss):
         batch: pool TP/FN/FP over the batch before computing the index (region terms only).
         smooth_nr: added to the numerator of the index.
         smooth_dr: added to the denominator of the index.
+        unexpected: what no class of the loss takes: refused with a ``TypeError`` that names the loss, the closest
+            arguments and all of them (Python's own error named this base class: ``SegmentationLoss.__init__() got an
+            unexpected keyword argument 'gamma'`` for ``MixedFocalLoss(gamma=2)``).
 
     Raises:
-        TypeError: if ``other_act`` is not callable.
+        TypeError: if ``other_act`` is not callable, or for an argument the loss does not take.
         ValueError: if more than one of ``sigmoid``, ``softmax``, ``other_act`` is set, for an unknown reduction, or a
             negative smoothing term.
     """
@@ -123,7 +152,10 @@ class SegmentationLoss(_Loss):
         batch: bool = False,
         smooth_nr: float = 1e-6,
         smooth_dr: float = 1e-6,
+        **unexpected: Any,
     ) -> None:
+        if unexpected:
+            raise unknown_argument_error(type(self), next(iter(unexpected)))
         super().__init__(reduction=LossReduction(reduction).value)
         if other_act is not None and not callable(other_act):
             raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -88,37 +86,4 @@ def get_loss(name: str, **overrides: Any) -> _Loss:
         >>> loss = get_loss("focal_tversky", softmax=True, to_onehot_y=True)
     """
     cls, preset = PAPER_PRESETS[_registry_key(name)]
-    _check_argument_names(cls, overrides)
     return cls(**{**preset, **overrides})
-
-
-def _accepted_arguments(cls: type) -> list[str] | None:
-    """The keyword arguments a loss class takes: its ``__init__``'s, and those of the base classes it passes
-    ``**kwargs`` on to; ``None`` when one of them takes any keyword."""
-    names: list[str] = []
-    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if init is None:
-            continue
-        params = list(inspect.signature(init).parameters.values())
-        names += [p.name for p in params if p.kind in keyword_kinds and p.name != "self"]
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            return list(dict.fromkeys(names))
-    return None
-
-
-def _check_argument_names(cls: Callable[..., Any], arguments: dict[str, Any]) -> None:
-    """Raise a TypeError naming the loss, the unknown argument, the closest known ones and all of them (Python's own
-    error names the base class that finally refused it: ``SegmentationLoss.__init__() got an unexpected ...``)."""
-    known = _accepted_arguments(cls)  # type: ignore[arg-type]
-    if known is None:
-        return
-    for key in arguments:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=3)
-            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-            raise TypeError(
-                f"{getattr(cls, '__name__', cls)} takes no argument {key!r}{hint}; its arguments are: "
-                f"{', '.join(known)}."
-            )
