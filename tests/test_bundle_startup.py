@@ -35,6 +35,8 @@ from monai_mixedfocal.bundle import (
     protect_key,
 )
 from monai_mixedfocal.data import (
+    BRATS20_LABELS,
+    KITS19_LABELS,
     DataError,
     brats20_datalist,
     kits19_datalist,
@@ -92,11 +94,15 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
         ({"epochs": 2.0}, "--epochs must be a positive integer, got 2.0"),
         ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
         ({"iterations_per_epoch": True}, "--iterations_per_epoch must be a positive integer, got True"),
+        ({"num_classes": 2}, r"--num_classes must be at least 3, .* \(0 background, 1 kidney, 2 tumor\); got 2"),
+        ({"num_classes": 3.0}, "--num_classes must be at least 3"),
+        ({"num_classes": 1, "labels": BRATS20_LABELS}, r"at least 2, .* \(0 background, 1 enhancing tumor\); got 1"),
     ],
 )
 def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, message: str) -> None:
     """With 0 iterations per epoch MONAI's trainer skipped the run with a warning and the command ended with exit code
-    0 and no model; the other values fail at start with the option named."""
+    0 and no model; with too few classes the first loss call failed, after every case had been cached; the other
+    values fail at start with the option named."""
     setup = {
         "loss_function": MixedFocalLoss(),
         "train_data": [{"image": "a"}],
@@ -104,8 +110,11 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
         "patch_size": [32, 32, 16],
         "epochs": 2,
         "iterations_per_epoch": 5,
+        "num_classes": 3,
+        "labels": KITS19_LABELS,
     }
     summary = check_training_setup(**setup)
+    check_training_setup(**{**setup, "num_classes": 4})  # an extra, always empty class is the user's choice
     assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
     with pytest.raises(ValueError, match=message):
         check_training_setup(**{**setup, **change})

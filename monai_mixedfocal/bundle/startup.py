@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,8 @@ def check_training_setup(
     crop: Sequence[Callable[..., Any]] | None = None,
     epochs: int | None = None,
     iterations_per_epoch: int | None = None,
+    num_classes: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Check and log what a training run is about to use; called from ``initialize``.
 
@@ -284,13 +286,16 @@ def check_training_setup(
         epochs: the number of epochs (checked to be a positive integer).
         iterations_per_epoch: the iterations of one epoch (checked to be a positive integer: with 0, MONAI's trainer
             skips the run with a warning, and the command ends "successfully" without a model).
+        num_classes: the network's output channels, one per class (checked against ``labels``: with fewer, the run
+            failed at its first loss call, after every case had been cached).
+        labels: the label values of the data set and their names, e.g. :data:`~monai_mixedfocal.data.KITS19_LABELS`.
 
     Returns:
         A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``, ``crop``), also logged.
 
     Raises:
-        ValueError: an empty case list, a bad patch size, or a number of epochs or iterations that is not a positive
-            integer.
+        ValueError: an empty case list, a bad patch size, a number of epochs or iterations that is not a positive
+            integer, or fewer classes than the data set's label values.
     """
     if len(train_data) == 0:
         raise ValueError("no training cases: check --dataset_dir / --datalist and --fold.")
@@ -303,6 +308,14 @@ def check_training_setup(
     for option, value in (("epochs", epochs), ("iterations_per_epoch", iterations_per_epoch)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{option} must be a positive integer, got {value!r}.")
+    if num_classes is not None and labels:
+        needed = max(int(value) for value in labels) + 1
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < needed:
+            names = ", ".join(f"{value} {name}" for value, name in sorted(labels.items(), key=lambda kv: int(kv[0])))
+            raise ValueError(
+                f"--num_classes must be at least {needed}, one output channel per label value of the data ({names}); "
+                f"got {num_classes!r}."
+            )
     summary = {
         "loss": type(loss_function).__name__,
         "train_cases": len(train_data),
