@@ -70,7 +70,7 @@ def _check_per_case(
     if bad.any():
         rows = table.index[bad].tolist()[:5]
         raise ValueError(f"column 'absent' is not true or false in row(s) {rows} (a row cut short?)")
-    # blank or repeated (case, class) and non-numeric or infinite metrics: the statistics' own checks
+    # blank or repeated (case, class); non-numeric, infinite or out-of-[0, 1] metrics: the statistics' own checks
     checked = validate_per_case(table[["case", "class", *PER_CASE_METRICS]].assign(method="run"))
     out = table.copy()
     out["case"], out["class"] = checked["case"], checked["class"]
@@ -82,10 +82,6 @@ def _check_per_case(
         if lost.any():
             rows = table.index[lost].tolist()[:5]
             raise ValueError(f"{metric!r} is missing in row(s) {rows} of a class marked present (a row cut short?)")
-        outside = (values < 0) | (values > 1)
-        if outside.any():
-            rows = table.index[outside].tolist()[:5]
-            raise ValueError(f"{metric!r} is outside [0, 1] in row(s) {rows}")
     per_case = out.groupby("case", sort=False)["class"].agg(frozenset)
     found = set().union(*per_case)
     short = {case: sorted(found - names) for case, names in per_case.items() if names != found}

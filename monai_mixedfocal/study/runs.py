@@ -169,8 +169,10 @@ class Run:
         """What the resume checkpoint records (inside ``checkpoints/last.pt``, else in ``last.json`` beside it, see
         :func:`~monai_mixedfocal.bundle.run_settings.checkpoint_progress`): ``epoch``, ``max_epochs`` (the schedule
         the training was started with) and ``run_settings``; ``None`` when neither records them."""
+        from monai_mixedfocal.bundle.run_settings import run_settings_file
+
         checkpoint = self.resume_checkpoint
-        progress = _checkpoint_progress(_file_key(checkpoint), _file_key(checkpoint.with_suffix(".json")))
+        progress = _checkpoint_progress(_file_key(checkpoint), _file_key(run_settings_file(checkpoint)))
         if progress is None:
             return None
         epoch, planned, settings = progress
