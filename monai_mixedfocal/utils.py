@@ -1,7 +1,7 @@
 # Copyright (c) monai-mixedfocal contributors
 # Licensed under the Apache License, Version 2.0
-"""Small helpers shared by the package: atomic file writes (nothing is ever half-written) and the wording of what
-changed between recorded and current settings."""
+"""Small helpers shared by the package: atomic file writes (nothing is ever half-written), the wording of what
+changed between recorded and current settings, and the check that an option is an integer."""
 
 from __future__ import annotations
 
@@ -81,3 +81,13 @@ def changed_entries(
     keys = dict.fromkeys([*recorded, *current] if keys is None else keys)
     changed = [key for key in keys if (key in recorded, recorded.get(key)) != (key in current, current.get(key))]
     return [f"{key}: {shown(recorded, key)} -> {shown(current, key)}" for key in changed]
+
+
+def is_integer(value: object) -> bool:
+    """``value`` is an ``int`` and not a ``bool`` (``True`` is an ``int`` to Python, not a count to a user).
+
+    Example:
+        >>> is_integer(3), is_integer(True), is_integer(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -25,6 +25,8 @@ import ctypes.util
 import logging
 import platform
 
+from monai_mixedfocal.utils import is_integer
+
 __all__ = ["DEFAULT_MAX_BLOCK", "keep_freed_memory"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def keep_freed_memory(enabled: bool = True, max_block: int = DEFAULT_MAX_BLOCK) 
         >>> keep_freed_memory(enabled=False)
         False
     """
-    if isinstance(max_block, bool) or not isinstance(max_block, int) or not 1 <= max_block <= _INT_MAX:
+    if not is_integer(max_block) or not 1 <= max_block <= _INT_MAX:
         raise ValueError(f"max_block must be an integer in [1, {_INT_MAX}] bytes; got {max_block!r}.")
     if not enabled:
         return False

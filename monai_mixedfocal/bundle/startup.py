@@ -22,6 +22,7 @@ from monai_mixedfocal.data.datalist import datalist_to_json
 from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
+from monai_mixedfocal.utils import is_integer
 
 __all__ = [
     "DATA_SOURCES",
@@ -137,7 +138,7 @@ def load_split(
             return _split_under_a_root(source, datalist, fold, base_dir)
         if base_dir is None:
             raise DataError("neither --dataset_dir nor --datalist is set")
-        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+        if not is_integer(fold) or not 0 <= fold < num_folds:
             raise DataError(f"fold must be an integer in 0..{num_folds - 1} (--num_folds {num_folds}), got {fold!r}")
         if source == "kits19":
             cases = kits19_datalist(base_dir)
@@ -306,11 +307,11 @@ def check_training_setup(
         if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
             raise ValueError(f"--patch_size must be three positive integers, got {patch_size!r}.")
     for option, value in (("epochs", epochs), ("iterations_per_epoch", iterations_per_epoch)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_integer(value) or value < 1):
             raise ValueError(f"--{option} must be a positive integer, got {value!r}.")
     if num_classes is not None and labels:
         needed = max(int(value) for value in labels) + 1
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < needed:
+        if not is_integer(num_classes) or num_classes < needed:
             names = ", ".join(f"{value} {name}" for value, name in sorted(labels.items(), key=lambda kv: int(kv[0])))
             raise ValueError(
                 f"--num_classes must be at least {needed}, one output channel per label value of the data ({names}); "
@@ -339,7 +340,7 @@ def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float]) -
     Raises:
         ValueError: either value out of range; the message names the option.
     """
-    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+    if not is_integer(sw_batch_size) or sw_batch_size < 1:
         raise ValueError(f"--sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
     values = list(overlap) if isinstance(overlap, Sequence) and not isinstance(overlap, str) else [overlap]
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values):

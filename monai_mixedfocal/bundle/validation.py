@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from monai.handlers import ValidationHandler
 from monai.utils import min_version, optional_import
 
+from monai_mixedfocal.utils import is_integer
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
     from monai.engines import Evaluator
@@ -53,7 +55,7 @@ class FinalValidationHandler(ValidationHandler):
     def __init__(
         self, interval: int, validator: Evaluator | None = None, epoch_level: bool = True, exec_at_start: bool = False
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        if not is_integer(interval) or interval < 1:
             raise ValueError(f"interval (val_interval) must be an integer >= 1; got {interval!r}.")
         if not epoch_level:
             raise ValueError("FinalValidationHandler validates at epoch level only; use MONAI's ValidationHandler.")

@@ -27,7 +27,7 @@ from typing import Any
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.folds import assign_folds
 from monai_mixedfocal.data.io import atomic_write_json, read_training_json
-from monai_mixedfocal.utils import changed_entries
+from monai_mixedfocal.utils import changed_entries, is_integer
 
 __all__ = [
     "PATH_KEYS",
@@ -190,7 +190,7 @@ def _check_items(items: Sequence[Any], where: str) -> None:
         if not isinstance(item, dict) or "image" not in item:
             raise DataError(f"{where}: training item {index} is not a dict with an 'image' entry")
         fold = item.get("fold")
-        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+        if not is_integer(fold) or fold < 0:
             raise DataError(f"{where}: training item {index} ({item.get('case', item['image'])}) has no valid 'fold'")
 
 
@@ -242,7 +242,7 @@ def split_datalist(
         raise DataError(f"{where}: the datalist has no cases")
     if not isinstance(num_folds, int) or isinstance(num_folds, bool):
         num_folds = max(item["fold"] for item in items) + 1
-    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+    if not is_integer(fold) or not 0 <= fold < num_folds:
         raise DataError(f"{where}: fold must be an integer in 0..{num_folds - 1}, got {fold!r}")
     if base_dir is not None:
         root = Path(base_dir).expanduser().absolute()  # absolute: the working directory may change before loading

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from monai_mixedfocal.utils import is_integer
+
 __all__ = ["assign_folds"]
 
 
@@ -34,9 +36,9 @@ def assign_folds(case_ids: Iterable[str], num_folds: int = 5, seed: int = 0) -> 
         True
     """
     ids = [str(case) for case in case_ids]
-    if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2:
+    if not is_integer(num_folds) or num_folds < 2:
         raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     duplicates = sorted({case for case in ids if ids.count(case) > 1}) if len(set(ids)) != len(ids) else []
     if duplicates:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from monai_mixedfocal.losses.class_weights.label_counts import CACHE_SUFFIX, cached_label_counts, datalist_label_files
+from monai_mixedfocal.utils import is_integer
 
 __all__ = [
     "ClassWeights",
@@ -233,7 +234,7 @@ class EffectiveNumberWeights(ClassWeights):
         """
         from monai_mixedfocal.data.errors import DataError
 
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if not is_integer(num_classes) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
         files = datalist_label_files(datalist, fold, base_dir, label_key)
         if not files:
