@@ -96,7 +96,11 @@ def copy_bundles(names: Sequence[str], destination: str | Path) -> list[Path]:
     Raises:
         FileExistsError: a bundle's folder already exists in ``destination`` (nothing is copied then, so that no
             edited copy is overwritten).
+        NotADirectoryError: ``destination``, or a folder above it, is a file.
     """
+    file = next((path for path in (Path(destination), *Path(destination).parents) if path.is_file()), None)
+    if file is not None:
+        raise NotADirectoryError(f"cannot copy the bundles into {destination}: {file} is a file, not a folder")
     sources = list(dict.fromkeys(bundle_dir(name) for name in names))  # a data set and its bundle name are one
     targets = [Path(destination) / source.name for source in sources]
     existing = [str(target) for target in targets if target.exists()]

@@ -140,3 +140,9 @@ def test_the_bundles_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "these exist already" in capsys.readouterr().err
     assert main(["bundles", "kits"]) == 2
     assert "unknown bundle 'kits'" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    for destination in (tmp_path / "a_file", tmp_path / "a_file" / "models"):
+        assert main(["bundles", "kits19", "--copy-to", str(destination)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: cannot copy the bundles into {destination}: {tmp_path / 'a_file'} is a file, not a folder\n"
+        )
