@@ -324,6 +324,34 @@ def test_float32_agrees_with_reference(variant: tuple[str, dict[str, Any]]) -> N
         np.testing.assert_allclose(as_array(got), expected, rtol=1e-5, atol=1e-5, err_msg=mode)
 
 
+@pytest.mark.parametrize("fused", ["off", "eager"])
+def test_float32_sums_over_a_ct_sized_volume(fused: str) -> None:
+    """A class of more than ``2**24`` voxels in one image (a CT volume's background): a float32 sum that adds one
+    voxel after the other stops counting there (1 + 2**24 == 2**24 in float32) and a perfect prediction then scored a
+    Dice loss of 0.11; sums must keep float32 accuracy at any size, as MONAI's DiceLoss does."""
+    labels = torch.zeros(1, 1, 2**12 + 16, 2**12, dtype=torch.long)
+    labels[..., :64, :64] = 1
+    logits = torch.where(torch.cat([labels == 0, labels == 1], 1), 20.0, -20.0)  # a perfect prediction
+    loss = mfl.ModifiedDiceLoss(delta=0.5, softmax=True, to_onehot_y=True, reduction="none")
+    with use_fused_mode(fused):
+        value = loss(logits, labels)
+    assert value.flatten().tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("float64", [True, False], ids=["float64-scatter", "masked-sums"])
+def test_label_sums_keep_float32_accuracy(float64: bool) -> None:
+    """Both ways of :func:`~monai_mixedfocal.losses._terms.label_sums` (the second for devices without float64)
+    against float64 sums: counts exact beyond ``2**24`` voxels, soft true positives to float32 accuracy."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.zeros(1, 2**24 + 2**20, dtype=torch.long)
+    labels[:, : 2**20] = 1
+    prob = torch.rand(1, 2, labels.shape[1], generator=generator)
+    tp, counts = mfl._terms.label_sums(prob, labels, float64=float64)
+    assert counts.tolist() == [[2**24, 2**20]]
+    expected = torch.stack([prob[0, 0, 2**20 :].double().sum(), prob[0, 1, : 2**20].double().sum()])
+    torch.testing.assert_close(tp[0].double(), expected, rtol=2e-6, atol=0)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Registry
 # ------------------------------------------------------------------------------------------------------------------

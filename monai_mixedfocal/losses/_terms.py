@@ -241,6 +241,38 @@ def prepare(
     return Prepared(prob, prob_clipped, log_prob, log_prob_neg, labels, dense, kept, binary, clip)
 
 
+#: device types without float64 tensors, where :func:`label_sums` takes one masked sum per class
+NO_FLOAT64_DEVICES: frozenset[str] = frozenset({"mps"})
+
+
+def label_sums(flat: torch.Tensor, labels: torch.Tensor, float64: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TP_k = sum_i [label_i = k] p_ik`` and the voxel count of each class ``k``, without a one-hot volume.
+
+    A float32 sum that adds one voxel after the other (``scatter_add``) stops counting at ``2**24`` voxels of a class
+    (``1 + 2**24 == 2**24``; a CT volume's background has more) and drifts well before. With ``float64`` the scatter
+    adds in float64 (counts exact, sums to float32 accuracy, at the scatter's speed); without it (devices without
+    float64), one masked sum per class, which ``sum`` adds pairwise.
+
+    Args:
+        flat: probabilities ``[B, C, N]``.
+        labels: class indices ``[B, N]`` (int64).
+        float64: accumulate in float64.
+
+    Returns:
+        ``(tp, counts)``, both ``[B, C]`` in the dtype of ``flat``.
+    """
+    b, c = flat.shape[:2]
+    if float64:
+        picked = flat.gather(1, labels[:, None])[:, 0].to(torch.float64)
+        tp = torch.zeros(b, c, dtype=torch.float64, device=flat.device).scatter_add(1, labels, picked)
+        ones = torch.ones_like(labels)
+        counts = torch.zeros(b, c, dtype=torch.int64, device=flat.device).scatter_add(1, labels, ones)
+        return tp.to(flat.dtype), counts.to(flat.dtype)
+    masks = [labels == k for k in range(c)]
+    tp = torch.stack([torch.where(mask, flat[:, k], 0.0).sum(-1) for k, mask in enumerate(masks)], 1)
+    return tp, torch.stack([mask.sum(-1) for mask in masks], 1).to(flat.dtype)
+
+
 def confusion_sums(
     prep: Prepared, batch: bool = False, clip: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -263,9 +295,7 @@ def confusion_sums(
     flat = prob.reshape(b, c, -1)
     pred_sum = flat.sum(-1)
     if prep.labels is not None:
-        idx = prep.labels.reshape(b, -1)
-        tp = torch.zeros_like(pred_sum).scatter_add(1, idx, flat.gather(1, idx[:, None])[:, 0])
-        ref_sum = torch.zeros_like(pred_sum).scatter_add(1, idx, torch.ones_like(idx, dtype=flat.dtype))
+        tp, ref_sum = label_sums(flat, prep.labels.reshape(b, -1), float64=flat.device.type not in NO_FLOAT64_DEVICES)
     else:
         y = prep.target.reshape(b, c, -1)  # type: ignore[union-attr]
         tp = (y * flat).sum(-1)
