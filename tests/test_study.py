@@ -47,6 +47,10 @@ def test_parse_losses() -> None:
     assert parse_losses("dice, mixed_focal") == ["dice", "mixed_focal"]
     with pytest.raises(ValueError, match=r"unknown loss name.*nope.*mixed_focal"):
         parse_losses("dice,nope")
+    with pytest.raises(ValueError, match=r"loss name\(s\) \['dice'\] given more than once in 'dice,focal,dice'"):
+        parse_losses("dice,focal,dice")
+    with pytest.raises(ValueError, match=r"no loss named in ' , '; use 'all'"):
+        parse_losses(" , ")
 
 
 @pytest.mark.parametrize(
@@ -157,8 +161,10 @@ def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
     label[2:4, 1:3, 1] = 1
     label[3, 2, 1] = 2
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
-    nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, affine), tmp_path / "image.nii.gz")
+    case_dir = tmp_path / "data" / "case_00001"  # the KiTS19 layout
+    case_dir.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(label, affine), case_dir / "segmentation.nii.gz")
+    nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, affine), case_dir / "imaging.nii.gz")
     for i, run in enumerate(runs):
         run.per_case_csv.parent.mkdir(parents=True)
         rows = "case,class,dsc,precision,recall,iou,absent\n"
@@ -170,23 +176,50 @@ def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
     table = collect_per_case(runs)
     assert list(table.columns) == ["case", "method", "class", "fold", "dsc", "precision", "recall", "iou"]
     assert table["method"].tolist() == ["dice", "dice", "focal", "focal"] and table["dsc"].isna().sum() == 2
-    slices = overlay_slices(runs, "case_00001", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")
+    slices = overlay_slices(runs, case_dir / "imaging.nii.gz", case_dir / "segmentation.nii.gz")
     assert slices is not None and set(slices) == {"dice", "focal"}
     image, lab, pred = slices["dice"]
     assert lab.max() == 2 and pred.max() == 1 and image.shape == lab.shape == (5, 6)
-    assert overlay_slices(runs, "case_00002", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz") is None
+    other = tmp_path / "data" / "case_00002"
+    assert overlay_slices(runs, other / "imaging.nii.gz", other / "segmentation.nii.gz") is None
+
+
+def test_overlays_find_the_case_s_own_prediction_not_one_whose_name_starts_alike(tmp_path: Path) -> None:
+    """Predictions saved flat (an MSD-style ``imagesTr/spleen_1.nii.gz``): ``spleen_1`` is not ``spleen_10``."""
+    (run,) = plan_runs(["dice"], [0], tmp_path / "runs", BUNDLE, {})
+    label = np.zeros((6, 5, 4), dtype=np.uint8)
+    label[2:4, 1:3, 1] = 1
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    nib.save(nib.Nifti1Image(label.astype(np.float32), np.eye(4)), tmp_path / "imagesTr" / "spleen_1.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "labelsTr" / "spleen_1.nii.gz")
+    (run.root / "eval").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones_like(label), np.eye(4)), run.root / "eval" / "spleen_10_seg.nii.gz")
+    assert (
+        overlay_slices([run], tmp_path / "imagesTr" / "spleen_1.nii.gz", tmp_path / "labelsTr" / "spleen_1.nii.gz")
+        is None
+    )
+    nib.save(nib.Nifti1Image(label, np.eye(4)), run.root / "eval" / "spleen_1_seg.nii.gz")
+    slices = overlay_slices([run], tmp_path / "imagesTr" / "spleen_1.nii.gz", tmp_path / "labelsTr" / "spleen_1.nii.gz")
+    assert slices is not None and slices["dice"][2].sum() == label[..., 1].sum()
 
 
 def _finish_with_labels_as_predictions(spec: StudySpec, run: Run) -> None:
     """Make ``run`` look evaluated: a per-case CSV and, as prediction, each validation case's own label."""
     content = read_datalist(spec.datalist_path)
     base = spec.datalist_path.parent / content["dataset_root"]
-    rows = "case,class,dsc,precision,recall,iou,absent\n"
     for item in (item for item in content["training"] if item["fold"] == run.fold):
         (run.root / "eval" / item["case"]).mkdir(parents=True)
         nib.save(nib.load(base / item["label"]), run.root / "eval" / item["case"] / "imaging_seg.nii.gz")
+    run.per_case_csv.write_text(_per_case_rows(spec, run.fold))
+
+
+def _per_case_rows(spec: StudySpec, fold: int) -> str:
+    """A complete per-case CSV of ``fold``'s validation cases."""
+    rows = "case,class,dsc,precision,recall,iou,absent\n"
+    for item in (item for item in read_datalist(spec.datalist_path)["training"] if item["fold"] == fold):
         rows += f"{item['case']},kidney,0.8,0.8,0.8,0.67,False\n{item['case']},tumor,0.5,0.5,0.5,0.33,False\n"
-    run.per_case_csv.write_text(rows)
+    return rows
 
 
 def test_report_of_a_partial_study_says_what_is_missing(tmp_path: Path) -> None:
@@ -229,6 +262,57 @@ def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:
     lines.clear()
     execute_runs([run], echo=lines.append)
     assert "other settings" not in "\n".join(lines)
+
+
+def test_collect_only_and_dry_run_check_and_warn_as_a_study_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--collect-only`` (the cluster workflow) refuses another fold assignment and warns of runs made with other
+    settings and of damaged CSVs, as a study run does, and its report says so; ``--dry-run`` too, on stderr."""
+    from monai_mixedfocal.cli import main as cli_main
+
+    data, out = tmp_path / "data", tmp_path / "study"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    spec = StudySpec(
+        dataset="kits19", data_root=data, out_dir=out, losses=["dice"], num_folds=2, overrides={"epochs": 2}
+    )
+    prepare_datalist(spec)
+    for run in spec.runs():
+        run.record_settings()
+        _finish_with_labels_as_predictions(spec, run)
+
+    def study(*options: str) -> tuple[int, str, str]:
+        args = ["study", "--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice"]
+        code = cli_main([*args, "--out", str(out), *options])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, stdout, stderr = study("-O", "epochs=2", "--collect-only")
+    assert code == 0 and stderr == "" and "(2/2 runs, 4 cases)" in stdout
+    report = (out / "report.md").read_text()
+    assert "> **Note:**" not in report
+    code, stdout, stderr = study("-O", "epochs=2", "--seed", "3", "--collect-only")
+    assert (
+        code == 2
+        and stderr.startswith("error: ")
+        and "2-fold assignment with seed 0, not 2 folds with seed 3" in stderr
+    )
+    assert (out / "report.md").read_text() == report  # not rewritten
+    code, stdout, stderr = study("-O", "epochs=3", "--collect-only")
+    assert code == 0 and stderr.count("WARNING: made with other settings (epochs: '2' -> '3')") == 2
+    assert "mixed settings: 2 finished run(s) were made with other settings" in (out / "report.md").read_text()
+    damaged = spec.runs()[1].per_case_csv
+    damaged.write_text(damaged.read_text()[:60])
+    code, stdout, stderr = study("-O", "epochs=2", "--collect-only")
+    assert code == 0 and f"dice/fold_1: WARNING: {damaged}" in stderr and "; not collected" in stderr
+    assert "missing: dice/fold_1 (damaged per-case CSV)" in (out / "report.md").read_text()
+    code, stdout, stderr = study("-O", "epochs=2", "--dry-run")
+    assert code == 0 and stdout.count("monai.bundle run training") == 1 and "dice/fold_1: WARNING" in stderr
+    damaged.write_text(_per_case_rows(spec, 1))
+    code, stdout, stderr = study("-O", "epochs=2", "--dry-run")
+    assert code == 0 and stdout == "" and stderr == "all 2 runs have finished; nothing to run\n"
+    code, stdout, stderr = study("--losses", "dice,dice", "--dry-run")
+    assert code == 2 and "given more than once" in stderr
 
 
 def test_collect_without_finished_runs_fails_clearly(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def _spec(args: argparse.Namespace):
     from monai_mixedfocal.study.study import StudySpec, paper_losses, parse_losses
 
     changes: dict[str, Any] = {"test": args.test, "ci_over": args.ci_over, "seed": args.seed}
-    if args.losses:
+    if args.losses is not None:
         changes["losses"] = parse_losses(args.losses)
     if args.folds:
         changes["num_folds"] = args.folds
@@ -181,18 +181,31 @@ def main(args: argparse.Namespace) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     """:func:`main` without the signal and stdout handling."""
-    from monai_mixedfocal.study.study import collect_and_report, prepare_datalist, run_study
+    from monai_mixedfocal.study.study import (
+        check_datalist,
+        collect_and_report,
+        prepare_datalist,
+        run_study,
+        run_warnings,
+    )
 
     try:
         spec = _spec(args)
+        if args.collect_only or args.dry_run:
+            # the checks and warnings of a study run (on stderr: a dry run's stdout is its command lines)
+            (check_datalist if args.collect_only else prepare_datalist)(spec)
+            runs = spec.runs()
+            for line in run_warnings(runs):
+                print(line, file=sys.stderr)
         if args.collect_only:
             collect_and_report(spec)
             return 0
         if args.dry_run:
-            prepare_datalist(spec)
-            for run in spec.runs():
-                if not run.is_finished:
-                    print(run.shell_line())
+            unfinished = [run for run in runs if not run.is_finished]
+            for run in unfinished:
+                print(run.shell_line())
+            if not unfinished:
+                print(f"all {len(runs)} runs have finished; nothing to run", file=sys.stderr)
             return 0
         progress, report = run_study(spec)
     except (ValueError, DataError, OSError) as err:  # OSError: e.g. an output folder that cannot be written

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,22 +53,32 @@ def _canonical(path: Path) -> np.ndarray:
     return np.asanyarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
 
 
-def _prediction_file(run: Run, case: str) -> Path | None:
-    matches = sorted(p for p in (run.root / "eval").rglob("*.nii*") if case in p.as_posix())
-    return matches[0] if matches else None
+def _prediction_file(run: Run, image: Path) -> Path | None:
+    """The evaluation's saved segmentation of ``image``: ``SaveImaged(output_postfix="seg")`` names it after the image
+    (``imaging.nii.gz`` -> ``imaging_seg.nii.gz``, MONAI's ``create_file_basename``) in folders that mirror the image's
+    last folders (``eval/case_00001/``). Matched whole, so that ``spleen_1`` does not find ``spleen_10``'s file."""
+    stem, extension = os.path.splitext(image.name)
+    stem = os.path.splitext(stem)[0] if extension == ".gz" else stem
+    eval_dir = run.root / "eval"
+    for path in sorted(eval_dir.rglob(f"{stem}_seg.nii*")):
+        folders = path.parent.relative_to(eval_dir).parts
+        mirrored = not folders or image.parent.parts[-len(folders) :] == folders
+        if mirrored and path.name in (f"{stem}_seg.nii", f"{stem}_seg.nii.gz"):
+            return path
+    return None
 
 
 def overlay_slices(
-    runs: Sequence[Run], case: str, image: Path, label: Path
+    runs: Sequence[Run], image: Path, label: Path
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-    """One axial slice of ``case`` per loss (image, label, prediction), from the predictions the evaluation saved.
+    """One axial slice of a case per loss (image, label, prediction), from the predictions the evaluation saved.
 
     The slice shows the most of the rarest class of the label (:func:`monai_mixedfocal.report.pick_overlay_slice`).
     Returns ``None`` when a loss has no saved prediction of the case.
     """
     predictions = {}
     for run in runs:
-        found = _prediction_file(run, case)
+        found = _prediction_file(run, image)
         if found is None:
             return None
         predictions[run.loss] = found

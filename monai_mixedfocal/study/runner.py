@@ -197,12 +197,9 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
     env.setdefault("PYTHONUNBUFFERED", "1")
     for index, run in enumerate(runs, start=1):
         tag = f"[{index}/{len(runs)}] {run.name}"
-        changes = run.settings_changes()
-        if changes:
-            echo(
-                f"{tag}: WARNING: made with other settings ({'; '.join(changes)}); kept as it is (delete {run.root} "
-                "to run it again with the current ones)"
-            )
+        warning = run.settings_warning
+        if warning:
+            echo(f"{tag}: {warning}")
         if run.is_finished:
             progress.done += 1
             echo(f"{tag}: finished earlier, skipped ({run.per_case_csv})")

@@ -249,6 +249,17 @@ class Run:
             return []
         return changed_entries(recorded, self.settings)
 
+    @property
+    def settings_warning(self) -> str | None:
+        """``"WARNING: made with other settings (...)"`` when :meth:`settings_changes` finds any, else ``None``."""
+        changes = self.settings_changes()
+        if not changes:
+            return None
+        return (
+            f"WARNING: made with other settings ({'; '.join(changes)}); kept as it is (delete {self.root} to run it "
+            "again with the current ones)"
+        )
+
     def record_settings(self) -> None:
         """Write :attr:`settings` to ``settings.json`` (when a training starts from scratch)."""
         atomic_write_json(self.root / SETTINGS_FILE, self.settings)

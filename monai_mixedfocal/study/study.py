@@ -76,11 +76,14 @@ def parse_losses(losses: str | Sequence[str]) -> list[str]:
         return list(PAPER_LOSSES)
     if names == ["every"]:
         return list(LOSS_NAMES)
+    if not names:
+        raise ValueError(f"no loss named in {losses!r}; use 'all', 'every' or names from: {', '.join(LOSS_NAMES)}.")
     unknown = [n for n in names if n not in LOSS_NAMES]
-    if unknown or not names:
-        raise ValueError(
-            f"unknown loss name(s) {unknown or names}; use 'all', 'every' or names from: {', '.join(LOSS_NAMES)}."
-        )
+    if unknown:
+        raise ValueError(f"unknown loss name(s) {unknown}; use 'all', 'every' or names from: {', '.join(LOSS_NAMES)}.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"loss name(s) {repeated} given more than once in {losses!r}: name each loss once.")
     return names
 
 
@@ -211,7 +214,24 @@ def prepare_datalist(spec: StudySpec) -> Path:
     """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds).
 
     Raises:
-        ValueError: if an existing ``datalist.json`` was made with another number of folds or seed.
+        ValueError: if an existing ``datalist.json`` was made with another number of folds or seed, or for another
+            data set folder (see :func:`check_datalist`).
+    """
+    if check_datalist(spec):
+        return spec.datalist_path
+    kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
+    datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    return spec.datalist_path
+
+
+def check_datalist(spec: StudySpec) -> bool:
+    """Whether the study folder holds its fold assignment (``datalist.json``), checked against ``spec``.
+
+    Raises:
+        ValueError: if ``datalist.json`` was made with another number of folds or seed, or lists another data set
+            folder: the study folder's runs were made on other folds or data (use another ``--out`` folder).
     """
     if spec.datalist_path.is_file():
         content = read_datalist(spec.datalist_path)
@@ -227,12 +247,8 @@ def prepare_datalist(spec: StudySpec) -> Path:
                 "finished runs were trained on that data. Use another --out folder for this data set (or the same "
                 "--data to resume)."
             )
-        return spec.datalist_path
-    kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
-    datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
-    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
-    return spec.datalist_path
+        return True
+    return False
 
 
 def _data_set_folder(dataset: str, root: Path) -> Path:
@@ -255,14 +271,36 @@ def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | No
     for item in content["training"]:
         if item.get("fold") != fold:
             continue
-        slices = overlay_slices(fold_runs, item["case"], base / item["image"], base / item["label"])
+        slices = overlay_slices(fold_runs, base / item["image"], base / item["label"])
         if slices is not None:
             return item["case"], slices
     return None
 
 
+def run_warnings(runs: Sequence[Run]) -> list[str]:
+    """One ``"<loss>/fold_<k>: WARNING: ..."`` line per run made with other settings than the current ones and per
+    damaged per-case CSV (a run that is then not counted as finished), as the study prints them before running."""
+    lines = []
+    for run in runs:
+        warning = run.settings_warning
+        if warning:
+            lines.append(f"{run.name}: {warning}")
+        problem = run.per_case_problem
+        if problem is not None:
+            lines.append(f"{run.name}: WARNING: {problem}; not collected (the study evaluates the run again)")
+    return lines
+
+
 def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> Path:
-    """Collect the finished runs into ``per_case.csv`` and write the report; returns the path of ``report.md``."""
+    """Collect the finished runs into ``per_case.csv`` and write the report; returns the path of ``report.md``.
+
+    The report notes the runs that have not finished (with why) and those made with other settings than ``spec``'s.
+
+    Raises:
+        ValueError: the study folder's ``datalist.json`` does not match ``spec`` (:func:`check_datalist`); no run has
+            finished.
+    """
+    check_datalist(spec)
     runs = spec.runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,20 +316,41 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         overlay_case=overlay[0] if overlay else None,
         class_names=_CLASS_NAMES[spec.dataset],
         title=f"Loss study on {spec.dataset}: {len(set(table['method']))} losses, {table['fold'].nunique()} fold(s)",
-        notes=[_partial_note(runs, missing)] if missing else (),
+        notes=[note for note in (_partial_note(runs, missing), _settings_note(runs)) if note],
     )
     finished = len(runs) - len(missing)
     echo(f"report: {report} ({finished}/{len(runs)} runs, {table['case'].nunique()} cases)")
     return report
 
 
-def _partial_note(runs: Sequence[Run], missing: Sequence[Run]) -> str:
-    """The report's warning that some runs of the study have not finished."""
-    states = [f"{run.name} ({'failed' if run.has_failed else 'not finished'})" for run in missing]
+def _partial_note(runs: Sequence[Run], missing: Sequence[Run]) -> str | None:
+    """The report's warning that some runs of the study have not finished (``None`` when all have)."""
+    if not missing:
+        return None
+
+    def state(run: Run) -> str:
+        if run.per_case_problem is not None:
+            return "damaged per-case CSV"
+        return "failed" if run.has_failed else "not finished"
+
+    states = [f"{run.name} ({state(run)})" for run in missing]
     return (
         f"incomplete study: {len(runs) - len(missing)} of {len(runs)} runs have finished; missing: "
         f"{', '.join(states)}. "
         "The losses are compared on different cases until every run has finished (see the number of cases used)."
+    )
+
+
+def _settings_note(runs: Sequence[Run]) -> str | None:
+    """The report's warning that finished runs were made with other settings than the study's current ones."""
+    changed = {run.name: run.settings_changes() for run in runs if run.is_finished}
+    changed = {name: changes for name, changes in changed.items() if changes}
+    if not changed:
+        return None
+    listed = "; ".join(f"{name} ({', '.join(changes)})" for name, changes in changed.items())
+    return (
+        f"mixed settings: {len(changed)} finished run(s) were made with other settings than the current ones: "
+        f"{listed}. Delete those runs' folders and run the study again to compare the losses under one setting."
     )
 
 
