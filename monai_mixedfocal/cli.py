@@ -14,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from monai_mixedfocal.cli_errors import one_line_warnings
+
 # sub-command modules, in the order shown by ``--help``
 COMMAND_MODULES: tuple[str, ...] = (
     "monai_mixedfocal.data.cli",
@@ -60,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    with one_line_warnings():
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -223,13 +224,47 @@ def load_per_case(path: str | os.PathLike[str]) -> pd.DataFrame:
         ValueError: if the file cannot be parsed as CSV or fails validation (the message names the file).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        csvs = sorted(name for name in os.listdir(path) if name.endswith(".csv"))
+        hint = f" (it holds {', '.join(csvs[:5])})" if csvs else ""
+        raise IsADirectoryError(f"{path} is a folder; give the per-case CSV file in it, e.g. per_case.csv{hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"per-case CSV not found: {path}")
     df = read_csv_as_written(path, (*ID_COLUMNS, FOLD_COLUMN))
     try:
+        _check_header(df)
         return validate_per_case(df)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
+
+
+#: the name pandas gives a column without a header (a DataFrame's index written by ``to_csv()`` without
+#: ``index=False``)
+_UNNAMED_COLUMN = re.compile(r"Unnamed: \d+")
+
+
+def _check_header(df: pd.DataFrame) -> None:
+    """The header problems of a per-case CSV that :func:`validate_per_case` would report without their likely cause:
+    a column without a name (read as a metric otherwise), another delimiter, identifier columns in other letter case.
+
+    Raises:
+        ValueError: naming the problem and what to do.
+    """
+    header = [str(column) for column in df.columns]
+    unnamed = [column for column in header if _UNNAMED_COLUMN.fullmatch(column)]
+    if unnamed:
+        raise ValueError(
+            f"column(s) {unnamed} have no name in the header: a DataFrame's index saved by to_csv() without "
+            "index=False? Remove them, or write the file with index=False"
+        )
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        raise ValueError(
+            f"one column {header[0]!r}: the file is not comma-separated; write it with commas (pandas: sep=',')"
+        )
+    lower = {column.lower(): column for column in header}
+    renamed = {lower[key]: key for key in (*ID_COLUMNS, FOLD_COLUMN) if key not in header and key in lower}
+    if renamed:
+        raise ValueError(f"column names are case-sensitive: rename {renamed} (expected {list(ID_COLUMNS)})")
 
 
 def read_csv_as_written(path: str | os.PathLike[str], text_columns: Sequence[str]) -> pd.DataFrame:
@@ -283,7 +318,15 @@ def validate_per_case(df: pd.DataFrame) -> pd.DataFrame:
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in ID_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"missing required column(s) {missing}; expected {list(ID_COLUMNS)}, got {list(df.columns)}")
+        hint = (
+            " (a bundle's per_case_metrics.csv holds one loss: collect runs with `study --collect-only`, or add a "
+            "method column naming each row's loss, see docs/statistics.md)"
+            if missing == ["method"]
+            else " (one row per case, method and class; see docs/statistics.md)"
+        )
+        raise ValueError(
+            f"missing required column(s) {missing}; expected {list(ID_COLUMNS)}, got {list(df.columns)}{hint}"
+        )
     if df.empty:
         raise ValueError("the per-case table has no rows")
     keys = _key_columns(df)
@@ -460,6 +503,19 @@ def pairwise_tests(
                 }
             )
         frames.append(_adjust(pd.DataFrame(rows), correction))
+    unmatched = [
+        f"{row['method_a']} vs {row['method_b']} ({row['class']})"
+        for frame in frames
+        for row in frame.to_dict("records")
+        if row["n_pairs"] == 0 and row["n_a"] and row["n_b"]
+    ]
+    if unmatched:
+        warnings.warn(
+            f"no case in common for {len(unmatched)} pair(s), not tested: {', '.join(unmatched[:5])}"
+            f"{', ...' if len(unmatched) > 5 else ''}; the paired test matches cases by {' and '.join(pair_keys)}, "
+            "written alike for every method",
+            stacklevel=2,
+        )
     columns = [
         "class",
         "method_a",

@@ -52,3 +52,13 @@ def test_a_command_error_is_one_line_and_its_traceback_on_request(
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and "missing.csv" in err
     assert ("Traceback (most recent call last)" in err) == (traceback_env == "1")
+
+
+def test_a_command_s_warnings_are_one_line_each_shown_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A single method: ``stats --out`` computes the pairwise tests for the tables and for the report; its warning is
+    one ``warning:`` line, shown once, without Python's file and source line."""
+    table = tmp_path / "one_method.csv"
+    table.write_text("case,method,class,dsc\na,dice,kidney,0.5\nb,dice,kidney,0.7\n")
+    assert cli.main(["stats", str(table), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: pairwise_tests needs at least two methods, got ['dice']: no test\n"

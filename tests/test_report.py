@@ -8,6 +8,7 @@ import argparse
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -199,7 +200,8 @@ def test_write_report_again_leaves_one_consistent_report(tmp_path: Path) -> None
     (tmp_path / "mine.txt").write_text("the user's own file")
     one_class = study_table()
     one_class = one_class[(one_class["class"] == "kidney") & (one_class["method"] == "dice")].drop(columns="precision")
-    with pytest.warns(UserWarning, match="at least two methods"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the report says why there is no Table 2: no warning besides
         path = report.write_report(one_class, tmp_path, notes=["incomplete study: 1 of 2 runs"])
     names = {p.name for p in tmp_path.iterdir()}
     assert "pairwise_tumour_cyst.csv" not in names and "precision_recall.png" not in names
@@ -208,6 +210,7 @@ def test_write_report_again_leaves_one_consistent_report(tmp_path: Path) -> None
     text = path.read_text()
     assert text.startswith("# Loss function comparison\n\n> **Note:** incomplete study: 1 of 2 runs\n")
     assert "No Table 2: the pairwise tests need at least two methods" in text
+    assert "- Data: 8 cases, 2 folds, 1 method (losses), 1 class: kidney." in text and "- Table 2:" not in text
 
 
 def test_write_report_without_correction_says_so(tmp_path: Path) -> None:
@@ -344,3 +347,14 @@ def test_cli_intervals_over_folds_still_count_cases(tmp_path: Path, capsys: pyte
     assert re.findall(r"\| (\d+) ", counts) and set(re.findall(r"\| (\d+) ", counts)) == {"8"}
     table1 = stats.summary_table(study_table(), metrics=["dsc"], ci_over="folds")
     assert set(table1["n"]) == {2}
+
+
+def test_bold_marks_only_metrics_where_higher_is_better(tmp_path: Path) -> None:
+    """A distance column (lower is better) is reported but not bolded, and the report says why."""
+    df = study_table()
+    df["hd95"] = np.arange(len(df), dtype=float)
+    cells, best = report.table1(stats.summary_table(df))
+    hd95 = [label for label in cells.columns if label.startswith("hd95")]
+    assert hd95 and not best[hd95].to_numpy().any() and best.drop(columns=hd95).to_numpy().any()
+    text = report.write_report(df, tmp_path).read_text()
+    assert "Bold: highest mean of each column (hd95 not marked: which direction is better is not known)." in text

@@ -20,6 +20,7 @@ from monai_mixedfocal.report.figures import (
 )
 from monai_mixedfocal.report.tables import (
     METRIC_LABELS,
+    bold_rule,
     format_p,
     latex_escape,
     latex_table,
@@ -34,6 +35,7 @@ __all__ = [
     "REPORT_MANIFEST",
     "TEST_DESCRIPTIONS",
     "OverlayInput",
+    "bold_rule",
     "boxplot_figure",
     "format_p",
     "latex_escape",

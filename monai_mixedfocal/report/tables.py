@@ -21,6 +21,7 @@ from monai_mixedfocal import stats
 
 __all__ = [
     "METRIC_LABELS",
+    "bold_rule",
     "confidence_percent",
     "format_p",
     "latex_escape",
@@ -68,6 +69,17 @@ def _metric_label(metric: str, cls: str) -> str:
     return f"{METRIC_LABELS.get(metric, metric)} {cls}"
 
 
+def bold_rule(metrics: Sequence[str]) -> str:
+    """Which cells of Table 1 with ``metrics`` are bold, as the report says under the table: the highest mean of each
+    column of a known metric (:data:`~monai_mixedfocal.stats.KNOWN_METRICS`, higher is better); the direction of other
+    metrics (a distance such as HD95: lower is better) is not known, so they are not marked."""
+    unmarked = [metric for metric in dict.fromkeys(metrics) if metric not in stats.KNOWN_METRICS]
+    rule = "highest mean of each column"
+    if unmarked:
+        rule += f" ({', '.join(unmarked)} not marked: which direction is better is not known)"
+    return rule + "."
+
+
 def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's Table 1 from :func:`monai_mixedfocal.stats.summary_table`: one row per method, one column per class
     and metric.
@@ -80,7 +92,8 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
 
     Returns:
         ``(cells, best)``: a DataFrame of cell strings and a boolean DataFrame of the same shape marking the highest
-        mean of each column (the paper's boldface; always False for ``value="n"``).
+        mean of each column of a known metric (the paper's boldface, :func:`bold_rule`; always False for
+        ``value="n"``).
 
     Raises:
         ValueError: if ``value`` is unknown or ``summary`` lacks the summary columns.
@@ -112,6 +125,7 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
     if value == "n":
         return cells, pd.DataFrame(False, index=cells.index, columns=labels)
     best = rounded.eq(rounded.max(axis=0), axis=1) & rounded.notna()
+    best.loc[:, [metric not in stats.KNOWN_METRICS for _, metric in columns]] = False  # direction unknown (hd95)
     return cells, best
 
 

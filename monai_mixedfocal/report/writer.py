@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from monai_mixedfocal.report.figures import (
 )
 from monai_mixedfocal.report.tables import (
     METRIC_LABELS,
+    bold_rule,
     confidence_percent,
     latex_table,
     markdown_table,
@@ -99,13 +101,18 @@ def _interval_text(pct: str, ci_over: str) -> str:
 def _methods_text(
     df: pd.DataFrame, test: str, correction: str, confidence: float, metric: str, ci_over: str = "cases"
 ) -> list[str]:
-    folds = f", {df[stats.FOLD_COLUMN].nunique()} folds" if stats.FOLD_COLUMN in df.columns else ""
+    folds = f", {_count(df[stats.FOLD_COLUMN].nunique(), 'fold')}" if stats.FOLD_COLUMN in df.columns else ""
     pct = confidence_percent(confidence)
+    data = (
+        f"- Data: {_count(df['case'].nunique(), 'case')}{folds}, {_count(df['method'].nunique(), 'method')} (losses), "
+        f"{_count(df['class'].nunique(), 'class', 'classes')}: {', '.join(pd.unique(df['class']))}."
+    )
+    if df["method"].nunique() < 2:
+        return ["## Methods", "", data, _interval_text(pct, ci_over), _software_text(), ""]
     return [
         "## Methods",
         "",
-        f"- Data: {df['case'].nunique()} cases{folds}, {df['method'].nunique()} methods (losses), "
-        f"{df['class'].nunique()} classes: {', '.join(pd.unique(df['class']))}.",
+        data,
         _interval_text(pct, ci_over),
         f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {METRIC_LABELS.get(metric, metric)}.",
         (
@@ -118,10 +125,21 @@ def _methods_text(
         + "Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 "
         "(the paper prints a double dagger for p < 0.001). The sign after each p-value is that of the statistic of "
         "the row method against the column method: (+) row scores higher, (-) lower.",
-        f"- Software: {_versions('scipy', 'statsmodels', 'pandas', 'numpy')} (the signed-rank test's p-value method "
-        "depends on the scipy version).",
+        _software_text(),
         "",
     ]
+
+
+def _count(number: int, singular: str, plural: str | None = None) -> str:
+    """``"1 fold"``, ``"5 folds"``."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
+def _software_text() -> str:
+    return (
+        f"- Software: {_versions('scipy', 'statsmodels', 'pandas', 'numpy')} (the signed-rank test's p-value method "
+        "depends on the scipy version)."
+    )
 
 
 def _versions(*distributions: str) -> str:
@@ -182,7 +200,9 @@ def write_report(
     metrics = list(metrics) if metrics is not None else stats.metric_columns(df)
     test_metric = test_metric or ("dsc" if "dsc" in stats.metric_columns(df) else stats.metric_columns(df)[0])
     summary = stats.summary_table(df, metrics=metrics, confidence=confidence, ci_over=ci_over)
-    pairs = stats.pairwise_tests(df, metric=test_metric, test=test, correction=correction)
+    with warnings.catch_warnings():  # one method: the report itself says that there is no Table 2
+        warnings.filterwarnings("ignore", message="pairwise_tests needs at least two methods")
+        pairs = stats.pairwise_tests(df, metric=test_metric, test=test, correction=correction)
     if overlays is not None:
         check_overlays(overlays)
 
@@ -194,7 +214,7 @@ def write_report(
     md += _methods_text(df, test, correction, confidence, test_metric, ci_over)
     pct = confidence_percent(confidence)
     md += [f"## Table 1: mean ± {pct} confidence interval per loss and class", ""]
-    md += [markdown_table(cells, best), "Bold: highest mean of each column.", ""]
+    md += [markdown_table(cells, best), f"Bold: {bold_rule(metrics)}", ""]
     md += ["### Number of cases used (non-missing values)", "", markdown_table(counts), ""]
     tex = [latex_table(cells, best, caption=f"{title}: mean ± {pct} CI", label="tab:summary")]
     used: set[str] = set()
