@@ -315,7 +315,7 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         overlays=overlay[1] if overlay else None,
         overlay_case=overlay[0] if overlay else None,
         class_names=_CLASS_NAMES[spec.dataset],
-        title=f"Loss study on {spec.dataset}: {len(set(table['method']))} losses, {table['fold'].nunique()} fold(s)",
+        title=f"Loss study on {spec.dataset}: {len(set(table['method']))} loss(es), {table['fold'].nunique()} fold(s)",
         notes=[note for note in (_partial_note(runs, missing), _settings_note(runs)) if note],
     )
     finished = len(runs) - len(missing)
