@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -350,6 +351,22 @@ def test_an_unknown_argument_names_the_loss_and_the_closest_arguments() -> None:
         get_loss("dice", weight=1.0)
     with pytest.raises(TypeError, match=r"MixedFocalLoss takes no argument 'gamma' \(did you mean 'gamma_focal'\?\)"):
         MixedFocalLoss(gamma=2.0)  # a class built directly says the same
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "hint"),
+    [
+        ("dice", {"squared_pred": True}, "MONAI DiceLoss's squared_pred is not offered"),
+        ("focal", {"ignore_index": 255}, "MONAI's ignore_index is not offered: every voxel of the target counts"),
+        ("focal", {"weight": [1.0, 2.0, 3.0]}, "MONAI's per-class weight is alpha with one value per kept class"),
+        ("tversky", {"alpha": 0.3, "beta": 0.7}, "MONAI TverskyLoss's alpha (the false-positive weight) is 1 - delta"),
+        ("tversky", {"beta": 0.7}, "MONAI TverskyLoss's beta (the false-negative weight) is delta here."),
+    ],
+)
+def test_an_argument_of_monai_s_losses_says_what_to_use_here(name: str, kwargs: dict[str, Any], hint: str) -> None:
+    with pytest.raises(TypeError, match="its arguments are: ") as info:
+        get_loss(name, softmax=True, to_onehot_y=True, **kwargs)
+    assert hint in str(info.value)
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda cls: cls.__name__)

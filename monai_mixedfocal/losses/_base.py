@@ -108,12 +108,33 @@ def accepted_arguments(cls: type) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: arguments of MONAI's losses that the losses here do not take, and what to do instead (added to the error)
+MONAI_ARGUMENT_HINTS: dict[str, str] = {
+    "use_softmax": "MONAI FocalLoss's use_softmax=True is softmax=True here",
+    "weight": "MONAI's per-class weight is alpha with one value per kept class here, where a loss takes alpha",
+    "ignore_index": "MONAI's ignore_index is not offered: every voxel of the target counts",
+    "soft_label": "soft labels need no flag here: a dense target in [0, 1] is used as given",
+    "squared_pred": "MONAI DiceLoss's squared_pred is not offered (the paper's sums are linear in p)",
+    "jaccard": "MONAI DiceLoss's jaccard is not offered",
+}
+#: MONAI TverskyLoss's weights, for a loss weighted by ``delta`` (the false-negative weight) instead
+_TVERSKY_HINTS: dict[str, str] = {
+    "alpha": "MONAI TverskyLoss's alpha (the false-positive weight) is 1 - delta here",
+    "beta": "MONAI TverskyLoss's beta (the false-negative weight) is delta here",
+}
+
+
 def unknown_argument_error(cls: type, name: str) -> TypeError:
-    """``<Loss> takes no argument '<name>' (did you mean '<closest>'?); its arguments are: ...``."""
+    """``<Loss> takes no argument '<name>' (did you mean '<closest>'?); its arguments are: ...``, and for an argument
+    of MONAI's losses what to use instead (:data:`MONAI_ARGUMENT_HINTS`)."""
     known = accepted_arguments(cls)
     close = difflib.get_close_matches(str(name), known, n=3)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-    return TypeError(f"{cls.__name__} takes no argument {name!r}{hint}; its arguments are: {', '.join(known)}.")
+    monai_hint = MONAI_ARGUMENT_HINTS.get(name) or (_TVERSKY_HINTS.get(name) if "delta" in known else None)
+    monai_hint = f" {monai_hint[0].upper()}{monai_hint[1:]}." if monai_hint else ""
+    return TypeError(
+        f"{cls.__name__} takes no argument {name!r}{hint}; its arguments are: {', '.join(known)}.{monai_hint}"
+    )
 
 
 class SegmentationLoss(_Loss):
