@@ -27,6 +27,7 @@
   runs in them.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
 - :func:`protect_key`: the MONAI Label x ``Spacingd`` workaround for the inference preprocessing.
+- :class:`ChannelArgmaxd`: ``AsDiscreted(argmax=True)`` with ``torch.max`` (20 times faster on CPU).
 
 Configs reference these by full dotted path, e.g. ``"_target_": "monai_mixedfocal.bundle.ResumeCheckpoint"``.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.cache_dataset import JoiningCacheDataset
+from monai_mixedfocal.bundle.channel_argmax import ChannelArgmaxd
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
 from monai_mixedfocal.bundle.data_stream import EpochSeededData
 from monai_mixedfocal.bundle.model_saver import AtomicCheckpointSaver, check_model_file, load_checkpoint
@@ -58,6 +60,7 @@ __all__ = [
     "DATA_SOURCES",
     "PATCH_SAMPLING_MODES",
     "AtomicCheckpointSaver",
+    "ChannelArgmaxd",
     "EpochSeededData",
     "FinalValidationHandler",
     "JoiningCacheDataset",
