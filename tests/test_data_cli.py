@@ -81,3 +81,17 @@ def test_folds_are_protected_and_brats_masks_go_beside_the_json(
     assert main(["synthesize", "brats20", str(tmp_path / "b"), "--case-ids", "1", "1000", *small]) == 2
     assert "case ids must lie in 1..999" in capsys.readouterr().err
     assert main(["synthesize", "kits19", str(tmp_path / "k"), "--cases", "0"]) == 2
+
+
+def test_synthesize_kits19_with_a_ct_like_spacing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--spacing`` sets the nominal voxel size (jittered by up to 10% per case); BraTS20 refuses it (1 mm)."""
+    import nibabel as nib
+
+    args = ["--cases", "1", "--shape", "16", "16", "16", "--spacing", "3", "0.78", "0.78"]
+    assert main(["synthesize", "kits19", str(tmp_path / "k"), *args]) == 0
+    zooms = nib.load(tmp_path / "k" / "data" / "case_00000" / "imaging.nii.gz").header.get_zooms()
+    assert zooms == pytest.approx((3.0, 0.78, 0.78), rel=0.1) and zooms != pytest.approx((2.5, 1.25, 1.25), rel=0.1)
+    assert main(["synthesize", "brats20", str(tmp_path / "b"), *args]) == 2
+    assert capsys.readouterr().err == "error: --spacing is for kits19: the BraTS20 layout is 1 mm isotropic\n"
+    assert main(["synthesize", "kits19", str(tmp_path / "n"), *args[:6], "--spacing", "3", "0", "1"]) == 2
+    assert "spacing must be three positive voxel sizes in mm" in capsys.readouterr().err

@@ -123,7 +123,10 @@ def run_synthesize(args: argparse.Namespace) -> int:
     if args.shape is not None:
         common["shape"] = tuple(args.shape)
     if args.source == "kits19":
-        folders = synthesize_kits19(args.out_dir, **common)
+        spacing = {} if args.spacing is None else {"spacing": tuple(args.spacing)}
+        folders = synthesize_kits19(args.out_dir, **common, **spacing)
+    elif args.spacing is not None:
+        raise ValueError("--spacing is for kits19: the BraTS20 layout is 1 mm isotropic")
     else:
         folders = synthesize_brats20(args.out_dir, no_enhancing=args.no_enhancing or (), **common)
     print(f"wrote {len(folders)} {args.source}-like cases under {args.out_dir}")
@@ -163,6 +166,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--shape", type=int, nargs=3, default=None, help="array shape (KiTS19: slices H W)")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SLICE", "ROW", "COLUMN"),
+        help="KiTS19: nominal voxel size in mm, slice axis first (default 2.5 1.25 1.25; each case jitters it by up to "
+        "10%%), e.g. 3 0.78 0.78 with --shape 120 512 512 for CT-sized cases",
+    )
     parser.add_argument("--case-ids", type=int, nargs="+", default=None, help="explicit case numbers")
     parser.add_argument("--no-enhancing", type=int, nargs="+", default=None, help="BraTS20: cases without ET")
     parser.set_defaults(func=run_synthesize)
