@@ -33,7 +33,7 @@ from monai_mixedfocal.bundle import (
     load_checkpoint,
     lock_training,
 )
-from monai_mixedfocal.bundle.output_dirs import release_training_lock
+from monai_mixedfocal.bundle.output_dirs import LOCK_NAME, release_training_lock
 
 # the validation loss after each epoch: every epoch is better than the one before
 VAL_LOSSES = [0.5, 0.4, 0.3, 0.2]
@@ -239,7 +239,7 @@ def lock_holder() -> Iterator:
     code = (
         "import fcntl, os, sys, time\n"
         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
         "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
         "print('locked', flush=True)\n"
         "time.sleep(120)\n"
@@ -276,6 +276,36 @@ def test_a_second_training_in_the_folder_is_refused(tmp_path: Path, lock_holder,
     assert lock == tmp_path / "run" / "checkpoints" / ".lock" and lock.read_text() == f"{os.getpid()}\n"
     assert lock_training(tmp_path / "run" / "checkpoints" / "last.pt") == lock  # held: taking it again does nothing
     release_training_lock(tmp_path / "run" / "checkpoints" / "last.pt")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_the_lock_of_a_killed_training_is_free_while_its_forked_workers_live(tmp_path: Path) -> None:
+    """A training killed while its DataLoader workers (forked children) still run: the lock is free at once."""
+    code = (
+        "import os, sys, time\n"
+        "from monai_mixedfocal.bundle.output_dirs import lock_training\n"
+        "lock_training(sys.argv[1])\n"
+        "if os.fork() == 0:\n"  # a worker, forked after the lock was taken, that outlives its parent
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    training = subprocess.Popen(
+        [sys.executable, "-c", code, str(checkpoint)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert training.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match="another training"):
+            lock_training(checkpoint)
+        training.kill()
+        training.wait(30)
+        assert lock_training(checkpoint) == checkpoint.parent / LOCK_NAME  # the worker lives on, the lock is free
+    finally:
+        release_training_lock(checkpoint)
+        os.killpg(training.pid, signal.SIGKILL)  # the worker
+        training.wait(30)
 
 
 # --- the bundles' configs -------------------------------------------------------------------------------------------

@@ -67,11 +67,14 @@ def _rank() -> int:
 
 
 def lock_training(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike | None = None) -> Path | None:
-    """Take the lock of a training's checkpoint folder (``fcntl.flock`` on ``<folder of checkpoint>/.lock``).
+    """Take the lock of a training's checkpoint folder (a POSIX record lock, ``fcntl.lockf``, on
+    ``<folder of checkpoint>/.lock``).
 
     The lock is held until the process ends (the OS releases it when the process dies, however it dies); taking it
     again in the same process does nothing. Only rank 0 of a distributed run takes it. Where ``fcntl`` is missing
-    (Windows) nothing is locked.
+    (Windows) nothing is locked. A record lock belongs to the process alone, where an ``flock`` belongs to the open
+    file, which the processes it forks share: with ``flock`` the DataLoader workers of a killed training held its lock
+    until they noticed their parent had died (seconds), and the training started again at once was refused.
 
     Args:
         checkpoint: the resume checkpoint (``checkpoints/last.pt``); its folder is created.
@@ -96,7 +99,7 @@ def lock_training(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike 
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # e.g. a file system without locks
             os.close(fd)
@@ -120,4 +123,4 @@ def release_training_lock(checkpoint: str | os.PathLike) -> None:
     lock = Path(os.path.abspath(os.path.expanduser(os.fspath(checkpoint)))).parent / LOCK_NAME
     fd = _HELD.pop(lock, None)
     if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+        os.close(fd)  # closing the descriptor releases the lock
