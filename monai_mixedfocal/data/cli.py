@@ -25,7 +25,7 @@ from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist
 from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
-from monai_mixedfocal.data.synthetic_kits19 import synthesize_kits19
+from monai_mixedfocal.data.synthetic_kits19 import DEFAULT_SPACING, synthesize_kits19
 
 __all__ = ["register", "run_datalist", "run_synthesize", "summarize"]
 
@@ -172,8 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs=3,
         default=None,
         metavar=("SLICE", "ROW", "COLUMN"),
-        help="KiTS19: nominal voxel size in mm, slice axis first (default 2.5 1.25 1.25; each case jitters it by up to "
-        "10%%), e.g. 3 0.78 0.78 with --shape 120 512 512 for CT-sized cases",
+        help=f"KiTS19: nominal voxel size in mm, slice axis first (default {' '.join(map(str, DEFAULT_SPACING))}; each "
+        "case jitters it by up to 10%%), e.g. 3 0.78 0.78 with --shape 120 512 512 for CT-sized cases",
     )
     parser.add_argument("--case-ids", type=int, nargs="+", default=None, help="explicit case numbers")
     parser.add_argument("--no-enhancing", type=int, nargs="+", default=None, help="BraTS20: cases without ET")

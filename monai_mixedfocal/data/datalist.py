@@ -240,7 +240,7 @@ def split_datalist(
         num_folds = None
     if not items:
         raise DataError(f"{where}: the datalist has no cases")
-    if not isinstance(num_folds, int) or isinstance(num_folds, bool):
+    if not is_integer(num_folds):
         num_folds = max(item["fold"] for item in items) + 1
     if not is_integer(fold) or not 0 <= fold < num_folds:
         raise DataError(f"{where}: fold must be an integer in 0..{num_folds - 1}, got {fold!r}")
