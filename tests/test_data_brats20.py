@@ -194,5 +194,32 @@ def test_case_folders_found_at_most_three_levels_below_the_root(tmp_path: Path) 
     (tmp_path / "a" / "b" / "c" / "BraTS20_Training_001").mkdir(parents=True)
     assert [p.name for p in brats20_module.find_brats20_cases(tmp_path)] == ["BraTS20_Training_001"]
     (tmp_path / "deep" / "a" / "b" / "c" / "d" / "BraTS20_Training_002").mkdir(parents=True)
-    with pytest.raises(DataError, match="no BraTS20_Training_XXX folders"):
+    with pytest.raises(DataError, match="no BraTS20_Training_XXX folders up to 3 folder levels below it"):
         brats20_module.find_brats20_cases(tmp_path / "deep")
+
+
+def test_case_folders_at_two_levels_are_an_error(tmp_path: Path) -> None:
+    """A stray copy of some cases beside the data set would otherwise hide the data set (the shallowest level won)."""
+    for case in ("BraTS20_Training_001", "BraTS20_Training_002"):
+        (tmp_path / "MICCAI_BraTS2020_TrainingData" / case).mkdir(parents=True)
+    (tmp_path / "BraTS20_Training_001").mkdir()
+    with pytest.raises(
+        DataError,
+        match=r"case folders at more than one folder level: 1 like BraTS20_Training_001, and 2 deeper like "
+        r"MICCAI_BraTS2020_TrainingData/BraTS20_Training_001; point at the folder",
+    ):
+        brats20_module.find_brats20_cases(tmp_path)
+    assert len(brats20_module.find_brats20_cases(tmp_path / "MICCAI_BraTS2020_TrainingData")) == 2
+
+
+def test_a_training_case_without_segmentation_is_an_error(copy_root: Path, tmp_path: Path) -> None:
+    """Every BraTS20 training case has a segmentation: a missing one is an incomplete download, not an exclusion
+    that would move most cases to other folds."""
+    seg = _case_dir(copy_root, 2) / "BraTS20_Training_002_seg.nii.gz"
+    seg.rename(seg.with_name("BraTS20_Training_002_seg (1).nii.gz"))
+    with pytest.raises(
+        DataError,
+        match=r"BraTS20_Training_002: training case without BraTS20_Training_002_seg\.nii or .*_seg\.nii\.gz \(every "
+        r"BraTS20 training case has one\); found \['BraTS20_Training_002_seg \(1\)\.nii\.gz'\]: the download may be",
+    ):
+        brats20_datalist(copy_root, labels_dir=tmp_path / "masks")

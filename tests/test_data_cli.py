@@ -95,3 +95,16 @@ def test_synthesize_kits19_with_a_ct_like_spacing(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err == "error: --spacing is for kits19: the BraTS20 layout is 1 mm isotropic\n"
     assert main(["synthesize", "kits19", str(tmp_path / "n"), *args[:6], "--spacing", "3", "0", "1"]) == 2
     assert "spacing must be three positive voxel sizes in mm" in capsys.readouterr().err
+
+
+def test_a_kits19_repository_and_its_data_folder_are_one_data_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "another data set": the refusal names what differs, the paths of the same cases."""
+    root, out = tmp_path / "kits19", tmp_path / "kits19.json"
+    assert main(["synthesize", "kits19", str(root), "--cases", "3", "--shape", "16", "16", "16"]) == 0
+    assert main(["datalist", "kits19", str(root), "--out", str(out), "--folds", "2"]) == 0
+    capsys.readouterr()
+    assert main(["datalist", "kits19", str(root / "data"), "--out", str(out), "--folds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "exists for the data set" not in err and "3 case(s) listed with other paths" in err

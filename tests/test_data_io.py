@@ -14,6 +14,7 @@ import pytest
 from monai.transforms import LoadImage
 
 from monai_mixedfocal.data import DataError
+from monai_mixedfocal.data.checks import CheckedNibabelReader
 from monai_mixedfocal.data.io import check_pair, grid_offset, load_array, read_nifti_header, save_nifti
 
 STORED = np.arange(4, dtype=np.int16).reshape(2, 2, 1)
@@ -102,3 +103,44 @@ def test_grid_offset_measures_the_corners(tmp_path: Path) -> None:
     stretched = np.diag([2.5, 1.0, 1.0, 1.0])
     assert grid_offset(affine, stretched, (11, 1, 1))[0] == pytest.approx(5.0)  # 0.5 mm x 10 voxels at the far end
     assert grid_offset(affine, affine, (4, 4))[0] == 0.0  # a 2-D grid
+
+
+def _stale_pixdim(path: Path, affine: np.ndarray, zooms: tuple[float, ...], shape: tuple[int, ...] = (6, 8, 5)) -> Path:
+    """A file whose sform (code 2) is ``affine`` but whose pixdim, and so its qform's voxel size, is ``zooms``."""
+    image = nib.Nifti1Image(np.zeros(shape, np.int16), affine)
+    image.header.set_zooms(zooms)
+    image.set_sform(affine, code=2)
+    nib.save(image, path)
+    return path
+
+
+def test_a_header_that_monai_reads_on_another_grid_is_refused(tmp_path: Path) -> None:
+    """pixdim disagreeing with the sform: nibabel reads the sform, MONAI's NibabelReader swaps in the qform. The
+    datalist checks, the pair check and the training reader all refuse the file instead of training on a 1 mm grid."""
+    affine = np.array([[0, 0, -0.919, 0], [0, -0.919, 0, 0], [-5.0, 0, 0, 0], [0, 0, 0, 1]])  # KiTS19-like
+    path = _stale_pixdim(tmp_path / "imaging.nii.gz", affine, (1.0, 1.0, 1.0))
+    monai_affine = np.asarray(LoadImage(image_only=True)(path).affine)  # the premise: MONAI loads another grid
+    assert grid_offset(nib.load(path).affine, monai_affine, (6, 8, 5))[0] > 10.0
+    message = rf"{path}: inconsistent NIfTI header: pixdim \[1.0, 1.0, 1.0\] disagrees with the sform \(voxel size "
+    with pytest.raises(DataError, match=message + r"\[5.0, 0.919, 0.919\]\), so MONAI's NibabelReader .* qform"):
+        read_nifti_header(path)
+    label = save_nifti(tmp_path / "segmentation.nii.gz", np.zeros((6, 8, 5), np.uint8), affine)
+    with pytest.raises(DataError, match=message):
+        check_pair(path, label)
+    load = LoadImage(image_only=True)
+    load.register(CheckedNibabelReader())
+    with pytest.raises(DataError, match=message):
+        load(path)
+    with pytest.raises(DataError, match=rf"{path}: inconsistent NIfTI header"):
+        check_pair(label, path)  # a label with the stale header (the image is fine) is refused by name as well
+
+
+def test_headers_that_monai_loads_unchanged_pass(tmp_path: Path) -> None:
+    """Headers MONAI does not move: a consistent one, float32 rounding, and a 4-D multi-channel image (whose pixdim
+    MONAI compares with the affine's translation column too, and then rewrites pixdim only)."""
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    affine[:3, 3] = (-100.0, 20.0, 300.0)
+    read_nifti_header(save_nifti(tmp_path / "a.nii.gz", np.zeros((6, 8, 5), np.int16), affine))
+    rounded = (affine @ np.diag([1.00001, 1.0, 1.0, 1.0])).astype(np.float32)
+    read_nifti_header(save_nifti(tmp_path / "c.nii.gz", np.zeros((6, 8, 5), np.int16), rounded))
+    read_nifti_header(save_nifti(tmp_path / "d.nii.gz", np.zeros((6, 8, 5, 4), np.int16), affine))

@@ -138,6 +138,18 @@ def test_undefined_label_value_with_check_labels(copy_root: Path) -> None:
     assert len(kits19_datalist(copy_root).cases) == 3  # headers only by default
     with pytest.raises(DataError, match=r"case_00000/segmentation\.nii\.gz: label value\(s\) 3 not defined for KiTS19"):
         kits19_datalist(copy_root, check_labels=True)
+    save_nifti(label, np.where(data == 3, np.float32(0.9999999), data).astype(np.float32), image.affine)
+    with pytest.raises(DataError, match=r"label value\(s\) 0\.99999988\d* not defined"):  # not "1 not defined"
+        kits19_datalist(copy_root, check_labels=True)
+
+
+def test_the_kits21_layout_is_refused_by_name(copy_root: Path) -> None:
+    """KiTS21 names its label aggregated_MAJ_seg.nii.gz and adds a cyst label 3; it is not an incomplete KiTS19."""
+    label = copy_root / "data" / "case_00001" / "segmentation.nii.gz"
+    label.rename(label.with_name("aggregated_MAJ_seg.nii.gz"))
+    (label.parent / "segmentations").mkdir()
+    with pytest.raises(DataError, match=r"case_00001: a KiTS21 case \(aggregated_MAJ_seg\.nii\.gz; labels 1 kidney, "):
+        kits19_datalist(copy_root)
 
 
 def test_kits19_repository_of_the_repository_or_its_data_folder(tmp_path: Path) -> None:

@@ -62,13 +62,19 @@ def test_bad_input(tmp_path: Path) -> None:
         msd_datalist(root)
     root = _make(tmp_path / "c", [(8, 8, 6)], {"0": "background", "1": "a", "2": "b"})
     (root / "dataset.json").write_text(json.dumps({**json.loads((root / "dataset.json").read_text()), "labels": {}}))
-    assert msd_datalist(root, check_labels=True).labels == {}  # no labels map: nothing to check against
+    assert msd_datalist(root).labels == {}
+    with pytest.raises(DataError, match=r"dataset\.json: checking the label values needs a 'labels' map"):
+        msd_datalist(root, check_labels=True)  # asked for a check it cannot make: not a silent pass
     content = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**content, "labels": {"0": "background", "1": "a"}}))
     with pytest.raises(DataError, match=r"img_000\.nii\.gz: label value\(s\) 2 not defined for Toy"):
         msd_datalist(root, check_labels=True)
     (root / "dataset.json").write_text(json.dumps({**content, "training": []}))
     with pytest.raises(DataError, match="non-empty 'training' list"):
+        msd_datalist(root)
+    nnunet_v2 = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, "numTraining": 1}
+    (root / "dataset.json").write_text(json.dumps({**nnunet_v2, "file_ending": ".nii.gz"}))
+    with pytest.raises(DataError, match=r"'training' list \(this is an nnU-Net v2 dataset\.json, which lists no cases"):
         msd_datalist(root)
 
 

@@ -66,25 +66,42 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
     """The ``BraTS20_Training_XXX`` folders under ``root``, sorted by name.
 
     The case folders are looked for directly in ``root``, then one, two and at most three folder levels below it
-    (``<root>/a/b/c/BraTS20_Training_XXX``); the shallowest level holding any is used.
+    (``<root>/a/b/c/BraTS20_Training_XXX``); they must all lie at one level.
 
     Raises:
-        DataError: the root is missing, holds no case folder, holds the same case twice, or a ``BraTS20_Training_XXX``
-            entry that is not a folder (a broken link or a file).
+        DataError: the root is missing, holds no case folder, holds the same case twice, holds case folders at more
+            than one level (e.g. a stray copy beside the data set), or a ``BraTS20_Training_XXX`` entry that is not a
+            folder (a broken link or a file).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: BraTS20 root does not exist or is not a folder")
-    for depth in range(_MAX_DEPTH + 1):
-        pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
-        found = case_folders(p for p in root.glob(pattern) if _CASE_RE.match(p.name))
+    levels = [_cases_at_depth(root, depth) for depth in range(_MAX_DEPTH + 1)]
+    for depth, found in enumerate(levels):
         if found:
             names = [p.name for p in found]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise DataError(f"{root}: case folder(s) {duplicates[:3]} found more than once; point at one copy")
+            deeper = [p for level in levels[depth + 1 :] for p in level]
+            if deeper:
+                raise DataError(
+                    f"{root}: BraTS20 case folders at more than one folder level: {len(found)} like "
+                    f"{found[0].relative_to(root)}, and {len(deeper)} deeper like {deeper[0].relative_to(root)}; "
+                    "point at the folder holding the copy to use"
+                )
             return found
-    raise DataError(f"{root}: no BraTS20_Training_XXX folders (expected MICCAI_BraTS2020_TrainingData or its parent)")
+    raise DataError(
+        f"{root}: no BraTS20_Training_XXX folders up to {_MAX_DEPTH} folder levels below it (expected "
+        "MICCAI_BraTS2020_TrainingData or a folder above it; the validation data, without segmentations, cannot be "
+        "trained on)"
+    )
+
+
+def _cases_at_depth(root: Path, depth: int) -> list[Path]:
+    """The ``BraTS20_Training_XXX`` entries ``depth`` folder levels below ``root`` (each checked to be a folder)."""
+    pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
+    return case_folders(p for p in root.glob(pattern) if _CASE_RE.match(p.name))
 
 
 def _find_file(case_dir: Path, stem: str) -> Path | None:
@@ -237,8 +254,9 @@ def brats20_datalist(
         (T1-CE), ``"label"`` (binary ET mask) and ``"seg"`` (original segmentation).
 
     Raises:
-        DataError: a missing root, no case folders, a case folder without T1-CE, an unreadable, truncated or mismatched
-            file, a label value outside {0, 1, 2, 4}, or a mask that cannot be written in ``labels_dir``.
+        DataError: a missing root, no case folders, a case folder without T1-CE or without segmentation (an incomplete
+            download: a silently smaller data set would move most cases to other folds), an unreadable, truncated or
+            mismatched file, a label value outside {0, 1, 2, 4}, or a mask that cannot be written in ``labels_dir``.
     """
     root = Path(root)
     case_dirs = find_brats20_cases(root)
@@ -251,8 +269,11 @@ def brats20_datalist(
             raise DataError(f"{case_dir}: case folder without {case}_t1ce.nii or {case}_t1ce.nii.gz")
         seg = _find_seg(case_dir)
         if seg is None:
-            datalist.exclude(case, f"no segmentation ({case}_seg.nii[.gz])")
-            continue
+            others = sorted(p.name for p in case_dir.iterdir() if "seg" in p.name.lower())
+            raise DataError(
+                f"{case_dir}: training case without {case}_seg.nii or {case}_seg.nii.gz (every BraTS20 training case "
+                "has one)" + (f"; found {others}" if others else "") + ": the download may be incomplete"
+            )
         if validate:
             check_pair(image, seg, ndim=3)
         mask = _et_mask_path(labels_dir, case)

@@ -22,7 +22,7 @@ from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.brats20 import brats20_datalist
 from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
-from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist
+from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist, kits19_repository
 from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
 from monai_mixedfocal.data.synthetic_kits19 import DEFAULT_SPACING, synthesize_kits19
@@ -85,9 +85,10 @@ def default_labels_dir(out: Path) -> Path:
     return out.parent / f"{out.stem}_labels_et"
 
 
-def _check_replaceable(out: Path, root: Path) -> None:
+def _check_replaceable(out: Path, root: Path, source: str) -> None:
     """Without ``--force``, refuse at once (before any BraTS20 mask is written) to replace a datalist of another
-    data set root: its masks would be rewritten from the other data set's segmentations."""
+    data set root: its masks would be rewritten from the other data set's segmentations. (A KiTS19 repository and its
+    ``data/`` folder are one data set.)"""
     if not out.is_file():
         return
     try:
@@ -95,6 +96,8 @@ def _check_replaceable(out: Path, root: Path) -> None:
     except DataError:
         return  # unreadable: write_datalist reports it
     folder = root.parent if root.is_file() else root  # an MSD root may name its dataset.json
+    if source == "kits19":
+        recorded, folder = kits19_repository(recorded.resolve()), kits19_repository(folder.resolve())
     if recorded.resolve() != folder.resolve():
         raise DataError(
             f"{out}: exists for the data set in {recorded.resolve()}, not {root}; pass --force to replace it, or "
@@ -107,7 +110,7 @@ def run_datalist(args: argparse.Namespace) -> int:
     """``datalist``: list the cases, assign the folds and write the JSON; prints a summary."""
     out = Path(args.out)
     if not args.force:
-        _check_replaceable(out, Path(args.root))
+        _check_replaceable(out, Path(args.root), args.source)
     before = out.read_bytes() if out.is_file() else None
     datalist = _build(args)
     path = write_datalist(out, datalist, num_folds=args.folds, seed=args.seed, overwrite=args.force)

@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write_json",
     "case_folders",
     "check_grids",
+    "check_header_geometry",
     "check_label_values",
     "check_pair",
     "grid_offset",
@@ -95,7 +96,13 @@ def read_training_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a valid JSON {what} ({err})") from err
     if not isinstance(content, dict) or not isinstance(content.get("training"), list):
-        raise DataError(f"{path}: expected a JSON object with a 'training' list")
+        hint = (
+            " (this is an nnU-Net v2 dataset.json, which lists no cases: add the MSD 'training' list of "
+            "{'image': ..., 'label': ...} items)"
+            if isinstance(content, dict) and "file_ending" in content
+            else ""
+        )
+        raise DataError(f"{path}: expected a JSON object with a 'training' list{hint}")
     return content
 
 
@@ -168,7 +175,8 @@ def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
 
 
 def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> nib.Nifti1Image:
-    """Open a NIfTI file lazily (header only) and check that it is readable and, optionally, complete.
+    """Open a NIfTI file lazily (header only) and check that it is readable, that MONAI loads it with nibabel's affine
+    (:func:`check_header_geometry`) and, optionally, that it is complete.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
@@ -178,7 +186,8 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
         The lazily loaded nibabel image (voxels not read).
 
     Raises:
-        DataError: the file is missing, not NIfTI, unreadable or truncated.
+        DataError: the file is missing, not NIfTI, unreadable, truncated, or its header gives MONAI another voxel grid
+            than nibabel.
     """
     path = Path(path)
     if not path.is_file():
@@ -189,6 +198,7 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
         raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
     if not isinstance(image, nib.Nifti1Image):
         raise DataError(f"{path}: expected a NIfTI-1/2 image, got {type(image).__name__}")
+    check_header_geometry(path, image)
     if check_complete:
         try:
             _check_complete(path, image)
@@ -197,6 +207,48 @@ def read_nifti_header(path: str | os.PathLike, check_complete: bool = True) -> n
         except NIFTI_READ_ERRORS as err:
             raise DataError(f"{path}: cannot check that the file is complete ({err})") from err
     return image
+
+
+def check_header_geometry(path: str | os.PathLike, image: nib.Nifti1Image) -> None:
+    """Check that MONAI's readers load ``image`` on the voxel grid nibabel reads from its header.
+
+    A NIfTI header states the voxel size three times: in ``pixdim``, in the qform and in the sform. When ``pixdim``
+    disagrees with the affine nibabel uses (the sform, when its code is set), MONAI's ``NibabelReader`` calls
+    :func:`monai.data.utils.correct_nifti_header_if_necessary`, which replaces the sform by the qform (or the reverse)
+    when that one agrees with ``pixdim``. Such a file would then pass every check made with nibabel and still be
+    trained on another voxel size, orientation or position; a header that disagrees with itself is refused instead,
+    naming both grids.
+
+    Args:
+        path: the file (for the message).
+        image: its nibabel image (header only is enough).
+
+    Raises:
+        DataError: the two grids lie more than :data:`GRID_TOLERANCE` voxels apart.
+    """
+    ndim = int(image.header["dim"][0])
+    if ndim >= 5 or np.allclose(image.header.get_zooms()[:ndim], _voxel_size(image.affine, ndim)):
+        return  # MONAI keeps such a header as it is (the first test of correct_nifti_header_if_necessary)
+    from monai.data.utils import correct_nifti_header_if_necessary  # slow to import: only for the rare bad header
+
+    loaded = correct_nifti_header_if_necessary(type(image)(image.dataobj, image.affine, image.header)).affine
+    distance, spacing = grid_offset(image.affine, loaded, image.shape[:3])
+    if not distance <= GRID_TOLERANCE * spacing:
+        sizes = [_voxel_size(affine, 3).round(4).tolist() for affine in (image.affine, loaded)]
+        used, other = ("sform", "qform") if image.header["sform_code"] > 0 else ("qform", "sform")
+        pixdim = [round(float(z), 4) for z in image.header.get_zooms()[:3]]
+        raise DataError(
+            f"{path}: inconsistent NIfTI header: pixdim {pixdim} disagrees with the {used} (voxel size {sizes[0]}), so "
+            f"MONAI's NibabelReader would load the file with the {other} instead (voxel size {sizes[1]}), up to "
+            f"{distance:.3g} mm away from the grid nibabel reads. Make the header agree with itself and save the file "
+            "again (with nibabel: img.set_qform(affine) and img.set_sform(affine) with the right affine; set_qform "
+            "also sets pixdim)"
+        )
+
+
+def _voxel_size(affine: Any, ndim: int) -> np.ndarray:
+    """The column norms of an affine's first ``ndim`` columns, as MONAI's ``affine_to_spacing`` computes them."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:ndim, :ndim], axis=0)
 
 
 def load_array(path: str | os.PathLike, image: nib.Nifti1Image | None = None) -> np.ndarray:
@@ -249,7 +301,7 @@ def check_label_values(
     values = np.unique(array)
     undefined = sorted(set(values.tolist()) - {float(v) for v in allowed})
     if undefined:
-        shown = ", ".join(f"{v:g}" for v in undefined[:10])
+        shown = ", ".join(f"{v:g}" if float(v).is_integer() else repr(v) for v in undefined[:10])
         defined = ", ".join(map(str, sorted(allowed)))
         raise DataError(f"{path}: label value(s) {shown} not defined for {dataset} (defined: {defined})")
     return values

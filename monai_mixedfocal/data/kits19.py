@@ -119,6 +119,12 @@ def kits19_datalist(
             continue
         if not label.is_file():
             if int(case_dir.name[len("case_") :]) < KITS19_LABELLED_CASES:
+                kits21 = sorted(p.name for p in case_dir.glob("aggregated_*_seg.nii*"))
+                if kits21:
+                    raise DataError(
+                        f"{case_dir}: a KiTS21 case ({kits21[0]}; labels 1 kidney, 2 tumour, 3 cyst), not the KiTS19 "
+                        "layout this loader reads; list KiTS21 with `datalist msd` and a dataset.json naming its labels"
+                    )
                 others = sorted(p.name for p in case_dir.iterdir() if p.name.lower().startswith("segmentation"))
                 raise DataError(
                     f"{case_dir}: labelled case (KiTS19 cases 0-{KITS19_LABELLED_CASES - 1} have one) without "

@@ -83,6 +83,8 @@ def msd_datalist(
         path = path / "dataset.json"
     content = _read_json(path)
     labels = _labels(content, path)
+    if check_labels and not labels:
+        raise DataError(f"{path}: checking the label values needs a 'labels' map (value -> name) in the file")
     datalist = Datalist(base_dir=path.parent, source="msd", labels=labels, name=str(content.get("name", "MSD")))
     seen: set[str] = set()
     for index, item in enumerate(content["training"]):
@@ -101,7 +103,7 @@ def msd_datalist(
             for image in images:
                 if is_nifti(image):
                     _, label_image = check_pair(image, label, ndim=None)
-            if check_labels and labels:
+            if check_labels:
                 check_label_values(label, load_array(label, label_image), [int(k) for k in labels], datalist.name)
         image_value: str | list[str] = (
             [datalist.relative(i) for i in images] if isinstance(item["image"], list) else datalist.relative(images[0])
