@@ -68,19 +68,33 @@ def changed_entries(
 ) -> list[str]:
     """``"key: recorded -> current"`` for each of ``keys`` (default: the keys of both, in order) whose values differ.
 
-    Values are shown as Python literals (``'0' -> '1'``), shortened to ``width`` characters; a missing one as
+    Values are shown as Python literals (``'0' -> '1'``), shortened to about ``width`` characters around their first
+    difference (two long descriptions of a loss that differ in one weight show that weight); a missing one as
     ``(unset)``.
     """
 
-    def shown(mapping: Mapping[str, Any], key: str) -> str:
+    def shown(mapping: Mapping[str, Any], key: str, start: int) -> str:
         if key not in mapping:
             return "(unset)"
         text = repr(mapping[key])
-        return text if len(text) <= width else text[: width - 3] + "..."
+        if len(text) <= width:
+            return text
+        end = start + width - 3
+        return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+
+    def first_difference(key: str) -> int:
+        if key not in recorded or key not in current:
+            return 0
+        a, b = repr(recorded[key]), repr(current[key])
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return max(0, same - width // 3) if max(len(a), len(b)) > width else 0
 
     keys = dict.fromkeys([*recorded, *current] if keys is None else keys)
     changed = [key for key in keys if (key in recorded, recorded.get(key)) != (key in current, current.get(key))]
-    return [f"{key}: {shown(recorded, key)} -> {shown(current, key)}" for key in changed]
+    return [
+        f"{key}: {shown(recorded, key, first_difference(key))} -> {shown(current, key, first_difference(key))}"
+        for key in changed
+    ]
 
 
 def is_integer(value: object) -> bool:

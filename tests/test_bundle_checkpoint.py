@@ -41,6 +41,7 @@ class _Run:
         resume: bool = True,
         settings: dict[str, str] | None = None,
         saver_class: type[CheckpointSaver] = AtomicCheckpointSaver,
+        training_data: list[dict[str, str]] | None = None,
     ) -> None:
         self.model = torch.nn.Linear(2, 1)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.1)
@@ -85,6 +86,7 @@ class _Run:
             {"model": self.model, "optimizer": self.optimizer, "lr_scheduler": self.scheduler, "best": self.saver},
             resume=resume,
             run_settings=settings,
+            training_data=training_data,
         )
         self.handler.attach(self.trainer)
         if stop_after is not None:
@@ -154,10 +156,17 @@ def test_finished_or_exhausted_runs_start_over(
     tmp_path: Path, first_epochs: int, stop_after: int | None, second_epochs: int, message: str, caplog
 ) -> None:
     _Run(tmp_path, max_epochs=first_epochs, stop_after=stop_after).run()
+    best = (tmp_path / "model.pt").read_bytes()
     second = _Run(tmp_path, max_epochs=second_epochs)
     second.run()
     assert second.epochs_run == list(range(1, second_epochs + 1))
     assert message in caplog.text
+    kept = tmp_path / "model_of_finished_run.pt"  # the finished run's best model survives the new run
+    if stop_after is None:
+        assert kept.read_bytes() == best and f"the finished run's model.pt is kept as {kept}" in caplog.text
+        assert (tmp_path / "model.pt").read_bytes() != best  # replaced by the new run's, as MONAI Label expects
+    else:
+        assert not kept.exists()
 
 
 def test_resume_false_starts_over(tmp_path: Path) -> None:
@@ -222,6 +231,67 @@ def test_evaluation_on_another_fold_of_the_same_data_is_refused(tmp_path: Path) 
     check_evaluation_split(tmp_path / "last.pt", run_settings("/data/kits19", None, 2, 5, 0, "focal"))
     check_evaluation_split(tmp_path / "last.pt", run_settings("/data/external", None, 0, 5, 0, "dice"))  # other data
     check_evaluation_split(tmp_path / "none.pt", run_settings("/data/kits19", None, 0, 5, 0, "dice"))  # no record
+
+
+def test_a_resume_with_other_training_options_or_loss_settings_is_refused(tmp_path: Path) -> None:
+    """The learning rate would come back from the optimizer state, the patch size would silently change the run, and
+    a ``_target_`` loss with other weights was recorded like the first (``str(module)`` omits them): all refused. A
+    record without options (an older version) still resumes."""
+    options = {"learning_rate": 3e-4, "patch_size": [160, 160, 80]}
+    dice_ce = monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)
+    first = run_settings("/data/kits19", None, 0, 5, 0, dice_ce, {}, seed=0, options=options)
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=first).run()
+    for change, shown in [
+        ({"options": {**options, "learning_rate": 0.05}}, r"learning_rate: '0.0003' -> '0.05'"),
+        ({"options": {**options, "patch_size": [64, 64, 32]}}, r"patch_size: '\[160, 160, 80\]' -> '\[64, 64, 32\]'"),
+        ({"loss": monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, lambda_dice=5.0)}, r"loss: .*lambda_dice"),
+        ({"loss": monai.losses.DiceCELoss(sigmoid=True, to_onehot_y=True)}, r"loss: "),
+    ]:
+        settings = run_settings(
+            "/data/kits19",
+            None,
+            0,
+            5,
+            0,
+            change.get("loss", dice_ce),
+            {},
+            seed=0,
+            options=change.get("options", options),
+        )
+        with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(.*" + shown):
+            check_resume(tmp_path / "last.pt", True, settings, epochs=4)
+    check_resume(tmp_path / "last.pt", True, dict(first), epochs=4)
+    check_resume(tmp_path / "last.pt", True, {**first, "aug_prob": "0.5"}, epochs=4)  # not recorded then: resumes
+    with pytest.raises(ValueError, match=r"options \['fold'\] clash"):
+        run_settings("/data/kits19", None, 0, 5, 0, "dice", options={"fold": 1})
+
+
+def test_evaluation_on_training_cases_is_refused_however_the_data_are_named(tmp_path: Path) -> None:
+    """The training images are recorded by their real paths: the same cases reached through a link, or listed from a
+    datalist instead of the folder (other settings strings), are still refused; other cases pass."""
+    data = tmp_path / "kits19" / "data"
+    images = [data / f"case_{i:05d}" / "imaging.nii.gz" for i in range(4)]
+    for image in images:
+        image.parent.mkdir(parents=True)
+        image.write_bytes(b"")
+    (tmp_path / "link").symlink_to(data)
+    trained = [{"image": str(image)} for image in images[:3]]
+    _Run(tmp_path / "run", max_epochs=1, settings=FOLD0, training_data=trained).run()
+    assert json.loads((tmp_path / "run" / "last.json").read_text())["training_images"] == [str(i) for i in images[:3]]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training_images"] == [
+        str(i) for i in images[:3]
+    ]
+    via_link = [{"image": str(tmp_path / "link" / "case_00002" / "imaging.nii.gz")}, {"image": str(images[3])}]
+    other_names = run_settings(str(tmp_path / "link"), str(tmp_path / "datalist.json"), 1, 5, 0, "dice")
+    with pytest.raises(
+        ValueError, match=rf"1 of the 2 evaluation case\(s\) are training cases .* e\.g\. {images[2]}: "
+    ):
+        check_evaluation_split(tmp_path / "run" / "last.pt", other_names, via_link)
+    check_evaluation_split(tmp_path / "run" / "last.pt", other_names, [{"image": str(images[3])}])
+    check_evaluation_split(tmp_path / "run" / "last.pt", FOLD0, [{"image": str(images[3])}])  # the images decide
+    (tmp_path / "run" / "last.pt").unlink()  # last.json records them too
+    with pytest.raises(ValueError, match=r"1 of the 2 evaluation case\(s\) are training cases"):
+        check_evaluation_split(tmp_path / "run" / "last.pt", other_names, via_link)
 
 
 FOLD0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {"softmax": True})

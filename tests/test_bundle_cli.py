@@ -92,7 +92,11 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
 
     # evaluating another fold of the same data would score the model on its training cases: refused at start
     refused = run_bundle(KITS, [*EVALUATE, *cli_args({**values, "fold": 1})], check=False)
-    assert refused.returncode != 0 and "trained on the same data with another split" in refused.stderr
+    assert refused.returncode != 0 and "are training cases of the model in this bundle_root" in refused.stderr
+    # ... however the data set is named: the repository's data/ folder lists the same files
+    as_data = {**values, "fold": 1, "dataset_dir": str(kits_data / "data")}
+    refused = run_bundle(KITS, [*EVALUATE, *cli_args(as_data)], check=False)
+    assert refused.returncode != 0 and "are training cases of the model in this bundle_root" in refused.stderr
     assert not (tmp_path / "eval" / "per_case_metrics.csv").exists()
     run_bundle(KITS, [*EVALUATE, *cli_args({**values, "save_predictions": "true"})])  # lowercase, as fire passes it
     table = pd.read_csv(tmp_path / "eval" / "per_case_metrics.csv")
@@ -113,6 +117,18 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     seg = nib.load(tmp_path / "infer" / "data" / "case_00000" / "imaging_seg.nii.gz")
     assert seg.shape == image.shape and np.allclose(seg.affine, image.affine)
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+    # a user's own file, outside dataset_dir: its label map lands in output_dir, not beside the file
+    own = tmp_path / "user" / "sub" / "patient_ct.nii.gz"
+    own.parent.mkdir(parents=True)
+    shutil.copy(kits_data / "data" / "case_00000" / "imaging.nii.gz", own)
+    run_bundle(
+        KITS, [*INFER, *cli_args({**_infer(values), "datalist": [str(own)], "output_dir": str(tmp_path / "own")})]
+    )
+    assert [p.relative_to(tmp_path / "own") for p in (tmp_path / "own").rglob("*.nii.gz")] == [
+        Path("sub/patient_ct_seg.nii.gz")
+    ]
+    assert list(own.parent.iterdir()) == [own]
+    assert np.array_equal(nib.load(tmp_path / "own" / "sub" / "patient_ct_seg.nii.gz").dataobj, seg.dataobj)
     print(f"kits19 CLI training, 3 epochs x 3 iterations: {train_s:.0f} s")
 
 
@@ -225,6 +241,7 @@ def _torchrun_training(data: Path, root: Path, processes: int, env: dict[str, st
     cmd += ["--config_file", config, *cli_args(values)]
     proc = subprocess.run(cmd, cwd=KITS, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert (proc.stdout + proc.stderr).count("Current learning rate") == 2  # once per epoch: rank 0 logs progress
     assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt"]
     last = torch.load(root / "checkpoints" / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 4

@@ -20,7 +20,7 @@ from bundle_utils import make_data
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.handlers import IgniteMetricHandler, from_engine
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import AsDiscreted, Compose
 from monai.utils import version_leq
 
@@ -30,6 +30,8 @@ from monai_mixedfocal.bundle import (
     check_sliding_window,
     check_training_setup,
     find_images,
+    inference_images,
+    inference_root,
     load_split,
     prediction_root,
     protect_key,
@@ -97,6 +99,15 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
         ({"num_classes": 2}, r"--num_classes must be at least 3, .* \(0 background, 1 kidney, 2 tumor\); got 2"),
         ({"num_classes": 3.0}, "--num_classes must be at least 3"),
         ({"num_classes": 1, "labels": BRATS20_LABELS}, r"at least 2, .* \(0 background, 1 enhancing tumor\); got 1"),
+        ({"world_size": 2}, r"1 validation case\(s\) for 2 processes: each process validates at least one case"),
+        (
+            {"loss_function": DiceCELoss(softmax=True)},  # no to_onehot_y: failed at the first step, after caching
+            r"the loss DiceCELoss fails on a network output \[1, 3, 4, 4, 4\] and a class-index label .* to_onehot_y",
+        ),
+        (
+            {"loss_function": DiceLoss(softmax=True, to_onehot_y=True, reduction="none")},
+            r"the loss DiceLoss returns a Tensor of shape \(1, 3, 1, 1, 1\), not a scalar tensor",
+        ),
     ],
 )
 def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, message: str) -> None:
@@ -115,6 +126,7 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     }
     summary = check_training_setup(**setup)
     check_training_setup(**{**setup, "num_classes": 4})  # an extra, always empty class is the user's choice
+    check_training_setup(**{**setup, "loss_function": DiceCELoss(softmax=True, to_onehot_y=True)})  # a _target_ loss
     assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
     with pytest.raises(ValueError, match=message):
         check_training_setup(**{**setup, **change})
@@ -225,6 +237,30 @@ def test_find_images(kits_root: Path, tmp_path: Path) -> None:
     damaged.write_bytes(Path(images[0]).read_bytes()[:-100])
     with pytest.raises(DataError, match=r"damaged/case_00000/imaging\.nii\.gz: truncated"):
         find_images(tmp_path / "damaged", "**/imaging.nii.gz")
+
+
+def test_inference_images_and_their_output_root(kits_root: Path, tmp_path: Path) -> None:
+    """Without --datalist, the files matching the pattern; with it, the listed files (checked), whose label maps mirror
+    their own folders under output_dir instead of the default dataset_dir's."""
+    found = find_images(kits_root, "**/imaging.nii.gz")
+    assert inference_images(kits_root, "**/imaging.nii.gz") == found
+    assert inference_root("/workspace/data/kits19") == "/workspace/data/kits19"  # no file read (MONAI Label)
+    own = tmp_path / "user" / "sub" / "ct.nii.gz"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(Path(found[0]).read_bytes())
+    assert inference_images("/workspace/data/kits19", "*", [str(own)]) == [str(own)]
+    assert inference_images("/workspace/data/kits19", "*", str(own)) == [str(own)]  # one file
+    assert inference_root("/workspace/data/kits19", [str(own)]) == str(tmp_path / "user")
+    assert inference_root(kits_root, found[:2]) == str(kits_root)  # under dataset_dir: its layout
+    with pytest.raises(DataError, match=r"a JSON datalist; inference takes a list of image files"):
+        inference_images(kits_root, "*", str(tmp_path / "datalist.json"))
+    with pytest.raises(DataError, match=r"missing\.nii\.gz: image file not found \(listed in --datalist\)"):
+        inference_images(kits_root, "*", [str(own), str(tmp_path / "missing.nii.gz")])
+    with pytest.raises(DataError, match=r"must be a list of image files, got \[\]"):
+        inference_images(kits_root, "*", [])
+    own.write_bytes(own.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"sub/ct\.nii\.gz: truncated"):
+        inference_images(kits_root, "*", [str(own)])
 
 
 def test_protect_key_lets_spacingd_run_with_monai_labels_image_path(kits_root: Path) -> None:

@@ -96,11 +96,12 @@ def test_image_only_variant_and_bad_arguments(kits_case: dict[str, str]) -> None
         kits19_deterministic_transforms(axcodes="RA")
 
 
-def test_brats20_whole_volume_zscore_as_in_the_paper(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nonzero", [False, "false", "False"])  # "false": --zscore_nonzero false, as fire passes it
+def test_brats20_whole_volume_zscore_as_in_the_paper(tmp_path: Path, nonzero: bool | str) -> None:
     """``nonzero=False``: MIScnn's z-score over every voxel, background included (the paper's)."""
     folder = synthesize_brats20(tmp_path, case_ids=[7], shape=(32, 32, 24))[0]
     path = str(folder / "BraTS20_Training_007_t1ce.nii.gz")
-    image = Compose(brats20_deterministic_transforms(label_key=None, nonzero=False))({"image": path})["image"][0]
+    image = Compose(brats20_deterministic_transforms(label_key=None, nonzero=nonzero))({"image": path})["image"][0]
     raw = np.asarray(nib.load(path).dataobj, dtype=np.float64)
     assert abs(float(image.mean())) < 1e-4 and float(image.std()) == pytest.approx(1.0, abs=1e-3)
     background = float(image[torch.as_tensor(raw == 0)].unique().item())

@@ -154,9 +154,27 @@ def test_a_training_killed_before_its_last_json_was_written_counts_as_trained(tm
 
 def test_the_settings_of_the_bundle_command_are_those_the_bundle_records(tmp_path: Path) -> None:
     """The study works out the run_settings and schedule of a run from the bundle's configs and its overrides."""
-    run = _run(tmp_path, "focal", 1, seed=3, loss_kwargs={"gamma": 2.0}, **{"train#trainer#max_epochs": 4})
+    run = _run(
+        tmp_path, "focal", 1, seed=3, loss_kwargs={"gamma": 2.0}, learning_rate=0.01, **{"train#trainer#max_epochs": 4}
+    )
     settings, epochs = run.bundle_run_settings()
-    expected = run_settings(tmp_path / "data", tmp_path / "datalist.json", 1, 2, 0, "focal", {"gamma": 2.0}, 3)
+    options = {  # the bundle's defaults, but for the override
+        "learning_rate": 0.01,
+        "min_learning_rate": 1e-06,
+        "lr_factor": 0.1,
+        "lr_patience": 10,
+        "iterations_per_epoch": 100,
+        "batch_size": 2,
+        "patch_size": [160, 160, 80],
+        "patch_sampling": "random",
+        "crop_ratios": [1, 1, 1],
+        "aug_prob": 0.15,
+        "pixdim": [1.62, 1.62, 3.22],
+        "hu_range": [-79, 304],
+    }
+    expected = run_settings(
+        tmp_path / "data", tmp_path / "datalist.json", 1, 2, 0, "focal", {"gamma": 2.0}, 3, options=options
+    )
     assert settings == expected and epochs == 4
 
 

@@ -54,3 +54,12 @@ def test_a_failed_atomic_write_names_the_target_not_the_temporary_file(
         atomic_write_bytes(target, b"{}")
     assert ".tmp" not in str(directory.value) and str(target) in str(directory.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dl.json"]
+
+
+def test_changed_entries_shows_long_values_around_their_first_difference() -> None:
+    """Two long descriptions that differ in one weight: the weight is shown, not their common beginning."""
+    recorded = {"loss": "DiceCELoss" + "{" + ", ".join(f'"p{i}": {i}' for i in range(20)) + ', "lambda_dice": 1.0}'}
+    current = {"loss": recorded["loss"].replace('"lambda_dice": 1.0', '"lambda_dice": 5.0')}
+    (entry,) = changed_entries(recorded, current)
+    assert '"lambda_dice": 1.0}' in entry and '"lambda_dice": 5.0}' in entry and entry.startswith("loss: ...")
+    assert changed_entries({"a": "x" * 100}, {"a": "y"}) == [f"a: '{'x' * 56}... -> 'y'"]

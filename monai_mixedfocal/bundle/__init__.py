@@ -6,7 +6,9 @@
 - :func:`load_split`, :func:`find_images`, :func:`check_training_setup`, :func:`check_sliding_window`: the data and
   settings of a run, checked at start;
   :data:`DATA_SOURCES`: the data sets :func:`load_split` lists from their own folder layout.
-- :func:`prediction_root`: the folder saved predictions mirror, so that they land inside ``output_dir``.
+- :func:`inference_images`: the images inference segments (``--datalist`` files, or those found under ``dataset_dir``).
+- :func:`prediction_root`, :func:`inference_root`: the folder saved predictions mirror, so that they land inside
+  ``output_dir``.
 - :func:`patch_sampling`: the training patches, uniformly random (the paper) or centred on each class in turn;
   :data:`PATCH_SAMPLING_MODES`: its modes (``"random"``, ``"by_class"``).
 - :func:`keep_freed_memory`: glibc's ``malloc`` keeps freed memory for reuse (no page faults of fresh tensors).
@@ -50,6 +52,8 @@ from monai_mixedfocal.bundle.startup import (
     check_sliding_window,
     check_training_setup,
     find_images,
+    inference_images,
+    inference_root,
     load_split,
     prediction_root,
 )
@@ -74,6 +78,8 @@ __all__ = [
     "check_training_setup",
     "check_writable",
     "find_images",
+    "inference_images",
+    "inference_root",
     "keep_freed_memory",
     "load_checkpoint",
     "load_split",

@@ -35,7 +35,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,12 @@ from monai_mixedfocal.bundle.model_saver import load_checkpoint
 from monai_mixedfocal.bundle.output_dirs import lock_training
 from monai_mixedfocal.bundle.run_settings import (
     SETTINGS_KEY,
+    TRAINING_IMAGES_KEY,
     refuse_another_run,
     run_settings_file,
     settings_in,
     trainer_epochs,
+    training_images,
 )
 from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
 
@@ -91,6 +93,12 @@ class _KeyMetricState:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.saver.load_state_dict(dict(state_dict))
+
+    def best_model_file(self) -> Path | None:
+        """The file the saver writes its best model to (``models/model.pt``), or ``None`` if it names none."""
+        handler = getattr(self.saver, _KEY_METRIC_ATTRIBUTE).save_handler
+        dirname, fixed = getattr(handler, "dirname", None), getattr(handler, "filename", None)
+        return None if dirname is None or fixed is None else Path(dirname) / fixed
 
     def existing(self, state_dict: Any, source: Path) -> Any:
         """``state_dict`` without the saved best models whose file is missing or cannot be read (with a warning).
@@ -150,16 +158,20 @@ class ResumeCheckpoint:
             resumed: loading raises instead.
         lock: hold the lock of the checkpoint's folder from :meth:`attach` on
             (:func:`~monai_mixedfocal.bundle.output_dirs.lock_training`).
+        training_data: the run's training items (all ranks'); the real paths of their images are recorded with the
+            run settings, so that an evaluation can refuse the model's own training cases
+            (:func:`~monai_mixedfocal.bundle.run_settings.check_evaluation_split`).
 
     Raises:
-        ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``, ``run_settings``).
+        ValueError: an empty ``save_dict`` or a reserved key (``trainer``, ``scaler``, ``run_settings``,
+            ``training_images``).
 
     Example:
         >>> handler = ResumeCheckpoint("checkpoints/last.pt", {"model": net, "optimizer": opt})  # doctest: +SKIP
         >>> handler.attach(trainer)  # doctest: +SKIP
     """
 
-    reserved_keys: tuple[str, ...] = ("trainer", "scaler", SETTINGS_KEY)
+    reserved_keys: tuple[str, ...] = ("trainer", "scaler", SETTINGS_KEY, TRAINING_IMAGES_KEY)
 
     def __init__(
         self,
@@ -169,6 +181,7 @@ class ResumeCheckpoint:
         map_location: str | torch.device | None = "cpu",
         run_settings: Mapping[str, Any] | None = None,
         lock: bool = True,
+        training_data: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         objects = {str(k): v for k, v in dict(save_dict).items() if v is not None}
         if not objects:
@@ -176,8 +189,8 @@ class ResumeCheckpoint:
         clash = sorted(set(objects) & set(self.reserved_keys))
         if clash:
             raise ValueError(
-                f"save_dict keys {clash} are reserved: the handler adds the trainer, its AMP scaler and the run "
-                "settings."
+                f"save_dict keys {clash} are reserved: the handler adds the trainer, its AMP scaler, the run "
+                "settings and the training images."
             )
         self.path = Path(path)
         self.save_dict = objects
@@ -185,6 +198,7 @@ class ResumeCheckpoint:
         self.map_location = map_location
         self.run_settings = None if run_settings is None else {str(k): str(v) for k, v in run_settings.items()}
         self.lock = bool(lock)
+        self.training_images = None if training_data is None else training_images(training_data)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -214,14 +228,37 @@ class ResumeCheckpoint:
         content = {key: obj.state_dict() for key, obj in self._objects(engine).items()}
         if self.run_settings is not None:
             content[SETTINGS_KEY] = dict(self.run_settings)  # the single atomic record; last.json is a copy
+        if self.training_images is not None:
+            content[TRAINING_IMAGES_KEY] = list(self.training_images)
         buffer = io.BytesIO()
         torch.save(content, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
         if self.run_settings is not None:
             state = engine.state
-            record = {"run_settings": self.run_settings, "epoch": state.epoch, "max_epochs": state.max_epochs}
+            record: dict[str, Any] = {
+                "run_settings": self.run_settings,
+                "epoch": state.epoch,
+                "max_epochs": state.max_epochs,
+            }
+            if self.training_images is not None:
+                record[TRAINING_IMAGES_KEY] = self.training_images
             atomic_write_json(run_settings_file(self.path), record)
         self.logger.info(f"saved the resume checkpoint {self.path} (epoch {engine.state.epoch})")
+
+    def _keep_best_models(self, objects: Mapping[str, Any]) -> list[tuple[Path, Path]]:
+        """Copy the best models of a finished run (``models/model.pt``) beside the checkpoint, as
+        ``<name>_of_finished_run.pt``, before a new run in the same folder replaces them at its first validation
+        (rank 0 only; an earlier copy is replaced). Returns ``(model, copy)`` pairs."""
+        kept = []
+        for obj in objects.values():
+            model = obj.best_model_file() if isinstance(obj, _KeyMetricState) else None
+            if model is None or not model.is_file():
+                continue
+            copy = self.path.parent / f"{model.stem}_of_finished_run{model.suffix}"
+            if idist.get_rank() == 0:
+                atomic_write_bytes(copy, model.read_bytes())
+            kept.append((model, copy))
+        return kept
 
     def load(self, engine: Engine) -> None:
         """Resume from the checkpoint if it exists, holds an interrupted run and epochs are left to train.
@@ -252,9 +289,12 @@ class ResumeCheckpoint:
         done, planned = trainer_epochs(checkpoint["trainer"])
         max_epochs = engine.state.max_epochs
         if done >= planned:
+            kept = self._keep_best_models(objects)
             self.logger.warning(
                 f"{self.path} is from a finished run ({done} of {planned} epochs; a finished run is not extended): "
-                "starting a new run, which overwrites it after its first epoch."
+                "starting a new run, which overwrites it after its first epoch"
+                + "".join(f"; the finished run's {old.name} is kept as {copy}" for old, copy in kept)
+                + "."
             )
             return
         if max_epochs is not None and done >= max_epochs:

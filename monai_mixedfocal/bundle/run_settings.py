@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from monai_mixedfocal.bundle.model_saver import load_checkpoint
 from monai_mixedfocal.utils import changed_entries
@@ -23,9 +25,11 @@ from monai_mixedfocal.utils import changed_entries
 __all__ = [
     "SETTINGS_KEY",
     "SPLIT_KEYS",
+    "TRAINING_IMAGES_KEY",
     "check_evaluation_split",
     "check_resume",
     "checkpoint_progress",
+    "describe_loss",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
@@ -33,10 +37,14 @@ __all__ = [
     "run_settings_file",
     "settings_in",
     "trainer_epochs",
+    "training_images",
 ]
 
 #: the key of the run's settings inside the resume checkpoint (beside the state dicts), and in ``last.json``
 SETTINGS_KEY = "run_settings"
+
+#: the key of the real paths of the run's training images, inside the resume checkpoint and in ``last.json``
+TRAINING_IMAGES_KEY = "training_images"
 
 #: the settings that choose a run's training and validation cases
 SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "fold_seed")
@@ -51,28 +59,106 @@ def run_settings(
     loss: Any,
     loss_kwargs: Mapping[str, Any] | None = None,
     seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """A run's identity as text: absolute data paths, the split, the loss (a name, or the loss object's ``str``) and
-    the seed (of the initial weights and of every epoch's training data; ``""`` when not given).
+    """A run's identity as text: absolute data paths, the split, the loss (a name, or the loss object described by
+    :func:`describe_loss`), the seed (of the initial weights and of every epoch's training data; ``""`` when not given)
+    and the training ``options`` (JSON text each).
+
+    The options are the values that a resumed run would silently ignore or that change what it trains on: the
+    learning-rate schedule and the epoch length come back from the checkpoint's optimizer, scheduler and trainer
+    states, the patches and preprocessing would differ from the interrupted run's. Recording them makes a resume with
+    another value refused instead (:func:`refuse_another_run`); a record without them (an older version) resumes.
+
+    Raises:
+        ValueError: an option named like one of the other settings.
 
     Example:
-        >>> run_settings("/data/kits19", None, 0, 5, 0, "dice")["fold"]
-        '0'
+        >>> run_settings("/data/kits19", None, 0, 5, 0, "dice", options={"learning_rate": 3e-4})["learning_rate"]
+        '0.0003'
     """
 
     def path(value: str | os.PathLike | None) -> str:
         return "" if value in (None, "") else os.path.abspath(os.path.expanduser(os.fspath(value)))
 
-    return {
+    settings = {
         "dataset_dir": path(dataset_dir),
         "datalist": path(datalist),
         "fold": str(fold),
         "num_folds": str(num_folds),
         "fold_seed": str(fold_seed),
-        "loss": str(loss),
+        "loss": describe_loss(loss),
         "loss_kwargs": json.dumps(dict(loss_kwargs or {}), sort_keys=True, default=str),
         "seed": "" if seed is None else str(seed),
     }
+    clash = sorted(set(options or {}) & set(settings))
+    if clash:
+        raise ValueError(f"run_settings options {clash} clash with the settings of the same name")
+    settings.update({str(k): json.dumps(v, sort_keys=True, default=str) for k, v in dict(options or {}).items()})
+    return settings
+
+
+def describe_loss(loss: Any) -> str:
+    """A loss as recorded in the run settings: a registry name as it is; a module as its class and its settings.
+
+    ``str(module)`` names only the class and its sub-modules (``DiceCELoss((dice): DiceLoss() ...)``), so two losses
+    with other weights or activations would look alike. The description holds the class's full name and, as JSON, its
+    public attributes that are numbers, strings, booleans, ``None`` or lists of them, its small buffers, callables by
+    name, and its sub-modules described the same way.
+
+    Example:
+        >>> import monai
+        >>> describe_loss(monai.losses.DiceCELoss(lambda_dice=2.0)) != describe_loss(monai.losses.DiceCELoss())
+        True
+    """
+    if not isinstance(loss, torch.nn.Module):
+        return str(loss)
+    return _class_name(loss) + json.dumps(_loss_fields(loss), sort_keys=True)
+
+
+def _class_name(module: torch.nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def _loss_fields(module: torch.nn.Module) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or name == "training":
+            continue
+        if value is None or isinstance(value, (bool, int, float, str)):
+            fields[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            fields[name] = list(value)
+        elif isinstance(value, torch.Tensor):
+            fields[name] = _tensor_field(value)
+        elif callable(value) and not isinstance(value, torch.nn.Module):
+            fields[name] = getattr(value, "__qualname__", type(value).__qualname__)
+    for name, buffer in module.named_buffers(recurse=False):
+        fields[name] = _tensor_field(buffer)
+    for name, child in module.named_children():
+        fields[name] = {"class": _class_name(child), **_loss_fields(child)}
+    return fields
+
+
+def _tensor_field(tensor: torch.Tensor) -> Any:
+    return tensor.tolist() if tensor.numel() <= 64 else f"tensor{list(tensor.shape)} sum {float(tensor.sum()):.6g}"
+
+
+def training_images(items: Iterable[Mapping[str, Any]], key: str = "image") -> list[str]:
+    """The real paths (symbolic links resolved) of the images of datalist items, sorted; a list of files gives each.
+
+    One file reached through another root (a KiTS19 repository or its ``data/`` folder, a link, a ``--datalist``
+    resolved under its recorded root) has one real path, so two splits can be compared case by case.
+
+    Example:
+        >>> training_images([{"image": "/data/b.nii.gz"}, {"image": ["/data/a.nii.gz"]}])
+        ['/data/a.nii.gz', '/data/b.nii.gz']
+    """
+    paths = []
+    for item in items:
+        value = item.get(key)
+        paths.extend(value if isinstance(value, list) else [value] if value is not None else [])
+    return sorted({os.path.realpath(os.fspath(path)) for path in paths})
 
 
 def run_settings_file(checkpoint: str | os.PathLike) -> Path:
@@ -268,25 +354,41 @@ def check_resume(checkpoint: str | os.PathLike, resume: bool, settings: Mapping[
         refuse_another_run(path, recorded, settings, done, planned)
 
 
-def check_evaluation_split(checkpoint: str | os.PathLike, settings: Mapping[str, str]) -> None:
-    """Refuse to evaluate the model of a run on another fold of the data it was trained on.
+def check_evaluation_split(
+    checkpoint: str | os.PathLike, settings: Mapping[str, str], cases: Iterable[Mapping[str, Any]] | None = None
+) -> None:
+    """Refuse to evaluate the model of a run on cases it was trained on.
 
-    The training run's settings are read from its resume checkpoint (or from ``last.json`` beside it, see
-    :func:`read_run_settings`). When the evaluation uses the same data
-    set and datalist but another fold, fold count or fold seed, its validation cases include training cases of the
-    model. Another data set (e.g. an external test set) and a model without recorded settings are evaluated as asked.
+    A training run records the real paths of its training images (:func:`training_images`) in its resume checkpoint
+    and in ``last.json`` beside it. With ``cases``, an evaluation case whose image is among them is refused, however
+    the data set was named (another path to the same folder, a link, a ``--datalist`` instead of the folder).
+    A checkpoint written before the images were recorded is checked by its settings (:func:`read_run_settings`):
+    the same data set and datalist with another fold, fold count or fold seed is refused. Another data set (e.g. an
+    external test set) and a model without recorded settings are evaluated as asked.
 
     Args:
         checkpoint: the training run's resume checkpoint (``checkpoints/last.pt``).
         settings: the evaluation's :func:`run_settings`.
+        cases: the evaluation's datalist items (absolute ``image`` paths).
 
     Raises:
-        ValueError: the same data with another split; the message names the options to repeat. The checkpoint cannot
-            be read and ``last.json`` records nothing, or an older checkpoint's ``last.json`` cannot be read.
+        ValueError: an evaluation case among the training cases, or (older records) the same data with another split;
+            the message names the options to repeat. The checkpoint cannot be read and ``last.json`` records nothing,
+            or an older checkpoint's ``last.json`` cannot be read.
     """
-    recorded = read_run_settings(
-        checkpoint, hint="the training's split cannot be checked; remove it to evaluate without that check"
-    )
+    hint = "the training's split cannot be checked; remove it to evaluate without that check"
+    recorded = read_run_settings(checkpoint, hint=hint)
+    trained = _recorded_training_images(checkpoint) if cases is not None else None
+    if trained is not None:
+        cases = list(cases or ())
+        overlap = sorted(set(training_images(cases)) & set(trained))
+        if overlap:
+            raise ValueError(
+                f"{len(overlap)} of the {len(cases)} evaluation case(s) are training cases of the model in this "
+                f"bundle_root (recorded in {checkpoint}), e.g. {overlap[0]}: this evaluation would score it on cases "
+                "it was trained on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
+            )
+        return
     if recorded is None or any(recorded.get(k) != settings.get(k) for k in ("dataset_dir", "datalist")):
         return
     changed = changed_entries(recorded, settings, SPLIT_KEYS)
@@ -296,3 +398,19 @@ def check_evaluation_split(checkpoint: str | os.PathLike, settings: Mapping[str,
             f"recorded in {checkpoint}): this evaluation would score it on cases it was trained "
             "on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
         )
+
+
+def _recorded_training_images(checkpoint: str | os.PathLike) -> list[str] | None:
+    """The training images recorded inside ``checkpoint`` (mapped, not read whole), else in ``last.json`` beside it;
+    ``None`` when neither records them (a checkpoint written before they were recorded)."""
+    path = Path(checkpoint)
+    images: Any = None
+    if path.is_file():
+        try:
+            content = load_checkpoint(path, mmap=True)
+        except ValueError:
+            content = None
+        images = content.get(TRAINING_IMAGES_KEY) if isinstance(content, Mapping) else None
+    if images is None:
+        images = _read_record(path).get(TRAINING_IMAGES_KEY)
+    return [str(image) for image in images] if isinstance(images, list) else None

@@ -30,6 +30,8 @@ __all__ = [
     "check_sliding_window",
     "check_training_setup",
     "find_images",
+    "inference_images",
+    "inference_root",
     "load_split",
     "prediction_root",
 ]
@@ -262,6 +264,55 @@ def find_images(dataset_dir: str | os.PathLike, pattern: str) -> list[str]:
     return found
 
 
+def inference_images(
+    dataset_dir: str | os.PathLike, pattern: str, datalist: str | os.PathLike | Sequence[str] | None = None
+) -> list[str]:
+    """The images ``inference.json`` segments: ``--datalist`` when given (a list of image files, or one file), else
+    the files under ``dataset_dir`` that match ``pattern`` (:func:`find_images`).
+
+    Args:
+        dataset_dir: the folder searched when ``datalist`` is ``None``.
+        pattern: the glob of :func:`find_images`.
+        datalist: image files to segment, e.g. ``--datalist "['/data/ct_1.nii.gz', '/data/ct_2.nii.gz']"``.
+
+    Returns:
+        Absolute paths (``datalist`` in its order; found files sorted).
+
+    Raises:
+        DataError: an empty list, a missing file, an unreadable or truncated NIfTI file (header read, no voxels), a
+            JSON file (a training datalist: ``evaluate.json`` segments its validation fold), or what
+            :func:`find_images` raises.
+    """
+    if datalist is None:
+        return find_images(dataset_dir, pattern)
+    files = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
+    if not files or not all(isinstance(f, (str, os.PathLike)) and os.fspath(f) for f in files):
+        raise DataError(f"--datalist for inference must be a list of image files, got {datalist!r}")
+    images = [os.path.abspath(os.fspath(f)) for f in files]
+    for image in images:
+        if image.lower().endswith(".json"):
+            raise DataError(
+                f"--datalist {image}: a JSON datalist; inference takes a list of image files, e.g. "
+                "--datalist \"['/data/ct.nii.gz']\" (evaluate.json segments a datalist's validation fold)"
+            )
+        if not os.path.isfile(image):
+            raise DataError(f"{image}: image file not found (listed in --datalist)")
+        if is_nifti(image):
+            read_nifti_header(image)
+    return images
+
+
+def inference_root(dataset_dir: str | os.PathLike, datalist: str | os.PathLike | Sequence[str] | None = None) -> str:
+    """The folder that ``inference.json``'s saved label maps mirror under ``output_dir``: ``dataset_dir``, or with a
+    ``--datalist`` of files, the folder :func:`prediction_root` gives for them (a file outside ``dataset_dir`` would
+    otherwise be written beside itself, or above ``output_dir``). Reads no file, so that MONAI Label, which builds the
+    postprocessing without running inference, never lists ``dataset_dir``."""
+    if datalist is None:
+        return os.fspath(dataset_dir)
+    files = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
+    return prediction_root([{"image": os.fspath(f)} for f in files], dataset_dir)
+
+
 def check_training_setup(
     loss_function: Callable[..., Any],
     train_data: Sequence[dict[str, Any]],
@@ -272,6 +323,7 @@ def check_training_setup(
     iterations_per_epoch: int | None = None,
     num_classes: int | None = None,
     labels: Mapping[str, str] | None = None,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Check and log what a training run is about to use; called from ``initialize``.
 
@@ -290,18 +342,30 @@ def check_training_setup(
         num_classes: the network's output channels, one per class (checked against ``labels``: with fewer, the run
             failed at its first loss call, after every case had been cached).
         labels: the label values of the data set and their names, e.g. :data:`~monai_mixedfocal.data.KITS19_LABELS`.
+        world_size: the number of processes of a ``torchrun`` run (``multi_gpu_train.json``); each one validates at
+            least one case (MONAI's ``DistributedSampler`` failed after every case had been cached).
+
+    A loss from outside this package (a ``_target_`` loss, e.g. ``monai.losses.DiceCELoss``) is also called once on a
+    tiny output and class-index label shaped as the training's (``[1, num_classes, 4, 4, 4]`` and ``[1, 1, 4, 4, 4]``),
+    so that a loss that cannot take them (without ``to_onehot_y=True``, say) fails here and not after the caching.
 
     Returns:
         A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``, ``crop``), also logged.
 
     Raises:
         ValueError: an empty case list, a bad patch size, a number of epochs or iterations that is not a positive
-            integer, or fewer classes than the data set's label values.
+            integer, fewer classes than the data set's label values, fewer validation cases than processes, or a loss
+            that fails on the training's shapes.
     """
     if len(train_data) == 0:
         raise ValueError("no training cases: check --dataset_dir / --datalist and --fold.")
     if len(val_data) == 0:
         raise ValueError("no validation cases: check --dataset_dir / --datalist and --fold.")
+    if len(val_data) < world_size:
+        raise ValueError(
+            f"{len(val_data)} validation case(s) for {world_size} processes: each process validates at least one case. "
+            "Start fewer processes, or give the validation fold more cases (fewer --num_folds)."
+        )
     if patch_size is not None:
         patch = [int(p) for p in patch_size]
         if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
@@ -317,6 +381,8 @@ def check_training_setup(
                 f"--num_classes must be at least {needed}, one output channel per label value of the data ({names}); "
                 f"got {num_classes!r}."
             )
+    if num_classes is not None and not type(loss_function).__module__.startswith("monai_mixedfocal."):
+        _check_loss_call(loss_function, int(num_classes))
     summary = {
         "loss": type(loss_function).__name__,
         "train_cases": len(train_data),
@@ -326,6 +392,30 @@ def check_training_setup(
     }
     logger.info("training setup: %s", summary)
     return summary
+
+
+def _check_loss_call(loss_function: Callable[..., Any], num_classes: int) -> None:
+    """Call a loss on a tiny output and class-index label shaped as the training's; raise what it cannot take."""
+    buffers = list(loss_function.buffers()) if isinstance(loss_function, torch.nn.Module) else []
+    device = buffers[0].device if buffers else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    output = torch.randn(1, num_classes, 4, 4, 4, generator=generator).to(device)
+    label = torch.randint(0, num_classes, (1, 1, 4, 4, 4), generator=generator).float().to(device)
+    try:
+        with torch.no_grad():
+            value = loss_function(output, label)
+    except Exception as err:  # whatever the user's loss raises: named with the shapes, before any caching
+        raise ValueError(
+            f"the loss {type(loss_function).__name__} fails on a network output [1, {num_classes}, 4, 4, 4] and a "
+            f"class-index label [1, 1, 4, 4, 4], the shapes of every training step ({type(err).__name__}: {err}). A "
+            "MONAI loss needs to_onehot_y=True and softmax=True for them."
+        ) from err
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
+        raise ValueError(
+            f"the loss {type(loss_function).__name__} returns a {type(value).__name__}{shape}, not a scalar tensor: "
+            "set reduction='mean'."
+        )
 
 
 def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float]) -> None:

@@ -34,6 +34,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
     Spacingd,
 )
+from monai.utils import str2bool
 
 from monai_mixedfocal.data.brats20 import BRATS20_LABELS
 from monai_mixedfocal.data.checks import CheckedNibabelReader, CheckFinited, CheckLabelValuesd
@@ -147,7 +148,7 @@ def kits19_deterministic_transforms(
 
 
 def brats20_deterministic_transforms(
-    axcodes: str = "RAS", image_key: str = "image", label_key: str | None = "label", nonzero: bool = True
+    axcodes: str = "RAS", image_key: str = "image", label_key: str | None = "label", nonzero: bool | str = True
 ) -> list[MapTransform]:
     """BraTS20 preprocessing: orientation and a z-score over the brain (non-zero) voxels; the 1 mm grid is kept.
 
@@ -161,7 +162,8 @@ def brats20_deterministic_transforms(
         image_key: the image (T1-CE) key.
         label_key: the label key, or ``None`` for images only.
         nonzero: z-score over the non-zero (brain) voxels, leaving the background at 0 (MONAI's BraTS convention, the
-            default); ``False``: over the whole volume, as the paper's MIScnn does.
+            default); ``False``: over the whole volume, as the paper's MIScnn does. A string is read with
+            :func:`monai.utils.str2bool` (``"false"``, as ``--zscore_nonzero false`` arrives from the command line).
 
     Returns:
         The transforms, to wrap in :class:`monai.transforms.Compose`. When applied, an unreadable or damaged file, a
@@ -171,6 +173,6 @@ def brats20_deterministic_transforms(
     keys = _keys(image_key, label_key)
     return [
         *_loading(keys, axcodes, _BRATS20_MASK_VALUES, "BraTS20 enhancing-tumour mask"),
-        NormalizeIntensityd(image_key, nonzero=bool(nonzero), channel_wise=True),
+        NormalizeIntensityd(image_key, nonzero=str2bool(nonzero), channel_wise=True),
         _typing(keys),
     ]
