@@ -178,3 +178,22 @@ def test_tracking_mlflow_patches_both_engines(name: str, tmp_path: Path) -> None
     for handlers in ("train#handlers", "validate#handlers"):
         assert workflow.parser[handlers][-1]["_target_"] == "MLFlowHandler"
     assert list((tmp_path / "eval").glob("config_*.json"))  # the executed config, logged as an artifact
+
+
+def test_monai_label_data_without_a_dataset_dir(dataset: tuple[str, Path], tmp_path: Path) -> None:
+    """MONAI Label gives ``train#dataset#data`` and ``validate#dataset#data`` from its datastore and no ``dataset_dir``:
+    nothing in training may list the default ``dataset_dir`` (the training images are recorded from the data given)."""
+    from monai_mixedfocal.bundle import ResumeCheckpoint
+    from monai_mixedfocal.bundle.run_settings import training_images
+
+    name, root = dataset
+    listed = _workflow(
+        name, ["train.json"], "train", **overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    )
+    train, val = listed.parser.get_parsed_content("datasplit")
+    given = {"train#dataset#data": train[:3], "validate#dataset#data": val, "dataset_dir": str(tmp_path / "none")}
+    workflow = _workflow(name, ["train.json"], "train", **overrides(name, bundle_root=str(tmp_path / "ml"), **given))
+    workflow.initialize()
+    handlers = workflow.parser.get_parsed_content("train#handlers")
+    (resume,) = [handler for handler in handlers if isinstance(handler, ResumeCheckpoint)]
+    assert resume.training_images == training_images(train[:3]) and len(resume.training_images) == 3
