@@ -471,3 +471,43 @@ def test_an_unreadable_last_pt_of_another_run_says_so_first(tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"another split \(fold: '0' -> '1'"):
         check_evaluation_split(tmp_path / "last.pt", FOLD1)  # last.json still records the split
     check_evaluation_split(tmp_path / "last.pt", FOLD0)
+
+
+def _evaluator() -> monai.engines.SupervisedEvaluator:
+    return monai.engines.SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=[{"image": torch.ones(1, 2), "label": torch.ones(1, 1)}],
+        epoch_length=1,
+        network=torch.nn.Linear(2, 1),
+        metric_cmp_fn=lambda current, best: current < best,
+    )
+
+
+def _resume_with(path: Path, evaluator: monai.engines.SupervisedEvaluator, stop_after: int | None = None) -> None:
+    trainer = Engine(lambda engine, batch: None)
+    ResumeCheckpoint(path, {"model": torch.nn.Linear(2, 1), "validator": evaluator}).attach(trainer)
+    if stop_after is not None:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())
+    trainer.run([0], max_epochs=4)
+
+
+def test_the_validators_best_key_metric_is_resumed(tmp_path: Path) -> None:
+    """Without it a resumed run's evaluator started from no best and logged its first validation as the best (while
+    model.pt rightly kept the earlier model). A checkpoint written without it still resumes."""
+    first = _evaluator()
+    first.state.best_metric, first.state.best_metric_epoch = 0.3, 2
+    _resume_with(tmp_path / "last.pt", first, stop_after=2)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["validator"] == {
+        "best_metric": 0.3,
+        "best_metric_epoch": 2,
+    }
+    resumed = _evaluator()
+    assert resumed.state.best_metric_epoch == -1
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    _resume_with(tmp_path / "last.pt", resumed)
+    assert (resumed.state.best_metric, resumed.state.best_metric_epoch) == (0.3, 2)
+    del saved["validator"]  # a checkpoint of bundle 0.2.4 or earlier
+    torch.save(saved, tmp_path / "last.pt")
+    older = _evaluator()
+    _resume_with(tmp_path / "last.pt", older)
+    assert older.state.best_metric_epoch == -1

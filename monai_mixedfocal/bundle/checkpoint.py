@@ -44,6 +44,7 @@ import monai
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from monai.engines import Workflow
 from monai.handlers import CheckpointSaver
 
 from monai_mixedfocal.bundle.model_saver import load_checkpoint
@@ -131,9 +132,33 @@ class _KeyMetricState:
         return {**state_dict, key: kept}
 
 
+class _BestMetricState:
+    """``state_dict`` / ``load_state_dict`` of a MONAI engine's best key metric (``state.best_metric`` and
+    ``state.best_metric_epoch``), so that a resumed run's evaluator compares with the best validation so far instead of
+    announcing its first validation as the best. Optional: a checkpoint written without it still resumes."""
+
+    optional = True
+
+    def __init__(self, engine: Workflow) -> None:
+        self.engine = engine
+
+    def state_dict(self) -> dict[str, Any]:
+        try:
+            best = float(self.engine.state.best_metric)
+        except (TypeError, ValueError):  # not a scalar: MONAI skips such a key metric too
+            best = -1.0
+        return {"best_metric": best, "best_metric_epoch": int(self.engine.state.best_metric_epoch)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.engine.state.best_metric = float(state_dict["best_metric"])
+        self.engine.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+
+
 def _unwrap(obj: Any) -> Any:
     if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         return obj.module
+    if isinstance(obj, Workflow):
+        return _BestMetricState(obj)
     return _KeyMetricState(obj) if isinstance(obj, CheckpointSaver) else obj
 
 
@@ -147,9 +172,10 @@ class ResumeCheckpoint:
     Args:
         path: the checkpoint file (e.g. ``checkpoints/last.pt``); written atomically (temporary file + ``os.replace``).
         save_dict: objects with ``state_dict`` / ``load_state_dict`` (network, optimizer, scheduler), plus optionally
-            the best-model ``CheckpointSaver`` (``save_key_metric=True``) whose best-score list is kept. ``None``
-            values are skipped (e.g. a handler disabled on ranks other than 0). The network goes under ``"model"``
-            so that ``CheckpointLoader(load_dict={"model": net})`` and MONAI Label can also read this file.
+            the best-model ``CheckpointSaver`` (``save_key_metric=True``) whose best-score list is kept, and the
+            validation's MONAI evaluator, whose best key metric is kept (a checkpoint without it still resumes).
+            ``None`` values are skipped (e.g. a handler disabled on ranks other than 0). The network goes under
+            ``"model"`` so that ``CheckpointLoader(load_dict={"model": net})`` and MONAI Label can also read this file.
         resume: load ``path`` at start when it holds an unfinished run.
         map_location: passed to ``torch.load``.
         run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written into
@@ -280,6 +306,8 @@ class ResumeCheckpoint:
         if not self.resume or not self.path.exists():
             return
         checkpoint = load_checkpoint(self.path, map_location=self.map_location)
+        if isinstance(checkpoint, Mapping):  # an optional state that an older checkpoint lacks is left as it is
+            objects = {k: v for k, v in objects.items() if k in checkpoint or not getattr(v, "optional", False)}
         missing = sorted(set(objects) - set(checkpoint)) if isinstance(checkpoint, Mapping) else sorted(objects)
         if missing:
             raise ValueError(
