@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    with one_line_warnings():
-        return int(args.func(args) or 0)
+    try:
+        with one_line_warnings():
+            return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `--dry-run | head -1`: stop quietly, as `stats` does (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

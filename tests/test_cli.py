@@ -62,3 +62,15 @@ def test_a_command_s_warnings_are_one_line_each_shown_once(tmp_path: Path, capsy
     assert cli.main(["stats", str(table), "--out", str(tmp_path / "report")]) == 0
     err = capsys.readouterr().err
     assert err == "warning: pairwise_tests needs at least two methods, got ['dice']: no test\n"
+
+
+def test_a_closed_stdout_stops_a_command_quietly(tmp_path: Path) -> None:
+    """``study --dry-run | head -1``: the reader closes the pipe; no ``error: [Errno 32] Broken pipe`` line."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "monai_mixedfocal", "study", "--demo", "--out", str(tmp_path / "r"), "--dry-run"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()  # before it writes its first command line
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 1 and "Broken pipe" not in stderr and "Traceback" not in stderr, stderr

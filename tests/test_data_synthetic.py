@@ -98,3 +98,10 @@ def test_brats20_tumour_structure(case: int) -> None:
     assert images["t1"][et].mean() < 1.2 * images["t1"][brain & (seg == 0)].mean()
     no_et = synthetic_brats20_case(case, enhancing=False)[1]
     assert not (no_et == 4).any() and (no_et == 1).sum() == ((seg == 1) | et).sum()
+
+
+def test_brats20_no_enhancing_must_name_generated_cases(tmp_path: Path) -> None:
+    """A typo in no_enhancing would silently give every case an enhancing tumour; nothing is written then."""
+    with pytest.raises(ValueError, match=r"no_enhancing names case\(s\) \[9\] that are not generated \(generated: 1"):
+        synthesize_brats20(tmp_path, cases=3, no_enhancing=[2, 9])
+    assert not any(tmp_path.iterdir())

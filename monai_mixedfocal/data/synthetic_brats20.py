@@ -150,10 +150,18 @@ def synthesize_brats20(
 
     Returns:
         The case folders written.
+
+    Raises:
+        ValueError: a bad ``suffix``, case count or id, or a ``no_enhancing`` case that is not generated (a typo would
+            silently give every case an enhancing tumour).
     """
     if suffix not in NIFTI_SUFFIXES:
         raise ValueError(f"suffix must be one of {NIFTI_SUFFIXES}, got {suffix!r}")
     ids = check_cases(cases, case_ids, first=1, last=999)
+    unknown = sorted(set(no_enhancing) - set(ids))
+    if unknown:
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        raise ValueError(f"no_enhancing names case(s) {unknown} that are not generated (generated: {shown})")
     folders = []
     for case in ids:
         images, seg, affine = synthetic_brats20_case(case, seed, shape, et_fraction, enhancing=case not in no_enhancing)

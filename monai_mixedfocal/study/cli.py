@@ -208,6 +208,8 @@ def _main(args: argparse.Namespace) -> int:
                 print(f"all {len(runs)} runs have finished; nothing to run", file=sys.stderr)
             return 0
         progress, report = run_study(spec)
+    except BrokenPipeError:  # stdout closed by the reader (`--dry-run | head -1`): main() stops quietly
+        raise
     except (ValueError, DataError, OSError) as err:  # OSError: e.g. an output folder that cannot be written
         print_error(err)
         return 2
