@@ -65,8 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with one_line_warnings():
-            return int(args.func(args) or 0)
-    except BrokenPipeError:  # e.g. `--dry-run | head -1`: stop quietly, as `stats` does (Python docs' recipe)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is an "Exception ignored" message and code 120
+        return code
+    except BrokenPipeError:  # stdout closed by its reader (`--dry-run | head -1`): stop quietly (Python docs' recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 

@@ -16,8 +16,6 @@ The CSV needs the columns ``case``, ``method``, ``class`` and metric columns (``
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal import stats
@@ -102,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print_error(err, one_line=True)
         return 2
-    try:
-        _print_tables(args, df, summary, pairs, test_metric)
-    except BrokenPipeError:  # e.g. piped into `head`: stop quietly (Python docs' recipe)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    _print_tables(args, df, summary, pairs, test_metric)  # a closed stdout (`| head`): cli.main stops quietly
     if args.out is not None:
         print(f"report written to {path}")
     return 0
