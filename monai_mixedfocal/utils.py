@@ -91,10 +91,8 @@ def changed_entries(
 
     keys = dict.fromkeys([*recorded, *current] if keys is None else keys)
     changed = [key for key in keys if (key in recorded, recorded.get(key)) != (key in current, current.get(key))]
-    return [
-        f"{key}: {shown(recorded, key, first_difference(key))} -> {shown(current, key, first_difference(key))}"
-        for key in changed
-    ]
+    starts = {key: first_difference(key) for key in changed}
+    return [f"{key}: {shown(recorded, key, starts[key])} -> {shown(current, key, starts[key])}" for key in changed]
 
 
 def is_integer(value: object) -> bool:

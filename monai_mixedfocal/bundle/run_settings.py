@@ -279,17 +279,31 @@ def read_run_settings(
         ValueError: the checkpoint cannot be read and ``last.json`` records nothing; the checkpoint is readable but
             older and its ``last.json`` cannot be read.
     """
+    return _recorded_run(checkpoint, hint)[0]
+
+
+def _recorded_run(checkpoint: str | os.PathLike, hint: str) -> tuple[dict[str, str] | None, list[str] | None]:
+    """The settings (see :func:`read_run_settings`) and the training images recorded for the run of ``checkpoint``,
+    reading the checkpoint once (mapped, not read whole): inside it, else in ``last.json`` beside it.
+
+    Raises:
+        ValueError: as :func:`read_run_settings`.
+    """
     path = Path(checkpoint)
-    if not os.path.lexists(path):
-        return _settings_of(_read_record(path))  # a record left without its checkpoint
-    try:
-        content = load_checkpoint(path, mmap=path.is_file(), hint=hint)
-    except ValueError:
-        recorded = _settings_of(_read_record(path))
-        if recorded is None:
-            raise
-        return recorded
-    return settings_in(path, content)
+    loaded, content = False, None
+    if os.path.lexists(path):
+        try:
+            content, loaded = load_checkpoint(path, mmap=path.is_file(), hint=hint), True
+        except ValueError:
+            if _settings_of(_read_record(path)) is None:
+                raise
+    settings = (
+        settings_in(path, content) if loaded else _settings_of(_read_record(path))
+    )  # no checkpoint, or unreadable
+    images = content.get(TRAINING_IMAGES_KEY) if isinstance(content, Mapping) else None
+    if images is None:
+        images = _read_record(path).get(TRAINING_IMAGES_KEY)
+    return settings, [str(image) for image in images] if isinstance(images, list) else None
 
 
 def refuse_another_run(
@@ -377,10 +391,9 @@ def check_evaluation_split(
             or an older checkpoint's ``last.json`` cannot be read.
     """
     hint = "the training's split cannot be checked; remove it to evaluate without that check"
-    recorded = read_run_settings(checkpoint, hint=hint)
-    trained = _recorded_training_images(checkpoint) if cases is not None else None
-    if trained is not None:
-        cases = list(cases or ())
+    recorded, trained = _recorded_run(checkpoint, hint)
+    if cases is not None and trained is not None:
+        cases = list(cases)
         overlap = sorted(set(training_images(cases)) & set(trained))
         if overlap:
             raise ValueError(
@@ -398,19 +411,3 @@ def check_evaluation_split(
             f"recorded in {checkpoint}): this evaluation would score it on cases it was trained "
             "on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
         )
-
-
-def _recorded_training_images(checkpoint: str | os.PathLike) -> list[str] | None:
-    """The training images recorded inside ``checkpoint`` (mapped, not read whole), else in ``last.json`` beside it;
-    ``None`` when neither records them (a checkpoint written before they were recorded)."""
-    path = Path(checkpoint)
-    images: Any = None
-    if path.is_file():
-        try:
-            content = load_checkpoint(path, mmap=True)
-        except ValueError:
-            content = None
-        images = content.get(TRAINING_IMAGES_KEY) if isinstance(content, Mapping) else None
-    if images is None:
-        images = _read_record(path).get(TRAINING_IMAGES_KEY)
-    return [str(image) for image in images] if isinstance(images, list) else None

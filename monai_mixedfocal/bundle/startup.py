@@ -285,7 +285,7 @@ def inference_images(
     """
     if datalist is None:
         return find_images(dataset_dir, pattern)
-    files = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
+    files = _listed_files(datalist)
     if not files or not all(isinstance(f, (str, os.PathLike)) and os.fspath(f) for f in files):
         raise DataError(f"--datalist for inference must be a list of image files, got {datalist!r}")
     images = [os.path.abspath(os.fspath(f)) for f in files]
@@ -309,8 +309,12 @@ def inference_root(dataset_dir: str | os.PathLike, datalist: str | os.PathLike |
     postprocessing without running inference, never lists ``dataset_dir``."""
     if datalist is None:
         return os.fspath(dataset_dir)
-    files = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
-    return prediction_root([{"image": os.fspath(f)} for f in files], dataset_dir)
+    return prediction_root([{"image": os.fspath(f)} for f in _listed_files(datalist)], dataset_dir)
+
+
+def _listed_files(datalist: str | os.PathLike | Sequence[str]) -> list[Any]:
+    """Inference's ``--datalist`` as a list: one file, or the files listed."""
+    return [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
 
 
 def check_training_setup(

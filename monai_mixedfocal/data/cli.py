@@ -22,7 +22,7 @@ from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.brats20 import brats20_datalist
 from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
-from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, kits19_datalist, kits19_repository
+from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, data_set_folder, kits19_datalist
 from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
 from monai_mixedfocal.data.synthetic_kits19 import DEFAULT_SPACING, synthesize_kits19
@@ -96,9 +96,7 @@ def _check_replaceable(out: Path, root: Path, source: str) -> None:
     except DataError:
         return  # unreadable: write_datalist reports it
     folder = root.parent if root.is_file() else root  # an MSD root may name its dataset.json
-    if source == "kits19":
-        recorded, folder = kits19_repository(recorded.resolve()), kits19_repository(folder.resolve())
-    if recorded.resolve() != folder.resolve():
+    if data_set_folder(source, recorded) != data_set_folder(source, folder):
         raise DataError(
             f"{out}: exists for the data set in {recorded.resolve()}, not {root}; pass --force to replace it, or "
             "write the new datalist to another --out"

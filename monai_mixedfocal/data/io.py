@@ -366,7 +366,7 @@ def grid_offset(affine: Any, other: Any, shape: Sequence[int]) -> tuple[float, f
     corners = np.array(list(itertools.product(*[(0, n) for n in extent])), dtype=np.float64)
     corners = np.concatenate([corners, np.ones((len(corners), 1))], axis=1).T
     distance = float(np.linalg.norm((first - second)[:3] @ corners, axis=0).max())
-    spacing = np.concatenate([np.linalg.norm(first[:3, :3], axis=0), np.linalg.norm(second[:3, :3], axis=0)])
+    spacing = np.concatenate([_voxel_size(first, 3), _voxel_size(second, 3)])
     spacing = spacing[spacing > 0]
     return distance, float(spacing.min()) if spacing.size else 1.0
 

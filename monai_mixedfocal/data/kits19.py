@@ -18,7 +18,15 @@ from monai_mixedfocal.data.datalist import Datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.io import case_folders, check_label_values, check_pair, load_array
 
-__all__ = ["KITS19_EXCLUDED_CASES", "KITS19_LABELLED_CASES", "KITS19_LABELS", "kits19_case_id", "kits19_datalist"]
+__all__ = [
+    "KITS19_EXCLUDED_CASES",
+    "KITS19_LABELLED_CASES",
+    "KITS19_LABELS",
+    "data_set_folder",
+    "kits19_case_id",
+    "kits19_datalist",
+    "kits19_repository",
+]
 
 KITS19_EXCLUDED_CASES: tuple[int, ...] = (15, 23, 37, 68, 125, 133)
 """Labelled cases left out by default, as in the paper (204 of 210 remain)."""
@@ -66,6 +74,13 @@ def kits19_repository(root: str | os.PathLike) -> Path:
     data set; a datalist written from the repository lists ``data/case_XXXXX/...`` paths)."""
     root = Path(root)
     return root.parent if root.name == "data" and not (root / "data").is_dir() else root
+
+
+def data_set_folder(source: str, root: str | os.PathLike) -> Path:
+    """The folder that identifies a data set of ``source`` given at ``root``, as a datalist records it: resolved, and
+    for KiTS19 the repository (its ``data/`` folder names the same data set, see :func:`kits19_repository`)."""
+    root = Path(root).resolve()
+    return kits19_repository(root) if source == "kits19" else root
 
 
 def kits19_datalist(

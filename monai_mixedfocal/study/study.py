@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
-from monai_mixedfocal.data.kits19 import kits19_repository
+from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
@@ -241,7 +241,7 @@ def check_datalist(spec: StudySpec) -> bool:
                 f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
             )
         recorded = spec.datalist_path.parent / content.get("dataset_root", ".")
-        if _data_set_folder(spec.dataset, recorded) != _data_set_folder(spec.dataset, spec.data_root):
+        if data_set_folder(spec.dataset, recorded) != data_set_folder(spec.dataset, spec.data_root):
             raise ValueError(
                 f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
                 "finished runs were trained on that data. Use another --out folder for this data set (or the same "
@@ -249,12 +249,6 @@ def check_datalist(spec: StudySpec) -> bool:
             )
         return True
     return False
-
-
-def _data_set_folder(dataset: str, root: Path) -> Path:
-    """The data set's folder as a datalist records it (a KiTS19 repository and its ``data/`` folder are one)."""
-    root = root.resolve()
-    return kits19_repository(root) if dataset == "kits19" else root
 
 
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
