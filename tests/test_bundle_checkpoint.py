@@ -506,7 +506,7 @@ def test_the_validators_best_key_metric_is_resumed(tmp_path: Path) -> None:
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
     _resume_with(tmp_path / "last.pt", resumed)
     assert (resumed.state.best_metric, resumed.state.best_metric_epoch) == (0.3, 2)
-    del saved["validator"]  # a checkpoint of bundle 0.2.4 or earlier
+    del saved["validator"]  # a checkpoint of bundle 0.2.3 or earlier
     torch.save(saved, tmp_path / "last.pt")
     older = _evaluator()
     _resume_with(tmp_path / "last.pt", older)

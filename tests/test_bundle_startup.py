@@ -108,6 +108,14 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
             {"loss_function": DiceLoss(softmax=True, to_onehot_y=True, reduction="none")},
             r"the loss DiceLoss returns a Tensor of shape \(1, 3, 1, 1, 1\), not a scalar tensor",
         ),
+        (  # an overridden --loss_function: the run would record, resume and report --loss
+            {"loss": "dice"},
+            r"loss_function is a MixedFocalLoss, not the loss of --loss \('dice'\); .* Give the loss whole to --loss",
+        ),
+        (
+            {"loss": DiceCELoss(softmax=True, to_onehot_y=True)},
+            r"loss_function is a MixedFocalLoss, not .* \(DiceCELoss\)",
+        ),
     ],
 )
 def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, message: str) -> None:
@@ -126,7 +134,9 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     }
     summary = check_training_setup(**setup)
     check_training_setup(**{**setup, "num_classes": 4})  # an extra, always empty class is the user's choice
-    check_training_setup(**{**setup, "loss_function": DiceCELoss(softmax=True, to_onehot_y=True)})  # a _target_ loss
+    check_training_setup(**{**setup, "loss": "mixed_focal"})  # built by build_loss from --loss
+    target_loss = DiceCELoss(softmax=True, to_onehot_y=True)
+    check_training_setup(**{**setup, "loss_function": target_loss, "loss": target_loss})  # a _target_ loss
     assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
     with pytest.raises(ValueError, match=message):
         check_training_setup(**{**setup, **change})

@@ -328,6 +328,7 @@ def check_training_setup(
     num_classes: int | None = None,
     labels: Mapping[str, str] | None = None,
     world_size: int = 1,
+    loss: Any = None,
 ) -> dict[str, Any]:
     """Check and log what a training run is about to use; called from ``initialize``.
 
@@ -348,6 +349,9 @@ def check_training_setup(
         labels: the label values of the data set and their names, e.g. :data:`~monai_mixedfocal.data.KITS19_LABELS`.
         world_size: the number of processes of a ``torchrun`` run (``multi_gpu_train.json``); each one validates at
             least one case (MONAI's ``DistributedSampler`` failed after every case had been cached).
+        loss: the ``loss`` setting (``--loss``), which the run records and resumes by: ``loss_function`` must be
+            built from it (:func:`build_loss`). An overridden ``--loss_function`` trained with one loss while the
+            run settings, the resume check and the study named another.
 
     A loss from outside this package (a ``_target_`` loss, e.g. ``monai.losses.DiceCELoss``) is also called once on a
     tiny output and class-index label shaped as the training's (``[1, num_classes, 4, 4, 4]`` and ``[1, 1, 4, 4, 4]``),
@@ -358,9 +362,11 @@ def check_training_setup(
 
     Raises:
         ValueError: an empty case list, a bad patch size, a number of epochs or iterations that is not a positive
-            integer, fewer classes than the data set's label values, fewer validation cases than processes, or a loss
-            that fails on the training's shapes.
+            integer, fewer classes than the data set's label values, fewer validation cases than processes, a loss
+            that fails on the training's shapes, or a ``loss_function`` not built from ``loss``.
     """
+    if loss is not None:
+        _check_loss_source(loss, loss_function)
     if len(train_data) == 0:
         raise ValueError("no training cases: check --dataset_dir / --datalist and --fold.")
     if len(val_data) == 0:
@@ -396,6 +402,18 @@ def check_training_setup(
     }
     logger.info("training setup: %s", summary)
     return summary
+
+
+def _check_loss_source(loss: Any, loss_function: Callable[..., Any]) -> None:
+    """Refuse a ``loss_function`` that :func:`build_loss` did not build from ``loss`` (an overridden one)."""
+    built = isinstance(loss_function, loss_class(loss)) if isinstance(loss, str) else loss_function is loss
+    if not built:
+        named = repr(loss) if isinstance(loss, str) else type(loss).__name__
+        raise ValueError(
+            f"loss_function is a {type(loss_function).__name__}, not the loss of --loss ({named}); the run records, "
+            "resumes and reports its loss by --loss. Give the loss whole to --loss instead of --loss_function: "
+            "--loss \"{'_target_': 'monai.losses.DiceCELoss', 'softmax': True, 'to_onehot_y': True}\"."
+        )
 
 
 def _check_loss_call(loss_function: Callable[..., Any], num_classes: int) -> None:
