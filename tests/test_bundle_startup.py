@@ -318,10 +318,12 @@ def test_per_case_writer_with_a_real_evaluator(tmp_path: Path) -> None:
     writer = PerCaseMetricsWriter(
         tmp_path / "eval" / "per_case.csv",
         metric_name="val_mean_dice",
-        classes={"0": "background", "1": "kidney", "2": "tumor"},
+        classes={"2": "tumor", "0": "background", "1": "kidney"},  # in any order: by class index
         summary_file=tmp_path / "eval" / "summary.csv",
     )
-    _evaluator(tmp_path, cases, writer).run()
+    evaluator = _evaluator(tmp_path, cases, writer)
+    evaluator.run()
+    evaluator.run()  # a validator runs again every interval: each run writes its own cases only
     table = pd.read_csv(tmp_path / "eval" / "per_case.csv")
     assert table[["case", "class"]].values.tolist() == [
         ["case_a", "kidney"],

@@ -78,6 +78,23 @@ def test_label_check_names_the_file_and_the_value(voxels: list[float], shown: st
     assert f"label value(s) {shown} not defined for KiTS19 (defined: 0, 1, 2)" in message
 
 
+def test_label_check_reads_every_chunk_of_a_large_label() -> None:
+    """The whole-number check runs in chunks of 2**20 voxels; a fraction in the last one is still found."""
+    label = torch.zeros((1 << 20) + 8)
+    label[-1] = 0.5
+    with pytest.raises(DataError, match=r"label value\(s\) 0.5 not defined"):
+        CheckLabelValuesd("label", values=(0, 1), dataset="x")({"label": _meta(label)})
+
+
+def test_label_check_accepts_a_channel_last_image_on_the_label_grid() -> None:
+    """Right after LoadImaged a multi-modal image (MSD BraTS) is [H, W, D, C]: the label is its leading shape."""
+    check = CheckLabelValuesd("label", values=(0, 1), dataset="x", image_key="image")
+    image, label = MetaTensor(torch.zeros(4, 5, 6, 2)), MetaTensor(torch.zeros(4, 5, 6))
+    assert check({"image": image, "label": label})["label"] is label
+    with pytest.raises(DataError, match=r"label shape \(4, 5, 7\) does not match image shape \(4, 5, 6, 2\)"):
+        check({"image": image, "label": MetaTensor(torch.zeros(4, 5, 7))})
+
+
 def test_label_check_without_a_file_name_names_the_key() -> None:
     with pytest.raises(DataError, match=r"'seg'.*label value\(s\) 7"):
         CheckLabelValuesd("seg", values=(0, 1), dataset="x")({"seg": torch.tensor([0, 7])})

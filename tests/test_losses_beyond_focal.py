@@ -54,6 +54,14 @@ def _data(channels=3, seed=0):
             {"alpha": 0.25, "gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05},
         ),
         ({"poly_epsilon": 1.0}, {"alpha": 0.25, "gamma_pos": 2.0, "gamma_neg": 2.0, "poly": 1.0}),
+        (  # the Poly-1 term of the negatives takes their own gamma and the clipped probability
+            {"poly_epsilon": 1.0, "gamma_neg": 4.0, "clip": 0.05},
+            {"alpha": 0.25, "gamma_pos": 2.0, "gamma_neg": 4.0, "clip": 0.05, "poly": 1.0},
+        ),
+        (  # gamma_neg 0: negatives below the clip margin cost 0, not a negative log
+            {"alpha": None, "gamma": 0.0, "gamma_neg": 0.0, "clip": 0.05},
+            {"alpha": None, "gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.05},
+        ),
         (
             {"class_weights": [0.5, 1.0, 2.0]},
             {"alpha": 0.25, "gamma_pos": 2.0, "gamma_neg": 2.0, "weights": [0.5, 1, 2]},

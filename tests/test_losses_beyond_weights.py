@@ -192,11 +192,23 @@ def test_losses_update_running_weights_only_in_training_steps():
     # the weights used equal fixed weights of the same values
     fixed = SigmoidFocalLoss(class_weights=weights.tolist(), to_onehot_y=True)
     assert float(loss(x, labels)) == pytest.approx(float(fixed(x, labels)), rel=1e-6)
-    # the unified loss: weights multiply the focal part's per-class weights
-    unified = UnifiedFocalLoss(softmax=True, to_onehot_y=True, class_weights=[1.0, 1.0, 1.0])
-    assert float(unified(x, labels)) == pytest.approx(
-        float(UnifiedFocalLoss(softmax=True, to_onehot_y=True)(x, labels))
-    )
+
+
+def test_unified_class_weights_scale_each_class_of_the_focal_part():
+    """The weights multiply the focal part's per-class terms (linear in them) and leave the focal Tversky part."""
+    x, labels = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randint(0, 3, (2, 1, 4, 4))
+
+    def parts(weights):
+        return UnifiedFocalLoss(softmax=True, to_onehot_y=True, class_weights=weights).parts(x, labels)
+
+    plain = parts(None)
+    one_class = [float(parts([float(c == k) for c in range(3)])["focal"]) for k in range(3)]
+    assert sum(one_class) == pytest.approx(float(plain["focal"]), rel=1e-12)
+    weighted = parts([0.5, 1.0, 2.0])
+    assert float(weighted["focal"]) == pytest.approx(0.5 * one_class[0] + one_class[1] + 2 * one_class[2], rel=1e-12)
+    assert float(weighted["focal"]) != pytest.approx(float(plain["focal"]))
+    assert float(parts([2.0, 2.0, 2.0])["focal"]) == pytest.approx(2 * float(plain["focal"]), rel=1e-12)
+    assert torch.equal(weighted["focal_tversky"], plain["focal_tversky"])
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,23 @@ def test_gradcheck_fused(name: str, mode: str, options: dict) -> None:
         assert torch.autograd.gradcheck(lambda inp: loss(inp, target), (leaf,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("gamma", [0.1, 0.5])
+def test_fused_gradient_of_all_but_certain_voxels(gamma: float) -> None:
+    """Voxels whose label's logit is 28.6 or 29.5 above the others: ``1 - p_t`` falls below the ``1e-12`` floor of
+    the focal factor, whose derivative autograd takes as 0 there; the fused backward must too (``gamma < 1``: the
+    factor's derivative grows without bound near 0). Random logits never get there."""
+    labels = torch.tensor([0, 1, 2, 1, 0, 2]).view(1, 1, 6)
+    x = torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for voxel, gap in ((0, 28.6), (1, 29.5), (2, 28.6), (3, 29.5)):
+        x[0, :, voxel] = 0.0
+        x[0, labels[0, 0, voxel], voxel] = gap
+    loss = CategoricalFocalLoss(gamma=gamma, alpha=1.0, softmax=True, to_onehot_y=True)
+    _, ref_grad = value_and_grad(loss, x, labels, "off")
+    _, grad = value_and_grad(loss, x, labels, "eager")
+    assert (ref_grad[..., :4] != 0).all()  # tiny but not zero: the other classes' terms
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-2, atol=0.0)
+
+
 _INPUT_OPTIONS = {"sigmoid": False, "softmax": True, "other_act": None, "to_onehot_y": True, "include_background": True}
 
 

@@ -109,6 +109,8 @@ def test_finite_value_and_gradient_at_extremes(variant: tuple[str, dict[str, Any
         value.backward()
         if not torch.isfinite(value).all():
             failures.append(f"{case}: value {value.detach()}")
+        elif "combo" not in name.lower() and (value < 0).any():  # Combo subtracts the DSC by design: -1 at best
+            failures.append(f"{case}: negative value {value.detach()}")
         elif x.grad is None or not torch.isfinite(x.grad).all():
             failures.append(f"{case}: non-finite gradient")
     assert not failures, f"{variant_id(variant)}:\n" + "\n".join(failures)

@@ -174,6 +174,12 @@ def test_summary_needs_class_absent_and_the_metric_columns_only(onehots: tuple[t
             summarize_per_case(table.drop(columns=column))
 
 
+def test_summary_keeps_the_order_of_the_classes(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The classes keep their table order (tumour before kidney here), not the alphabet's."""
+    table = per_case_table(confusion_counts(*onehots, include_background=False), ["a", "b"], ["tumor", "kidney"])
+    assert summarize_per_case(table)["class"].tolist() == ["tumor", "kidney"]
+
+
 def test_csv_round_trip_keeps_absent_cells_empty(tmp_path, onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
     table = per_case_table(confusion_counts(*onehots, include_background=False), ["a", "b"], ["kidney", "tumor"])
     path = write_csv_atomic(table, tmp_path / "out" / "per_case.csv")

@@ -337,7 +337,7 @@ def test_the_report_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) 
 
 
 def test_cli_intervals_over_folds_still_count_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--ci-over folds``: Table 1 over the 2 fold means, the count table still counts the 8 cases."""
+    """``--ci-over folds``: the count table still counts the 8 cases (Table 1's values: the test below)."""
     csv = tmp_path / "per_case.csv"
     study_table().to_csv(csv, index=False)
     assert run_in_process(str(csv), "--ci-over", "folds", "--metrics", "dsc") == 0
@@ -345,8 +345,6 @@ def test_cli_intervals_over_folds_still_count_cases(tmp_path: Path, capsys: pyte
     assert "confidence interval over fold means" in out
     counts = out.split("Cases used")[1].split("Table 2")[0]
     assert re.findall(r"\| (\d+) ", counts) and set(re.findall(r"\| (\d+) ", counts)) == {"8"}
-    table1 = stats.summary_table(study_table(), metrics=["dsc"], ci_over="folds")
-    assert set(table1["n"]) == {2}
 
 
 def test_bold_marks_only_metrics_where_higher_is_better(tmp_path: Path) -> None:
@@ -358,3 +356,51 @@ def test_bold_marks_only_metrics_where_higher_is_better(tmp_path: Path) -> None:
     assert hd95 and not best[hd95].to_numpy().any() and best.drop(columns=hd95).to_numpy().any()
     text = report.write_report(df, tmp_path).read_text()
     assert "Bold: highest mean of each column (hd95 not marked: which direction is better is not known)." in text
+
+
+@pytest.mark.parametrize(
+    ("args", "summary_settings", "test_settings"),
+    [
+        (("--confidence", "0.8"), {"confidence": 0.8}, {}),
+        (("--ci-over", "folds"), {"ci_over": "folds"}, {}),
+        (("--correction", "none"), {}, {"correction": "none"}),
+        (("--test", "signedrank"), {}, {"test": "signedrank"}),
+    ],
+)
+def test_cli_options_change_the_numbers_not_only_the_headers(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    summary_settings: dict,
+    test_settings: dict,
+) -> None:
+    """The printed Table 1 and Table 2 and the report's CSV files are the library's results with the same setting (and
+    differ from the defaults' on this table); the headers alone are built from the arguments and prove nothing."""
+    df = study_table()
+    csv = tmp_path / "per_case.csv"
+    df.to_csv(csv, index=False)
+    assert run_in_process(str(csv), *args, "--out", str(tmp_path / "rep")) == 0
+    out = capsys.readouterr().out
+
+    def tables(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
+        matrices = [report.pairwise_matrix(pairs, cls, list(METHODS)) for cls in CLASSES]
+        return [report.markdown_table(t, escape=False) for t in (report.table1(summary)[0], *matrices)]
+
+    summary = stats.summary_table(df, **summary_settings)
+    pairs = stats.pairwise_tests(df, **test_settings)
+    assert all(table in out for table in tables(summary, pairs))
+    assert not all(table in out for table in tables(stats.summary_table(df), stats.pairwise_tests(df)))
+    written = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    np.testing.assert_allclose(written[["mean", "half_width", "n"]], summary[["mean", "half_width", "n"]], rtol=1e-12)
+    written_pairs = pd.concat(pd.read_csv(f) for f in sorted((tmp_path / "rep").glob("pairwise_*.csv")))
+    expected_pairs = pairs.sort_values("class", kind="stable")  # kidney before tumour, as the files sort
+    np.testing.assert_allclose(written_pairs[["p_raw", "p_adjusted"]], expected_pairs[["p_raw", "p_adjusted"]])
+    counts = (tmp_path / "rep" / "report.md").read_text().split("### Number of cases used")[1].split("##")[0]
+    assert set(re.findall(r"\| (\d+) ", counts)) == {"7", "8"}  # cases (focal lacks one precision), never folds
+
+
+def test_table1_groups_columns_by_class_whatever_the_order_of_the_summary() -> None:
+    """A summary given in another row order (sorted by metric, say) still gives each class's metrics side by side."""
+    df = study_table()[["case", "method", "class", "dsc", "recall"]]
+    cells, _ = report.table1(stats.summary_table(df).sort_values("metric", kind="stable"))
+    assert list(cells.columns) == ["DSC kidney", "Recall kidney", "DSC tumour & cyst", "Recall tumour & cyst"]

@@ -481,3 +481,34 @@ def test_intervals_over_folds_need_folds() -> None:
         stats.summary_table(make_table(), ci_over="folds")
     with pytest.raises(ValueError, match=r"ci_over must be one of \('cases', 'folds'\), got 'fold'"):
         stats.summary_table(_folded_table(), ci_over="fold")
+
+
+@pytest.mark.parametrize("zero_method", ["pratt", "zsplit"])
+def test_signedrank_zero_method_reaches_the_p_value(zero_method: str) -> None:
+    """Two zero differences: scipy's ``pratt`` and ``zsplit`` give other p-values than the default ``wilcox``."""
+    a = np.full(10, 0.5)
+    b = a + np.array([0, 0, 0.1, -0.2, 0.3, 0.15, 0.25, -0.05, 0.12, 0.33])
+    df = pd.DataFrame(
+        [{"case": f"c{i}", "method": m, "class": "k", "dsc": v[i]} for m, v in (("a", a), ("b", b)) for i in range(10)]
+    )
+    d = np.round(b - a, 12)
+    expected = sps.wilcoxon(d, zero_method=zero_method).pvalue
+    assert expected != pytest.approx(sps.wilcoxon(d).pvalue)  # the data tell the zero methods apart
+    row = stats.pairwise_tests(df, test="signedrank", zero_method=zero_method).iloc[0]
+    assert row["p_raw"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_intervals_over_folds_average_each_fold() -> None:
+    """Three cases per fold with a skewed fold (median 0.2, mean 0.4): the fold values are means."""
+    df = pd.DataFrame(
+        {
+            "case": [f"c{i}" for i in range(6)] * 2,
+            "fold": [0, 0, 0, 1, 1, 1] * 2,
+            "method": ["a"] * 6 + ["b"] * 6,
+            "class": "k",
+            "dsc": [0.1, 0.2, 0.9, 0.5, 0.6, 0.7] + [0.5] * 6,
+        }
+    )
+    row = stats.summary_table(df, ci_over="folds").iloc[0]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.5, abs=1e-12)  # (0.4 + 0.6) / 2
+    assert row["half_width"] == pytest.approx(sps.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / math.sqrt(2))

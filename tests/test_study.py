@@ -156,7 +156,7 @@ def test_failed_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
 
 
 def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
-    runs = plan_runs(["dice", "focal"], [0], tmp_path / "runs", BUNDLE, {})
+    runs = plan_runs(["dice", "focal"], [1], tmp_path / "runs", BUNDLE, {})
     label = np.zeros((6, 5, 4), dtype=np.uint8)
     label[2:4, 1:3, 1] = 1
     label[3, 2, 1] = 2
@@ -176,6 +176,7 @@ def test_collect_per_case_and_overlays(tmp_path: Path) -> None:
     table = collect_per_case(runs)
     assert list(table.columns) == ["case", "method", "class", "fold", "dsc", "precision", "recall", "iou"]
     assert table["method"].tolist() == ["dice", "dice", "focal", "focal"] and table["dsc"].isna().sum() == 2
+    assert table["fold"].tolist() == [1, 1, 1, 1]  # each run's own fold
     slices = overlay_slices(runs, case_dir / "imaging.nii.gz", case_dir / "segmentation.nii.gz")
     assert slices is not None and set(slices) == {"dice", "focal"}
     image, lab, pred = slices["dice"]

@@ -265,6 +265,7 @@ DAMAGE = {
     "bad_absent": lambda p: _edit_cell(p, 3, "absent", "Fal"),
     "other_fold": lambda p: _write_per_case(p, FOLD_CASES[1]),
     "a_case_missing": lambda p: _write_per_case(p, FOLD_CASES[0][:2]),
+    "an_extra_case": lambda p: _write_per_case(p, [*FOLD_CASES[0], FOLD_CASES[1][0]]),
     "a_class_missing": lambda p: write_csv_atomic(pd.read_csv(p).iloc[1:], p),
     "repeated_row": lambda p: write_csv_atomic(pd.concat([pd.read_csv(p), pd.read_csv(p).iloc[[2]]]), p),
 }
