@@ -58,6 +58,7 @@ __all__ = [
     "ConfusionCountsMetric",
     "PerCaseMetric",
     "confusion_counts",
+    "confusion_counts_from_labels",
     "metric_from_counts",
     "per_case_table",
     "summarize_per_case",
@@ -143,6 +144,100 @@ def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, include_background: 
     return torch.stack([tp, fp, fn], dim=-1)
 
 
+#: voxels per bincount pass of :func:`confusion_counts_from_labels` (32 MiB of int64 codes)
+_LABEL_CHUNK = 1 << 22
+
+
+def confusion_counts_from_labels(
+    y_pred: torch.Tensor, y: torch.Tensor, num_classes: int, include_background: bool = True
+) -> torch.Tensor:
+    """:func:`confusion_counts` of class-index maps, without one-hot copies.
+
+    Each case's voxels are counted into a ``num_classes x num_classes`` confusion matrix ``M[true, predicted]`` with
+    one :func:`torch.bincount` per chunk of voxels; then ``TP = diag(M)``, ``FP`` = column sums - TP and ``FN`` = row
+    sums - TP. The one-hot route (``AsDiscrete(to_onehot=C)`` of prediction and label) holds ``2 C`` float32 volumes
+    at once: on a 500 x 512 x 512 volume with 3 classes (2-core CPU) it took 11.4 s and 4.9 GB beyond the two maps,
+    this function 5.3 s and no extra memory to speak of.
+
+    Args:
+        y_pred: predicted class indices ``[B, 1, *spatial]`` (e.g. after ``AsDiscrete(argmax=True)``).
+        y: label class indices of the same shape.
+        num_classes: the number of classes ``C``; every value must be a whole number in ``[0, C)``.
+        include_background: keep class 0.
+
+    Returns:
+        An int64 tensor ``[B, C', 3]`` with ``(TP, FP, FN)`` on the last axis, as :func:`confusion_counts` gives for
+        the one-hot forms of the same maps.
+
+    Raises:
+        ValueError: if the shapes differ or are not ``[B, 1, *spatial]``, ``num_classes`` is not an integer of at
+            least 1 (2 without the background), or a value is not a class index (the message names the value, and the
+            label's and prediction's files when the tensors know them).
+    """
+    if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"y_pred and y must be tensors, got {type(y_pred).__name__} and {type(y).__name__}.")
+    _check_num_classes(num_classes, include_background)
+    if y_pred.shape != y.shape or y_pred.ndim < 3 or y_pred.shape[1] != 1:
+        raise ValueError(
+            f"{_sources(y_pred, y)}y_pred and y must be class-index maps of one shape [B, 1, *spatial], got "
+            f"{tuple(y_pred.shape)} and {tuple(y.shape)}; take the prediction's argmax first, and check that the "
+            "label has the image's shape."
+        )
+    cases = []
+    for pred_case, true_case in zip(_plain_tensor(y_pred), _plain_tensor(y)):
+        matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=y_pred.device)
+        chunks = zip(pred_case.reshape(-1).split(_LABEL_CHUNK), true_case.reshape(-1).split(_LABEL_CHUNK))
+        for pred_chunk, true_chunk in chunks:
+            _check_class_indices(true_chunk, num_classes, f"{_sources(torch.empty(0), y)}y")
+            _check_class_indices(pred_chunk, num_classes, f"{_sources(y_pred, torch.empty(0))}y_pred")
+            matrix += torch.bincount(_pair_codes(true_chunk, pred_chunk, num_classes), minlength=num_classes**2)
+        cases.append(matrix.view(num_classes, num_classes))
+    matrices = torch.stack(cases)
+    tp = matrices.diagonal(dim1=1, dim2=2)
+    counts = torch.stack([tp, matrices.sum(1) - tp, matrices.sum(2) - tp], dim=-1)
+    return counts if include_background else counts[:, 1:]
+
+
+def _check_num_classes(num_classes: Any, include_background: bool) -> int:
+    minimum = 1 if include_background else 2
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < minimum:
+        raise ValueError(f"num_classes must be an integer of at least {minimum}, got {num_classes!r}.")
+    return num_classes
+
+
+def _plain_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A plain view of a MetaTensor (no metadata bookkeeping in the loops), else ``value``."""
+    return value.as_tensor() if isinstance(value, MetaTensor) else value
+
+
+def _check_class_indices(values: torch.Tensor, num_classes: int, name: str) -> None:
+    """Raise a ValueError naming (``name``) the first value of ``values`` that is not a class index.
+
+    Two reductions over a valid chunk (its range, and for floating point its fractional parts; NaN fails both); the
+    element-wise search runs only to name a bad value.
+    """
+    if values.dtype == torch.bool:
+        values = values.to(torch.uint8)
+    low, high = torch.aminmax(values)
+    valid = bool(low >= 0) and bool(high < num_classes)
+    if valid and values.is_floating_point():
+        valid = not bool(torch.frac(values).count_nonzero())
+    if not valid:
+        bad = (values < 0) | (values >= num_classes)
+        if values.is_floating_point():
+            bad |= values != values.trunc()  # fractions, and NaN (never equal to itself)
+        raise ValueError(f"{name} holds {values[bad][0].item()!r}, not a class index in [0, {num_classes}).")
+
+
+def _pair_codes(true: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``true * C + pred`` as int64 codes of checked class indices: computed in float32/64 when both are (exact for
+    ``C**2 < 2**24``, one conversion instead of two), else in int64."""
+    exact = (torch.float32, torch.float64)
+    if true.dtype in exact and pred.dtype in exact and num_classes**2 < 2**24:
+        return (true * num_classes + pred).to(torch.int64)
+    return true.to(torch.int64) * num_classes + pred.to(torch.int64)
+
+
 def metric_from_counts(counts: torch.Tensor, metric_name: str) -> torch.Tensor:
     """Compute one metric from ``(TP, FP, FN)`` counts, with the module's convention for empty classes.
 
@@ -175,7 +270,10 @@ def metric_from_counts(counts: torch.Tensor, metric_name: str) -> torch.Tensor:
 class ConfusionCountsMetric(CumulativeIterationMetric):
     """Buffer per-case ``(TP, FP, FN)`` counts; aggregate them to DSC, precision, recall or IoU.
 
-    Each iteration appends a ``[B, C, 3]`` int64 tensor of counts (one pass over the voxels). ``aggregate()`` turns
+    Each iteration appends a ``[B, C, 3]`` int64 tensor of counts (one pass over the voxels). The inputs are
+    binarized one-hot maps ``[B, C, *spatial]`` as for MONAI's ``DiceMetric``, or, with ``num_classes``, class-index
+    maps ``[B, 1, *spatial]`` counted without one-hot copies (:func:`confusion_counts_from_labels`), which is what the
+    bundles' evaluation gives whole CT volumes. ``aggregate()`` turns
     the whole buffer into ``metric_name`` per case and class and reduces it, skipping classes absent from both
     label and prediction (see the module docstring). With ``IgniteMetricHandler(save_details=True)`` the counts end up
     in ``engine.state.metric_details[<name>]``, which is what the bundles' per-case CSV writer reads.
@@ -186,6 +284,7 @@ class ConfusionCountsMetric(CumulativeIterationMetric):
         include_background: keep channel 0 (background).
         reduction: MONAI ``MetricReduction`` applied to the per-case values (NaNs skipped), ``"mean"`` by default.
         get_not_nans: also return the number of values that entered the reduction.
+        num_classes: ``None`` (the default) for one-hot inputs; the number of classes for class-index inputs.
 
     Example:
         >>> metric = ConfusionCountsMetric("recall", include_background=False)
@@ -199,16 +298,20 @@ class ConfusionCountsMetric(CumulativeIterationMetric):
         include_background: bool = False,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.metric_name = _check_metric_name(metric_name)
         self.include_background = bool(include_background)
         self.reduction = reduction
         self.get_not_nans = bool(get_not_nans)
+        self.num_classes = None if num_classes is None else _check_num_classes(num_classes, self.include_background)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         if y is None:
             raise ValueError(f"{type(self).__name__} needs a label y, got None.")
+        if self.num_classes is not None:
+            return confusion_counts_from_labels(y_pred, y, self.num_classes, self.include_background)
         return confusion_counts(y_pred, y, include_background=self.include_background)
 
     def _per_case(self, buffer: torch.Tensor, metric_name: str) -> torch.Tensor:

@@ -108,7 +108,14 @@ def test_kits19_train_evaluate_infer(kits_data: Path, tmp_path: Path) -> None:
     kidney = table[(table["case"] == val_cases[0]) & (table["class"] == "kidney")].iloc[0]
     assert kidney["label_voxels"] == int((np.asarray(label.dataobj) == 1).sum())  # counted in the original space
     assert (tmp_path / "eval" / "per_class_summary.csv").is_file() and (tmp_path / "eval" / "metrics.csv").is_file()
-    assert (tmp_path / "eval" / "data" / val_cases[0] / "imaging_seg.nii.gz").is_file()
+    # every count is the saved prediction's against the label file's, class by class
+    saved = np.asarray(nib.load(tmp_path / "eval" / "data" / val_cases[0] / "imaging_seg.nii.gz").dataobj)
+    truth = np.asarray(label.dataobj)
+    for index, name in ((1, "kidney"), (2, "tumor")):
+        row = table[(table["case"] == val_cases[0]) & (table["class"] == name)].iloc[0]
+        pred_c, true_c = saved == index, truth == index
+        expected = [(pred_c & true_c).sum(), (pred_c & ~true_c).sum(), (~pred_c & true_c).sum()]
+        assert row[["tp", "fp", "fn"]].tolist() == expected, name
 
     run_bundle(KITS, [*INFER, *cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})])
     outputs = sorted((tmp_path / "infer").rglob("imaging_seg.nii.gz"))

@@ -20,6 +20,7 @@ from monai_mixedfocal.metrics import (
     ConfusionCountsMetric,
     PerCaseMetric,
     confusion_counts,
+    confusion_counts_from_labels,
     metric_from_counts,
     per_case_table,
     summarize_per_case,
@@ -52,6 +53,68 @@ def test_confusion_counts_by_hand(onehots: tuple[torch.Tensor, torch.Tensor]) ->
     with_bg = confusion_counts(pred, label, include_background=True)
     assert with_bg.shape == (2, 3, 3)
     assert with_bg[0, 0].tolist() == [2, 3, 1]  # background: 5 predicted, 3 true, 2 shared
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
+@pytest.mark.parametrize("include_background", [True, False])
+def test_counts_of_class_index_maps_equal_the_one_hot_counts(
+    dtype: torch.dtype, include_background: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By hand on LABEL / PRED, then random 3-D maps of 4 classes counted in chunks of 7 voxels (a case's chunks,
+    and the cases, add up) and as MetaTensors."""
+    by_hand = confusion_counts_from_labels(
+        torch.as_tensor(PRED)[:, None].to(dtype), torch.as_tensor(LABEL)[:, None].to(dtype), 3, include_background
+    )
+    expected = [[[2, 1, 1], [0, 0, 2]], [[0, 0, 0], [0, 1, 0]]]
+    assert by_hand.dtype == torch.int64
+    assert by_hand.tolist() == (
+        [[[2, 3, 1], *expected[0]], [[7, 0, 1], *expected[1]]] if include_background else expected
+    )
+    generator = torch.Generator().manual_seed(0)
+    pred, label = (torch.randint(0, 4, (3, 1, 5, 4, 3), generator=generator) for _ in range(2))
+    one_hot = confusion_counts(_onehot(pred[:, 0], 4), _onehot(label[:, 0], 4), include_background)
+    monkeypatch.setattr("monai_mixedfocal.metrics._LABEL_CHUNK", 7)
+    counts = confusion_counts_from_labels(
+        MetaTensor(pred.to(dtype)), MetaTensor(label.to(dtype)), 4, include_background
+    )
+    assert torch.equal(counts, one_hot)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"label_value": 3.0}, r"label /data/seg\.nii\.gz: y holds 3\.0, not a class index in \[0, 3\)"),
+        ({"label_value": -1.0}, r"y holds -1\.0, not a class index"),
+        ({"label_value": 0.5}, r"y holds 0\.5, not a class index"),
+        ({"pred_value": float("nan")}, r"prediction for /data/img\.nii\.gz: y_pred holds nan, not a class index"),
+        ({"label_shape": (1, 1, 4, 5)}, r"class-index maps of one shape \[B, 1, \*spatial\], got \(1, 1, 4, 4\) and"),
+        ({"pred_shape": (1, 3, 4, 4), "label_shape": (1, 3, 4, 4)}, r"class-index maps of one shape"),
+        ({"num_classes": 1}, r"num_classes must be an integer of at least 2, got 1"),
+        ({"num_classes": 3.0}, r"num_classes must be an integer of at least 2, got 3\.0"),
+    ],
+)
+def test_class_index_counts_refuse_what_is_not_a_class_index_map(change: dict, message: str) -> None:
+    pred = torch.zeros(change.get("pred_shape", (1, 1, 4, 4)))
+    label = torch.zeros(change.get("label_shape", (1, 1, 4, 4)))
+    pred.view(-1)[-1] = change.get("pred_value", 0.0)
+    label.view(-1)[-1] = change.get("label_value", 0.0)
+    pred = MetaTensor(pred, meta={"filename_or_obj": "/data/img.nii.gz"})
+    label = MetaTensor(label, meta={"filename_or_obj": "/data/seg.nii.gz"})
+    with pytest.raises(ValueError, match=message):
+        confusion_counts_from_labels(pred, label, change.get("num_classes", 3), include_background=False)
+
+
+def test_counts_metric_takes_class_index_maps_with_num_classes(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The bundles' evaluation: one case at a time, as IgniteMetricHandler passes a decollated batch."""
+    one_hot = ConfusionCountsMetric("dsc")
+    one_hot(list(onehots[0]), list(onehots[1]))
+    indices = ConfusionCountsMetric("dsc", num_classes=3)
+    indices([torch.as_tensor(p)[None].float() for p in PRED], [torch.as_tensor(t)[None].float() for t in LABEL])
+    assert torch.equal(indices.get_buffer(), one_hot.get_buffer())
+    assert torch.equal(indices.aggregate(), one_hot.aggregate())
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="num_classes must be an integer of at least 2"):
+            ConfusionCountsMetric(num_classes=bad)
 
 
 def test_metric_values_and_empty_class_convention(onehots: tuple[torch.Tensor, torch.Tensor]) -> None:
