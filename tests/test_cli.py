@@ -92,3 +92,28 @@ def test_a_closed_stdout_stops_a_command_quietly(tmp_path: Path, command: str) -
     stderr = proc.communicate(timeout=120)[1].decode()
     assert proc.returncode == 1 and "Broken pipe" not in stderr and "Exception ignored" not in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+def test_no_command_prints_the_help_and_exits_2(capsys) -> None:
+    """Against the bug ``return 2`` -> ``return 0``: ``python -m monai_mixedfocal`` without a command succeeded."""
+    from monai_mixedfocal import cli
+
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m monai_mixedfocal") and "datalist" in err
+
+
+def test_one_line_warnings_shows_each_message_once_whatever_the_filters(capsys) -> None:
+    """Against the bug (drop the ``shown`` set): the existing test passes anyway, because Python's default
+    filter already shows a warning once per code location; the de-duplication only shows with an "always" filter or
+    one message raised from two places."""
+    import warnings
+
+    from monai_mixedfocal.cli_errors import one_line_warnings
+
+    with one_line_warnings():
+        warnings.simplefilter("always")
+        for _ in range(3):
+            warnings.warn("same\nmessage", UserWarning, stacklevel=1)
+        warnings.warn("other", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: same message\nwarning: other\n"

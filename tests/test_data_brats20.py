@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -223,3 +224,42 @@ def test_a_training_case_without_segmentation_is_an_error(copy_root: Path, tmp_p
         r"BraTS20 training case has one\); found \['BraTS20_Training_002_seg \(1\)\.nii\.gz'\]: the download may be",
     ):
         brats20_datalist(copy_root, labels_dir=tmp_path / "masks")
+
+
+def test_a_case_with_both_nii_and_nii_gz_is_ambiguous(tmp_path: Path) -> None:
+    """Against the bug ``len(present) > 1`` -> ``> 2``: a case folder holding both ``_t1ce.nii`` and
+    ``_t1ce.nii.gz`` (a half-finished re-compression) silently used one of them."""
+    root = tmp_path / "brats"
+    folder = synthesize_brats20(root, case_ids=[1], shape=(24, 24, 16))[0]
+    t1ce = folder / "BraTS20_Training_001_t1ce.nii.gz"
+    (folder / "BraTS20_Training_001_t1ce.nii").write_bytes(gzip.decompress(t1ce.read_bytes()))
+    with pytest.raises(DataError, match=r"both BraTS20_Training_001_t1ce\.nii\.gz and BraTS20_Training_001_t1ce\.nii"):
+        brats20_datalist(root, labels_dir=tmp_path / "et")
+
+
+def test_refresh_et_masks_leaves_current_masks_alone(tmp_path: Path) -> None:
+    """Against the bug (drop the ``_current_mask(...) is not None: continue``): every bundle start rewrote every
+    mask of a saved datalist and warned that they "were not made from their segmentation"."""
+    import warnings
+
+    from monai_mixedfocal.data import refresh_et_masks
+
+    root = tmp_path / "brats"
+    synthesize_brats20(root, case_ids=[1, 2], shape=(24, 24, 16))
+    datalist = brats20_datalist(root, labels_dir=tmp_path / "et")
+    items = [
+        {
+            key: str(datalist.base_dir / value) if key in ("image", "label", "seg") else value
+            for key, value in case.items()
+        }
+        for case in datalist.cases
+    ]
+    before = {item["label"]: Path(item["label"]).stat().st_mtime_ns for item in items}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert refresh_et_masks(items) == []
+    assert {item["label"]: Path(item["label"]).stat().st_mtime_ns for item in items} == before
+    stale = items[0]
+    save_nifti(stale["label"], np.zeros((24, 24, 16), np.uint8), np.eye(4))  # no fingerprint: rebuilt
+    with pytest.warns(UserWarning, match="1 enhancing-tumour mask"):
+        assert refresh_et_masks(items) == [stale["case"]]

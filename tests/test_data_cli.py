@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_data_msd import make_msd
 
 from monai_mixedfocal.cli import main
+from monai_mixedfocal.data import synthesize_kits19
+from monai_mixedfocal.data.io import save_nifti
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -108,3 +112,38 @@ def test_a_kits19_repository_and_its_data_folder_are_one_data_set(
     assert main(["datalist", "kits19", str(root / "data"), "--out", str(out), "--folds", "2"]) == 2
     err = capsys.readouterr().err
     assert "exists for the data set" not in err and "3 case(s) listed with other paths" in err
+
+
+def test_datalist_keep_all_keeps_the_kits19_exclusions(tmp_path: Path, capsys) -> None:
+    """Against the bug (``--keep-all`` ignored for KiTS19): the paper's exclusion list always applied."""
+    root = tmp_path / "kits19"
+    synthesize_kits19(root, case_ids=[0, 1, 2, 15], shape=(16, 16, 16))
+    out = tmp_path / "all.json"
+    assert main(["datalist", "kits19", str(root), "--out", str(out), "--folds", "2", "--keep-all"]) == 0
+    assert [item["case"] for item in json.loads(out.read_text())["training"]][-1] == "case_00015"
+    assert main(["datalist", "kits19", str(root), "--out", str(tmp_path / "paper.json"), "--folds", "2"]) == 0
+    assert "case_00015" not in [item["case"] for item in json.loads((tmp_path / "paper.json").read_text())["training"]]
+
+
+def test_datalist_msd_given_its_dataset_json_twice_is_unchanged(tmp_path: Path, capsys) -> None:
+    """Against the bug (``folder = root`` for a root naming dataset.json): writing the same MSD datalist again
+    was refused as "exists for the data set in <folder>, not <folder>/dataset.json"."""
+    root = make_msd(tmp_path / "msd", [(8, 8, 6)] * 2, {"0": "background"})
+    args = ["datalist", "msd", str(root / "dataset.json"), "--out", str(tmp_path / "msd.json"), "--folds", "2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    assert "unchanged" in capsys.readouterr().out
+
+
+def test_datalist_msd_check_labels_reads_the_labels(tmp_path: Path, capsys) -> None:
+    """Against the bug (``--check-labels`` not passed to msd_datalist): an undefined label value was written
+    into the datalist without a word."""
+    root = make_msd(tmp_path / "msd", [(8, 8, 6)] * 2, {"0": "background"})
+    label = np.zeros((8, 8, 6), np.uint8)
+    label[0, 0, 0] = 3
+    save_nifti(root / "labelsTr" / "img_001.nii.gz", label, np.eye(4))
+    args = ["datalist", "msd", str(root), "--out", str(tmp_path / "msd.json"), "--folds", "2"]
+    assert main([*args, "--check-labels"]) == 2
+    assert "label value(s) 3 not defined for Toy" in capsys.readouterr().err
+    assert main(args) == 0  # headers only without the option

@@ -142,3 +142,47 @@ def test_atomic_write_failure_mid_write_keeps_old_file(tmp_path: Path) -> None:
         atomic_write_bytes(path, "text is not bytes")  # type: ignore[arg-type]  # fails after the temp file exists
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["file.json"]
+
+
+def _toy_datalist(base: Path, order: list[int]):
+    from monai_mixedfocal.data import Datalist
+
+    cases = [{"case": f"c{i}", "image": f"img/c{i}.nii.gz", "label": f"lab/c{i}.nii.gz"} for i in order]
+    return Datalist(cases=cases, base_dir=base, source="msd")
+
+
+def test_the_datalist_json_does_not_depend_on_the_listing_order(tmp_path: Path) -> None:
+    """Against the bug (``training`` no longer sorted by case id): the same cases listed in another order (an
+    edited dataset.json) gave another file, and ``overwrite=False`` refused it as "exists with other content"."""
+    from monai_mixedfocal.data.datalist import datalist_to_json, write_datalist
+
+    forward, backward = _toy_datalist(tmp_path, list(range(6))), _toy_datalist(tmp_path, list(range(5, -1, -1)))
+    assert datalist_to_json(forward, tmp_path) == datalist_to_json(backward, tmp_path)
+    path = write_datalist(tmp_path / "datalist.json", forward)
+    write_datalist(path, backward, overwrite=False)  # the same content: accepted
+
+
+def test_a_negative_fold_is_not_a_valid_fold(tmp_path: Path) -> None:
+    """Against the bug (drop ``fold < 0``): a case with fold -1 was never validated and always trained on."""
+    from monai_mixedfocal.data import split_datalist
+
+    items = [{"image": "a.nii.gz", "fold": 0}, {"image": "b.nii.gz", "fold": 1}, {"image": "c.nii.gz", "fold": -1}]
+    with pytest.raises(DataError, match=r"training item 2 \(c\.nii\.gz\) has no valid 'fold'"):
+        split_datalist(items, 0)
+
+
+def test_split_datalist_resolves_seg_and_lists_of_paths(tmp_path: Path) -> None:
+    """Against the bugs (``PATH_KEYS`` loop reduced to image / label) and (list values left
+    alone): a BraTS20 ``seg`` (which refresh_et_masks opens) or an MSD multi-file image stayed relative to the data
+    set root and was then opened relative to the working directory."""
+    from monai_mixedfocal.data import split_datalist
+
+    items = [
+        {"case": "a", "image": ["x/a_t1.nii.gz", "x/a_t2.nii.gz"], "label": "y/a.nii.gz", "seg": "z/a.nii", "fold": 0},
+        {"case": "b", "image": ["x/b_t1.nii.gz", "x/b_t2.nii.gz"], "label": "y/b.nii.gz", "seg": "z/b.nii", "fold": 1},
+    ]
+    train, val = split_datalist(items, 0, base_dir=tmp_path)
+    (item,) = val
+    assert item["seg"] == str(tmp_path / "z" / "a.nii")
+    assert item["image"] == [str(tmp_path / "x" / "a_t1.nii.gz"), str(tmp_path / "x" / "a_t2.nii.gz")]
+    assert item["label"] == str(tmp_path / "y" / "a.nii.gz") and train[0]["case"] == "b"

@@ -15,7 +15,15 @@ from monai.transforms import LoadImage
 
 from monai_mixedfocal.data import DataError
 from monai_mixedfocal.data.checks import CheckedNibabelReader
-from monai_mixedfocal.data.io import check_pair, grid_offset, load_array, read_nifti_header, save_nifti
+from monai_mixedfocal.data.io import (
+    check_grids,
+    check_pair,
+    grid_offset,
+    is_nifti,
+    load_array,
+    read_nifti_header,
+    save_nifti,
+)
 
 STORED = np.arange(4, dtype=np.int16).reshape(2, 2, 1)
 
@@ -144,3 +152,30 @@ def test_headers_that_monai_loads_unchanged_pass(tmp_path: Path) -> None:
     rounded = (affine @ np.diag([1.00001, 1.0, 1.0, 1.0])).astype(np.float32)
     read_nifti_header(save_nifti(tmp_path / "c.nii.gz", np.zeros((6, 8, 5), np.int16), rounded))
     read_nifti_header(save_nifti(tmp_path / "d.nii.gz", np.zeros((6, 8, 5, 4), np.int16), affine))
+
+
+def test_check_grids_refuses_a_nan_affine() -> None:
+    """Against the bug ``if not distance <= tol`` -> ``if distance > tol``: a NaN affine passed silently (the
+    docstring promises "a NaN in either affine also fails")."""
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    for bad_entry in ((0, 3), (1, 1)):
+        bad = affine.copy()
+        bad[bad_entry] = np.nan
+        with pytest.raises(DataError, match="label voxel grid does not match"):
+            check_grids(affine, bad, (6, 8, 5), "imaging.nii.gz", "segmentation.nii.gz")
+        with pytest.raises(DataError, match="label voxel grid does not match"):
+            check_grids(bad, affine, (6, 8, 5), "imaging.nii.gz", "segmentation.nii.gz")
+
+
+def test_is_nifti_ignores_the_case_of_the_suffix() -> None:
+    """Against the bug drops ``.lower()``: an MSD data set with ``.NII.GZ`` files skips every NIfTI header check."""
+    assert is_nifti("imagesTr/a.NII.GZ") and is_nifti("a.Nii") and is_nifti("a.nii.gz")
+    assert not is_nifti("a.png") and not is_nifti("a.nii.gz.bak")
+
+
+def test_save_nifti_writes_a_zero_gzip_time_stamp(tmp_path: Path) -> None:
+    """Against the bug ``mtime=0`` -> default (the current time): the byte-identical tests only catch it when two
+    writes fall into different seconds; the gzip header's MTIME field (bytes 4-8) says it directly."""
+    path = save_nifti(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    data = path.read_bytes()
+    assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\x00\x00\x00\x00"

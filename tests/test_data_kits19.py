@@ -13,7 +13,7 @@ import pytest
 
 from monai_mixedfocal.data import KITS19_EXCLUDED_CASES, DataError, kits19_datalist, synthesize_kits19
 from monai_mixedfocal.data.io import save_nifti
-from monai_mixedfocal.data.kits19 import kits19_repository
+from monai_mixedfocal.data.kits19 import kits19_case_id, kits19_repository
 
 SHAPE = (16, 32, 32)
 
@@ -158,3 +158,27 @@ def test_kits19_repository_of_the_repository_or_its_data_folder(tmp_path: Path) 
     assert kits19_repository(tmp_path / "kits19" / "data") == tmp_path / "kits19"
     (tmp_path / "data" / "data").mkdir(parents=True)  # a repository that happens to be called data
     assert kits19_repository(tmp_path / "data") == tmp_path / "data"
+
+
+def test_a_kits19_image_with_an_extra_dimension_is_refused(kits_root: Path, tmp_path: Path) -> None:
+    """Against the bugs (drop ``len(image_shape) != ndim``) and (``check_pair(..., ndim=None)``): a
+    4-D imaging.nii.gz beside a 3-D segmentation was listed as a valid KiTS19 case."""
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    image = root / "data" / "case_00001" / "imaging.nii.gz"
+    source = nib.load(image)
+    volume = np.asarray(source.dataobj)
+    save_nifti(image, np.stack([volume, volume], axis=-1), source.affine)
+    with pytest.raises(DataError, match=r"case_00001/segmentation\.nii\.gz: label shape \(16, 32, 32\) does not match"):
+        kits19_datalist(root)
+
+
+def test_only_five_digit_case_folders_are_kits19_cases(kits_root: Path, tmp_path: Path) -> None:
+    """Against the bug ``case_(\\d{5})`` -> ``case_(\\d+)``: ``case_1`` (a stray copy, a typo) became a case whose id
+    the exclusion list (``case_00001``) never matches."""
+    with pytest.raises(ValueError, match="case number or 'case_XXXXX' name"):
+        kits19_case_id("case_1")
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    shutil.copytree(root / "data" / "case_00001", root / "data" / "case_1")
+    assert kits19_datalist(root).case_ids == kits19_datalist(kits_root).case_ids  # case_1 is not a case

@@ -14,7 +14,9 @@ from monai_mixedfocal.data import DataError, msd_datalist, write_datalist
 from monai_mixedfocal.data.io import save_nifti
 
 
-def _make(root: Path, shapes: list[tuple[int, ...]], labels: dict, label_shape: tuple[int, ...] | None = None) -> Path:
+def make_msd(
+    root: Path, shapes: list[tuple[int, ...]], labels: dict, label_shape: tuple[int, ...] | None = None
+) -> Path:
     """Write one image / label pair per shape and the dataset.json; labels hold values 0..len(labels)-1."""
     training = []
     for index, shape in enumerate(shapes):
@@ -30,7 +32,7 @@ def _make(root: Path, shapes: list[tuple[int, ...]], labels: dict, label_shape: 
 
 def test_3d_multichannel_and_folds(tmp_path: Path) -> None:
     labels = {"0": "background", "1": "edema", "2": "core", "3": "enhancing"}
-    root = _make(tmp_path, [(8, 8, 6, 2)] * 5, labels)
+    root = make_msd(tmp_path, [(8, 8, 6, 2)] * 5, labels)
     datalist = msd_datalist(root, check_labels=True)
     assert datalist.name == "Toy" and datalist.labels == labels and datalist.source == "msd"
     assert datalist.case_ids == [f"img_{i:03d}" for i in range(5)]
@@ -44,7 +46,7 @@ def test_3d_multichannel_and_folds(tmp_path: Path) -> None:
 
 
 def test_2d_and_nnunet_style_labels(tmp_path: Path) -> None:
-    root = _make(tmp_path, [(16, 16)] * 2, {"background": 0, "vessel": 1})
+    root = make_msd(tmp_path, [(16, 16)] * 2, {"background": 0, "vessel": 1})
     datalist = msd_datalist(root / "dataset.json", check_labels=True)
     assert datalist.labels == {"0": "background", "1": "vessel"}
     assert len(datalist.cases) == 2
@@ -53,14 +55,14 @@ def test_2d_and_nnunet_style_labels(tmp_path: Path) -> None:
 def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dataset\.json file not found"):
         msd_datalist(tmp_path)
-    root = _make(tmp_path / "a", [(8, 8, 6)] * 2, {"0": "background", "1": "organ"})
+    root = make_msd(tmp_path / "a", [(8, 8, 6)] * 2, {"0": "background", "1": "organ"})
     (root / "labelsTr" / "img_001.nii.gz").unlink()
     with pytest.raises(DataError, match=r"labelsTr/img_001\.nii\.gz: label file of training item 1 not found"):
         msd_datalist(root)
-    root = _make(tmp_path / "b", [(8, 8, 6)], {"0": "background", "1": "organ"}, label_shape=(8, 8, 5))
+    root = make_msd(tmp_path / "b", [(8, 8, 6)], {"0": "background", "1": "organ"}, label_shape=(8, 8, 5))
     with pytest.raises(DataError, match=r"labelsTr/img_000\.nii\.gz: label shape \(8, 8, 5\) does not match"):
         msd_datalist(root)
-    root = _make(tmp_path / "c", [(8, 8, 6)], {"0": "background", "1": "a", "2": "b"})
+    root = make_msd(tmp_path / "c", [(8, 8, 6)], {"0": "background", "1": "a", "2": "b"})
     (root / "dataset.json").write_text(json.dumps({**json.loads((root / "dataset.json").read_text()), "labels": {}}))
     assert msd_datalist(root).labels == {}
     with pytest.raises(DataError, match=r"dataset\.json: checking the label values needs a 'labels' map"):
@@ -83,3 +85,25 @@ def test_case_id_strips_the_nifti_suffix_in_any_case() -> None:
 
     assert _case_id("./imagesTr/hippocampus_004.NII.GZ") == "hippocampus_004"
     assert _case_id(["imagesTr/BRATS_001.nii.gz", "imagesTr/BRATS_001_t2.nii.gz"]) == "BRATS_001"
+
+
+def test_msd_a_case_listed_twice_is_refused(tmp_path: Path) -> None:
+    """Against the bug (drop the ``case in seen`` check): two items with one case id gave a datalist whose fold
+    assignment then failed with a less helpful message, or (in other folders) two cases with one id."""
+    root = make_msd(tmp_path, [(8, 8, 6)] * 2, {"0": "background"})
+    content = json.loads((root / "dataset.json").read_text())
+    content["training"][1]["image"] = "./labelsTr/img_000.nii.gz"  # the same file name in another folder
+    (root / "dataset.json").write_text(json.dumps(content))
+    with pytest.raises(DataError, match=r"case id 'img_000' \(from training item 1\) appears twice"):
+        msd_datalist(root)
+
+
+def test_msd_a_label_given_as_a_list_is_refused(tmp_path: Path) -> None:
+    """Against the bug (drop the ``isinstance(item['label'], str)`` check): a list of label files silently kept only
+    its first file."""
+    root = make_msd(tmp_path, [(8, 8, 6)] * 2, {"0": "background"})
+    labels = ["./labelsTr/img_000.nii.gz", "./labelsTr/img_001.nii.gz"]
+    training = [{"image": "./imagesTr/img_000.nii.gz", "label": labels}]
+    (root / "dataset.json").write_text(json.dumps({"name": "Toy", "labels": {"0": "background"}, "training": training}))
+    with pytest.raises(DataError, match="training item 0 needs 'label' as one path"):
+        msd_datalist(root)

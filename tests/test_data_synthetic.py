@@ -105,3 +105,20 @@ def test_brats20_no_enhancing_must_name_generated_cases(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no_enhancing names case\(s\) \[9\] that are not generated \(generated: 1"):
         synthesize_brats20(tmp_path, cases=3, no_enhancing=[2, 9])
     assert not any(tmp_path.iterdir())
+
+
+def test_repeated_case_ids_are_refused() -> None:
+    """Against the bug (drop the uniqueness check): ``case_ids=[1, 1]`` wrote the same case twice."""
+    from monai_mixedfocal.data.synthetic_common import check_cases
+
+    with pytest.raises(ValueError, match="case_ids must be unique integers"):
+        check_cases(0, [1, 2, 1], first=0, last=999)
+
+
+def test_brats20_affine_is_the_release_s() -> None:
+    """Against the bug ``shape[1] - 1`` -> ``shape[1]``: the generated cases lay one voxel away from
+    the real release's grid (its 240 x 240 x 155 volumes have the origin row 239); only axis codes were tested."""
+    from monai_mixedfocal.data.synthetic_brats20 import brats20_affine
+
+    expected = np.array([[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+    np.testing.assert_array_equal(brats20_affine((240, 240, 155)), expected)

@@ -180,3 +180,44 @@ def test_a_gzip_damaged_in_place_fails_naming_the_file(kits_case: dict[str, str]
         assert torch.equal(checked[key].as_tensor(), plain[key].as_tensor())
         np.testing.assert_array_equal(checked[key].affine.numpy(), plain[key].affine.numpy())
         assert checked[key].meta["filename_or_obj"] == kits_case[key]
+
+
+def test_kits19_image_is_resampled_linearly_and_the_label_by_nearest(kits_case: dict[str, str]) -> None:
+    """Against the bug ``mode=["bilinear", "nearest"]`` -> ``["nearest", "nearest"]``: the CT was resampled by
+    nearest neighbour (blocky, every value an original integer HU) and no test noticed."""
+    from monai.transforms import Compose, NormalizeIntensityd
+
+    from monai_mixedfocal.data import kits19_deterministic_transforms
+
+    unnormalized = Compose([t for t in kits19_deterministic_transforms() if not isinstance(t, NormalizeIntensityd)])
+    out = unnormalized(dict(kits_case))
+    image = out["image"].numpy()
+    inside = image[(image > -79.0) & (image < 304.0)]  # not clipped to the HU window
+    assert inside.size > 1000 and np.mean(inside != np.round(inside)) > 0.5  # interpolated between the integer HU
+    assert set(np.unique(out["label"].numpy()).tolist()) == {0.0, 1.0, 2.0}  # the label keeps its values
+
+
+def test_kits19_zscore_includes_the_zero_hu_voxels(kits_case: dict[str, str], tmp_path: Path) -> None:
+    """Against the bug ``NormalizeIntensityd(image_key)`` -> ``nonzero=True``: voxels of exactly 0 HU (water,
+    common in CT) were left out of the per-image z-score; the synthetic cases hold too few of them for the existing
+    mean / std check to notice."""
+    from monai.transforms import Compose
+
+    from monai_mixedfocal.data import kits19_deterministic_transforms
+
+    source = nib.load(kits_case["image"])
+    volume = np.asarray(source.dataobj).copy()
+    volume[:, :16, :] = 0  # a third of the volume at exactly 0 HU
+    image = save_nifti(tmp_path / "imaging.nii.gz", volume, source.affine)
+    out = Compose(kits19_deterministic_transforms(label_key=None))({"image": str(image)})["image"]
+    assert abs(float(out.mean())) < 1e-4 and float(out.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_label_key_must_differ_from_the_image_key() -> None:
+    """Against the bug (drop ``label_key == image_key``): ``label_key="image"`` built a pipeline that
+    checked the image's values as label values."""
+    from monai_mixedfocal.data import brats20_deterministic_transforms, kits19_deterministic_transforms
+
+    for factory in (kits19_deterministic_transforms, brats20_deterministic_transforms):
+        with pytest.raises(ValueError, match="label_key must be None or a non-empty string other than image_key"):
+            factory(label_key="image")

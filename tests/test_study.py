@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import monai_mixedfocal.study.runner as runner_module
-from monai_mixedfocal.data import read_datalist, synthesize_kits19
+from monai_mixedfocal.data import read_datalist, synthesize_brats20, synthesize_kits19
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import _last_epoch, execute_runs, format_seconds, run_logged
 from monai_mixedfocal.study.runs import PER_CASE_CSV, Run, default_bundle_dir, format_override, plan_runs
@@ -377,3 +377,99 @@ def test_demo_study_end_to_end(tmp_path: Path) -> None:
     assert "## Table 1" in report and report.count("## Table 2") == 2
     for name in ("summary.csv", "summary.tex", "boxplot_dsc.png", "precision_recall.png", "overlays.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def _fake_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training does nothing; the evaluation copies ``ready.csv`` to the per-case CSV."""
+    import sys
+
+    import monai_mixedfocal.study.runner as runner_module
+    from monai_mixedfocal.study.runs import Run
+
+    script = (
+        "import os, shutil, sys; os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True); shutil.copy(*sys.argv[1:])"
+    )
+    monkeypatch.setattr(runner_module, "_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(Run, "train_command", lambda self: [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(
+        Run,
+        "evaluate_command",
+        lambda self: [sys.executable, "-c", script, str(self.root / "ready.csv"), str(self.per_case_csv)],
+    )
+
+
+def test_a_retried_run_that_succeeds_is_no_longer_marked_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the bug (drop the ``failed.json`` unlink before a retry): a run that failed once stayed "failed"
+    (``has_failed``, the report's "(failed)") after a successful retry."""
+    from monai_mixedfocal.study.runner import execute_runs
+    from monai_mixedfocal.study.runs import Run, default_bundle_dir
+
+    _fake_commands(monkeypatch)
+    run = Run("dice", 0, tmp_path / "run", default_bundle_dir("kits19"))
+    run.root.mkdir(parents=True)
+    (run.root / "failed.json").write_text('{"step": "training", "log": "train.log"}')
+    (run.root / "ready.csv").write_text(_COMPLETE_CSV)
+    progress = execute_runs([run], echo=lambda line: None)
+    assert progress.done == 1 and not progress.failed and run.is_finished and not run.has_failed
+
+
+def test_a_training_started_over_records_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug ``start_kind in ("new", "over")`` -> ``== "new"``: a run trained from scratch over a
+    finished last.pt kept the settings.json of the old run, and was then reported as "made with other settings"."""
+    from monai_mixedfocal.bundle.run_settings import run_settings
+    from monai_mixedfocal.study.runner import execute_runs
+    from monai_mixedfocal.study.runs import SETTINGS_FILE, Run, default_bundle_dir
+    from monai_mixedfocal.utils import atomic_write_json
+
+    _fake_commands(monkeypatch)
+    overrides = {"dataset_dir": str(tmp_path / "data"), "datalist": str(tmp_path / "none.json"), "num_folds": 2}
+    run = Run("dice", 0, tmp_path / "run", default_bundle_dir("kits19"), {**overrides, "epochs": 2})
+    run.resume_checkpoint.parent.mkdir(parents=True)
+    settings = run_settings(tmp_path / "data", tmp_path / "none.json", 0, 2, 0, "dice", {}, 0)
+    atomic_write_json(
+        run.resume_checkpoint.with_suffix(".json"), {"run_settings": settings, "epoch": 2, "max_epochs": 2}
+    )
+    run.resume_checkpoint.write_bytes(b"checkpoint")  # unreadable: last.json decides; no model.pt: not trained
+    assert run.training_start() == "over"
+    atomic_write_json(run.root / SETTINGS_FILE, {**run.settings, "loss": "focal"})  # the old run's
+    (run.root / "ready.csv").write_text(_COMPLETE_CSV)
+    execute_runs([run], echo=lambda line: None)
+    assert run.is_finished and run.settings_changes() == []
+
+
+def test_the_study_eta_leaves_out_the_failed_runs() -> None:
+    """Against the bug (``remaining`` counts failed runs too): the ETA included runs that will not run again."""
+    from monai_mixedfocal.study.runner import StudyProgress
+
+    progress = StudyProgress(total=5, done=1, failed=["x"], run_seconds=[10.0, 30.0])
+    assert progress.eta() == pytest.approx(3 * 20.0)
+
+
+def test_a_brats20_study_writes_its_masks_into_the_study_folder(tmp_path: Path) -> None:
+    """Against the bug (``labels_dir`` not passed): the study wrote its enhancing-tumour masks into the data set
+    folder (often read-only, and shared with other studies) instead of OUT/labels_et."""
+    from monai_mixedfocal.study.study import StudySpec, prepare_datalist
+
+    data, out = tmp_path / "brats", tmp_path / "study"
+    synthesize_brats20(data, cases=2, shape=(24, 24, 16))
+    spec = StudySpec(dataset="brats20", data_root=data, out_dir=out, losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    assert len(list((out / "labels_et").glob("*_et.nii.gz"))) == 2
+    assert not list(data.rglob("*_et.nii.gz"))
+
+
+def test_run_logged_reports_each_epoch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug (drop ``last[0] != seen_epoch``): a progress line per poll instead of per epoch; the
+    existing test logs one line per epoch, so each poll sees a new epoch anyway."""
+    import sys
+
+    import monai_mixedfocal.study.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "_POLL_SECONDS", 0.05)
+    script = "import time\nfor e, i in ((1, 1), (1, 2), (1, 3), (2, 1), (2, 2)):\n"
+    script += "    print(f'Epoch: {e}/2, Iter: {i}/3 -- train_loss: 0.5', flush=True)\n    time.sleep(0.4)\n"
+    seen: list[tuple[int, int, int, int]] = []
+    assert runner_module.run_logged([sys.executable, "-c", script], tmp_path / "run.log", seen.append) == 0
+    assert [state[0] for state in seen] == [1, 2]

@@ -228,3 +228,23 @@ def test_a_stop_signal_stops_the_bundle_command_too(tmp_path: Path, data: Path, 
             process.wait()
         if child is not None and _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_an_override_value_may_hold_an_equals_sign() -> None:
+    """Against the bug ``split("=", 1)`` -> ``split("=")[:2]``: ``-O key=a=b`` passed ``a``."""
+    from monai_mixedfocal.study.cli import _override
+
+    assert _override("per_case_csv=a=b.csv") == ("per_case_csv", "a=b.csv")
+    assert _override("patch_size=[96, 96, 64]") == ("patch_size", [96, 96, 64])
+
+
+def test_demo_overrides_give_way_to_the_user_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug (demo defaults applied after ``-O``): ``study --demo -O epochs=3`` trained 24 epochs."""
+    import monai_mixedfocal.study.demo as demo_module
+    from monai_mixedfocal.cli import build_parser
+    from monai_mixedfocal.study.cli import _spec
+
+    monkeypatch.setattr(demo_module, "demo_data", lambda out: tmp_path / "data")
+    args = build_parser().parse_args(["study", "--demo", "--out", str(tmp_path / "s"), "-O", "epochs=3"])
+    spec = _spec(args)
+    assert spec.overrides["epochs"] == 3 and spec.overrides["iterations_per_epoch"] == 10

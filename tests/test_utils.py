@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from monai_mixedfocal.data import DataError
 from monai_mixedfocal.utils import atomic_write_bytes, changed_entries
 
 
@@ -63,3 +64,31 @@ def test_changed_entries_shows_long_values_around_their_first_difference() -> No
     (entry,) = changed_entries(recorded, current)
     assert '"lambda_dice": 1.0}' in entry and '"lambda_dice": 5.0}' in entry and entry.startswith("loss: ...")
     assert changed_entries({"a": "x" * 100}, {"a": "y"}) == [f"a: '{'x' * 56}... -> 'y'"]
+
+
+def test_an_atomic_write_gets_the_permissions_open_would_give(tmp_path: Path) -> None:
+    """Against the bug (drop ``os.fchmod``): every datalist, mask and report was written 0600 (mkstemp's mode),
+    unreadable to the group that shares a study folder."""
+    import os
+
+    from monai_mixedfocal.utils import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(umask)
+    import monai_mixedfocal.utils as utils
+
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~utils._UMASK
+
+
+def test_is_integer_refuses_bools_and_so_does_split_datalist() -> None:
+    """Against the bug (drop ``not isinstance(value, bool)``): ``fold=True`` was taken as fold 1."""
+    from monai_mixedfocal.data import split_datalist
+    from monai_mixedfocal.utils import is_integer
+
+    assert is_integer(3) and not is_integer(True) and not is_integer(3.0)
+    items = [{"image": "a.nii.gz", "fold": 0}, {"image": "b.nii.gz", "fold": 1}]
+    with pytest.raises(DataError, match=r"fold must be an integer in 0\.\.1, got True"):
+        split_datalist(items, True)
