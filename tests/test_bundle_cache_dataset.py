@@ -82,3 +82,22 @@ def test_a_failing_cache_exits_with_the_error_not_sigabrt(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "case 0 is damaged" in proc.stderr and "terminate called" not in proc.stderr
+
+
+def test_the_cache_is_filled_by_num_workers_threads() -> None:
+    """Against the bug (one caching thread whatever num_workers): the cache is filled concurrently, by at most
+    num_workers threads."""
+    threads: set[str] = set()
+    lock = threading.Lock()
+
+    def load(x: int) -> int:
+        with lock:
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        return x
+
+    dataset = JoiningCacheDataset(
+        list(range(12)), transform=Lambda(load), cache_rate=1.0, num_workers=3, progress=False
+    )
+    assert [dataset[i] for i in range(12)] == list(range(12))
+    assert 1 < len(threads) <= 3, threads

@@ -24,7 +24,12 @@ from monai_mixedfocal.bundle import (
     check_resume,
     run_settings,
 )
-from monai_mixedfocal.bundle.run_settings import checkpoint_progress, recorded_progress
+from monai_mixedfocal.bundle.run_settings import (
+    checkpoint_progress,
+    recorded_progress,
+    trainer_epochs,
+    training_images,
+)
 
 # the validation loss after each epoch: epoch 2 is the best; after an interruption at epoch 3, epoch 4 is worse
 VAL_LOSSES = [0.5, 0.3, 0.4, 0.45, 0.35]
@@ -511,3 +516,176 @@ def test_the_validators_best_key_metric_is_resumed(tmp_path: Path) -> None:
     older = _evaluator()
     _resume_with(tmp_path / "last.pt", older)
     assert older.state.best_metric_epoch == -1
+
+
+@pytest.mark.parametrize("key", ["trainer", "scaler", "run_settings", "training_images"])
+def test_every_reserved_key_is_refused(tmp_path: Path, key: str) -> None:
+    """Against the bug (only trainer and scaler reserved): a save_dict entry "run_settings" or "training_images" would
+    be overwritten in last.pt by the handler's own record (and a resumed run would load it into that object)."""
+    with pytest.raises(ValueError, match="reserved"):
+        ResumeCheckpoint(tmp_path / "last.pt", {"model": torch.nn.Linear(1, 1), key: torch.nn.Linear(1, 1)})
+
+
+def test_a_run_interrupted_at_the_new_max_epochs_starts_over(tmp_path: Path, caplog) -> None:
+    """Against the bug (``done >= max_epochs`` -> ``>``): interrupted after epoch 3 of 4 and started again with 3
+    epochs, the boundary: nothing is left to resume, so a new run trains epochs 1 to 3 (the mutant "resumed" and trained
+    none)."""
+    _Run(tmp_path, max_epochs=4, stop_after=3).run()
+    second = _Run(tmp_path, max_epochs=3)
+    second.run()
+    assert second.epochs_run == [1, 2, 3]
+    assert "interrupted after epoch 3 of 4, and max_epochs=3 leaves nothing to resume" in caplog.text
+
+
+def test_an_interrupted_run_resumed_with_more_epochs_trains_up_to_them(tmp_path: Path) -> None:
+    """Against the bug (the checkpoint's max_epochs kept): the module promises that a resumed run trains up to the
+    configured max_epochs, not the interrupted run's."""
+    _Run(tmp_path, max_epochs=3, stop_after=2).run()
+    resumed = _Run(tmp_path, max_epochs=5)
+    resumed.run()
+    assert resumed.epochs_run == [3, 4, 5] and resumed.trainer.state.epoch == 5
+
+
+def test_a_data_parallel_network_is_saved_as_the_plain_network(tmp_path: Path) -> None:
+    """Against the bug (DataParallel / DDP not unwrapped): last.pt's "model" must load into the plain network (MONAI
+    Label's and CheckpointLoader's view), without "module." prefixes."""
+    net = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda engine, batch: None)
+    ResumeCheckpoint(tmp_path / "last.pt", {"model": torch.nn.DataParallel(net)}, lock=False).attach(trainer)
+    trainer.run([0], max_epochs=1)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert set(saved) == {"weight", "bias"}
+    torch.nn.Linear(2, 1).load_state_dict(saved)
+
+
+def test_the_amp_scaler_is_saved_and_resumed(tmp_path: Path) -> None:
+    """Against the bug (the trainer's scaler never added): an AMP run resumed with a fresh loss scale."""
+
+    def run(stop_after: int | None, scale: float) -> Engine:
+        trainer = Engine(lambda engine, batch: None)
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        ResumeCheckpoint(tmp_path / "last.pt", {"model": torch.nn.Linear(2, 1)}, lock=False).attach(trainer)
+        if stop_after is not None:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())
+        trainer.run([0], max_epochs=4)
+        return trainer
+
+    run(stop_after=2, scale=1024.0)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["scaler"]["scale"] == 1024.0
+    resumed = run(stop_after=None, scale=8.0)
+    assert resumed.state.epoch == 4 and resumed.scaler.get_scale() == 1024.0
+
+
+def test_run_settings_given_as_numbers_resume_their_own_run(tmp_path: Path) -> None:
+    """Against the bug (settings kept as given): they are recorded as text, and a run given {"fold": 0} must resume the
+    run it recorded (compared with the text read back, 0 != "0" refused it)."""
+    settings = {**FOLD0, "fold": 0, "num_folds": 5}
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=settings).run()
+    again = _Run(tmp_path, max_epochs=4, settings=settings)
+    again.run()
+    assert again.epochs_run == [3, 4]
+
+
+def test_run_settings_record_absolute_expanded_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug (no abspath: a relative --dataset_dir recorded relative to the cwd of the run) and (no
+    expanduser: ``~/data`` and the same folder written out would be two data sets)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    settings = run_settings("data/kits19", "~/lists/kits.json", 0, 5, 0, "dice")
+    assert settings["dataset_dir"] == str(tmp_path / "data" / "kits19")
+    assert settings["datalist"] == str(tmp_path / "home" / "lists" / "kits.json")
+    assert (
+        run_settings(None, "", 0, 5, 0, "dice")["dataset_dir"]
+        == run_settings(None, "", 0, 5, 0, "dice")["datalist"]
+        == ""
+    )
+
+
+def test_run_settings_do_not_depend_on_the_order_of_mappings() -> None:
+    """Against the bug (options without sort_keys) and (loss_kwargs as str(dict)): the same loss arguments or options
+    given in another order (another config overlay, a CLI override) are the same run; the format stays JSON."""
+    a = run_settings(
+        "/d", None, 0, 5, 0, "dice", {"softmax": True, "to_onehot_y": True}, options={"o": {"a": 1, "b": 2}}
+    )
+    b = run_settings(
+        "/d", None, 0, 5, 0, "dice", {"to_onehot_y": True, "softmax": True}, options={"o": {"b": 2, "a": 1}}
+    )
+    assert a == b
+    assert a["loss_kwargs"] == '{"softmax": true, "to_onehot_y": true}' and a["o"] == '{"a": 1, "b": 2}'
+
+
+def test_the_loss_description_includes_buffers() -> None:
+    """Against the bug (buffers left out): class weights live in buffers (torch's weighted losses, MONAI's DiceLoss), so
+    two losses with other class weights were described alike and a resume with other weights was not refused."""
+    import monai
+
+    from monai_mixedfocal.bundle.run_settings import describe_loss
+
+    one = monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, weight=torch.tensor([1.0, 1.0, 1.0]))
+    other = monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, weight=torch.tensor([1.0, 2.0, 5.0]))
+    assert describe_loss(one) != describe_loss(other)
+
+
+def test_training_images_are_sorted_and_unique() -> None:
+    """Against the bug (list in the datalist's order, duplicates kept): the record is documented sorted and unique."""
+    items = [{"image": "/data/b.nii.gz"}, {"image": ["/data/a.nii.gz"]}, {"image": "/data/b.nii.gz"}, {"label": "x"}]
+    assert training_images(items) == ["/data/a.nii.gz", "/data/b.nii.gz"]
+
+
+def test_trainer_epochs_reads_an_epoch_keyed_state() -> None:
+    """Against the bug (always iteration // epoch_length): Ignite's state dict holds either the iteration or the
+    epoch."""
+    assert trainer_epochs({"epoch": 3, "max_epochs": 5, "epoch_length": 10}) == (3, 5)
+    assert trainer_epochs({"iteration": 35, "max_epochs": 5, "epoch_length": 10}) == (3, 5)
+
+
+def test_a_last_json_that_is_not_an_object_is_named(tmp_path: Path) -> None:
+    """Against the bug (no check of the JSON type): an older last.pt beside a last.json holding a list failed with
+    AttributeError instead of the error naming the file."""
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    _written_before_settings_were_kept_inside(tmp_path / "last.pt")
+    (tmp_path / "last.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"last\.json: cannot be read \(ValueError: holds a JSON list, not an object"):
+        check_resume(tmp_path / "last.pt", True, FOLD0, epochs=4)
+
+
+def test_check_resume_lets_a_run_with_fewer_epochs_start_over(tmp_path: Path) -> None:
+    """Against the bug (``done >= min(planned, epochs)`` -> ``done >= planned``) and (the same in the unreadable
+    branch): another run's interruption after epoch 2 leaves nothing to resume for a run of 2 epochs, which starts over
+    (as ResumeCheckpoint does) instead of being refused at start."""
+    _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
+    check_resume(tmp_path / "last.pt", True, FOLD1, epochs=2)
+    _damage(tmp_path / "last.pt", "truncated")  # last.json records the run: the unreadable file is what is said
+    with pytest.raises(ValueError, match=r"last\.pt: not a readable checkpoint"):
+        check_resume(tmp_path / "last.pt", True, FOLD1, epochs=2)
+
+
+def test_another_datalist_of_the_same_folder_is_another_data_set(tmp_path: Path) -> None:
+    """Against the bug (only dataset_dir compared): a model trained on the folder's folds, evaluated on an external
+    datalist, is evaluated as asked (the docstring's "another data set")."""
+    _Run(tmp_path, max_epochs=1, settings=FOLD0).run()
+    external = run_settings("/data/kits19", "/data/external_test.json", 1, 5, 0, "dice", {"softmax": True})
+    check_evaluation_split(tmp_path / "last.pt", external)
+
+
+def test_recorded_training_images_decide_over_the_settings(tmp_path: Path) -> None:
+    """Against the bug (the settings checked even when the images were): with the training images recorded, an
+    evaluation whose cases are none of them passes, even under other split settings."""
+    trained = [{"image": str(tmp_path / f"case_{i}.nii.gz")} for i in range(3)]
+    _Run(tmp_path / "run", max_epochs=1, settings=FOLD0, training_data=trained).run()
+    check_evaluation_split(tmp_path / "run" / "last.pt", FOLD1, [{"image": str(tmp_path / "case_9.nii.gz")}])
+
+
+def test_evaluation_with_another_fold_seed_is_refused(tmp_path: Path) -> None:
+    """Against the bug (fold_seed not a split key): another fold_seed reshuffles the folds, so the evaluation fold holds
+    training cases."""
+    _Run(tmp_path, max_epochs=1, settings=FOLD0).run()
+    other_seed = run_settings("/data/kits19", None, 0, 5, 1, "dice", {"softmax": True})
+    with pytest.raises(ValueError, match=r"another split \(fold_seed: '0' -> '1'"):
+        check_evaluation_split(tmp_path / "last.pt", other_seed)
+
+
+def test_no_seed_is_recorded_as_empty() -> None:
+    """Against the bug (``str(None)``): the documented record of a run without a seed is ``""``."""
+    assert run_settings("/d", None, 0, 5, 0, "dice")["seed"] == ""
+    assert run_settings("/d", None, 0, 5, 0, "dice", seed=0)["seed"] == "0"

@@ -12,9 +12,9 @@ import pytest
 import torch
 from bundle_utils import BUNDLES, SCHEMA, make_data, overrides
 from error_chain import error_chain
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from monai_mixedfocal.bundle import run_settings
+from monai_mixedfocal.bundle import EpochSeededData, ResumeCheckpoint, run_settings
 from monai_mixedfocal.losses import LOSS_NAMES
 
 CONFIGS = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
@@ -197,3 +197,111 @@ def test_monai_label_data_without_a_dataset_dir(dataset: tuple[str, Path], tmp_p
     handlers = workflow.parser.get_parsed_content("train#handlers")
     (resume,) = [handler for handler in handlers if isinstance(handler, ResumeCheckpoint)]
     assert resume.training_images == training_images(train[:3]) and len(resume.training_images) == 3
+
+
+@pytest.mark.parametrize("name", ["kits19", "brats20"])
+def test_spatial_augmentations_resample_the_label_with_nearest(name: str) -> None:
+    """Against the bug (RandRotated's label mode "bilinear"): with aug_prob 0.15 one sampled patch rarely shows it, so
+    the config is checked: every augmentation with a mode resamples the label by nearest neighbour."""
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES[name] / "configs" / "train.json"))
+    checked = 0
+    for raw in parser["train#augmentation"]:
+        keys = [raw["keys"]] if isinstance(raw["keys"], str) else list(raw["keys"])
+        if "mode" in raw and "label" in keys:
+            modes = [raw["mode"]] * len(keys) if isinstance(raw["mode"], str) else list(raw["mode"])
+            assert modes[keys.index("label")] == "nearest", raw["_target_"]
+            checked += 1
+    assert checked >= 2  # RandRotated and Rand3DElastic
+
+
+@pytest.mark.parametrize("name", ["kits19", "brats20"])
+def test_the_recorded_training_options_cover_what_a_resume_would_ignore(name: str) -> None:
+    """Against the bug (patch_size dropped from training_options): a resume with another patch size then trained on
+    without a word. The options that the checkpoint's states would override or that change the patches are all
+    recorded."""
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES[name] / "configs" / "train.json"))
+    options = parser["training_options"]
+    needed = {"learning_rate", "min_learning_rate", "lr_factor", "lr_patience", "iterations_per_epoch", "batch_size",
+              "patch_size", "patch_sampling", "crop_ratios", "aug_prob"}  # fmt: skip
+    assert needed <= set(options) and all(options[key] == f"@{key}" for key in needed)
+
+
+@pytest.mark.parametrize("name", ["kits19", "brats20"])
+def test_model_pt_keeps_the_lowest_validation_loss(name: str, tmp_path: Path) -> None:
+    """Against the bug (metric_cmp_fn ``>``) and (key_metric_negative_sign false): only the slow CLI test noticed a
+    bundle that kept the model of the HIGHEST validation loss."""
+    from types import SimpleNamespace
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES[name] / "configs" / "train.json"))
+    parser["bundle_root"] = str(tmp_path)
+    saver = parser.get_parsed_content("validate#handlers#0")
+    score = saver._key_metric_checkpoint.score_function
+    low, high = (SimpleNamespace(state=SimpleNamespace(metrics={"val_loss": v})) for v in (0.2, 0.3))
+    assert score(low) > score(high)  # Ignite keeps the highest score
+    compare = parser.get_parsed_content("validate#evaluator#metric_cmp_fn")
+    assert compare(0.2, 0.3) and not compare(0.3, 0.2)  # lower validation loss is the better one
+
+
+@pytest.fixture(scope="module")
+def kits_data(tmp_path_factory) -> Path:
+
+    return make_data("kits19", tmp_path_factory.mktemp("kits19"), cases=6)
+
+
+def _kits_workflow(files: list[str], **values: object):
+
+    configs = BUNDLES["kits19"] / "configs"
+    return ConfigWorkflow(
+        config_file=[str(configs / f) for f in files],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **values,
+    )
+
+
+def test_the_training_loader_shuffles_and_is_seeded_by_seed(kits_data: Path, tmp_path: Path) -> None:
+    """Against the bug (shuffle false) and (EpochSeededData's seed not @seed): --seed chooses the training data."""
+    from torch.utils.data import RandomSampler
+
+    workflow = _kits_workflow(
+        ["train.json"], **overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path)), seed=5
+    )
+    workflow.initialize()
+    (seeded,) = [h for h in workflow.parser.get_parsed_content("train#handlers") if isinstance(h, EpochSeededData)]
+    assert seeded.seed == 5 and isinstance(seeded.loader.sampler, RandomSampler)
+
+
+def test_the_evaluation_refuses_another_fold_of_the_trained_data_at_start(kits_data: Path, tmp_path: Path) -> None:
+    """Against the bug (evaluate.json without check_evaluation_split): a model trained on fold 1 evaluated on fold 0 of
+    the same data; only the slow CLI test noticed."""
+
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
+    recorded = run_settings(
+        kits_data, None, 1, values["num_folds"], 0, "mixed_focal", {"softmax": True, "to_onehot_y": True}, 0
+    )
+    (tmp_path / "checkpoints").mkdir()
+    record = {"run_settings": recorded, "epoch": 4, "max_epochs": 4}
+    (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
+    with pytest.raises(Exception) as info:
+        _kits_workflow(["train.json", "evaluate.json"], **values, fold=0).initialize()
+    assert "trained on the same data with another split (fold: '1' -> '0'" in error_chain(info.value)
+
+
+def test_resume_false_reaches_the_resume_checkpoint_handler(kits_data: Path, tmp_path: Path) -> None:
+    """Against the bug (the handler's resume fixed to true): --resume False passed check_resume at start, and the
+    handler then resumed the checkpoint it was told to overwrite."""
+
+    values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
+    for resume in (False, True):
+        workflow = _kits_workflow(["train.json"], **values, resume=resume)
+        workflow.initialize()
+        (handler,) = [
+            h for h in workflow.parser.get_parsed_content("train#handlers") if isinstance(h, ResumeCheckpoint)
+        ]
+        assert handler.resume is resume

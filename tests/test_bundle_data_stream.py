@@ -12,6 +12,7 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, RandGaussianNoised
 
 from monai_mixedfocal.bundle import EpochSeededData
+from monai_mixedfocal.bundle.data_stream import epoch_seed
 
 EPOCH_LENGTH = 3  # fewer iterations than one pass of the loader, as in the bundles (the iterator spans epochs)
 
@@ -51,3 +52,26 @@ def test_it_needs_its_own_generator_and_no_persistent_workers() -> None:
         EpochSeededData(_loader(0, generator=None), seed=0)
     with pytest.raises(ValueError, match="needs persistent_workers=False"):
         EpochSeededData(_loader(1, persistent_workers=True), seed=0)
+
+
+def test_epoch_seeds_of_neighbouring_seeds_never_coincide() -> None:
+    """Against the bug (``seed + epoch``): under torchrun each rank runs with seed + rank, so rank 1's epoch 1 would
+    draw the patches of rank 0's epoch 2. The module promises distinct seeds for fewer than 1_000_003 epochs."""
+    seeds = [epoch_seed(seed, epoch) for seed in range(4) for epoch in range(1, 1001)]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_the_loader_is_seeded_from_seed_and_epoch() -> None:
+    """Against the bug (seeded from the iteration instead of the epoch): every epoch's generator seed is
+    epoch_seed(seed, epoch), as documented (not merely some deterministic function of the engine state)."""
+    data = [{"x": torch.full((1, 2), float(i))} for i in range(8)]
+    dataset = Dataset(data, transform=Compose([RandGaussianNoised(keys="x", prob=1.0)]))
+    loader = DataLoader(dataset, batch_size=2, shuffle=True, num_workers=0, generator=torch.Generator())
+    engine = Engine(lambda e, batch: None)
+    EpochSeededData(loader, seed=7).attach(engine)
+    seen: dict[int, int] = {}
+    engine.add_event_handler(
+        Events.EPOCH_STARTED, lambda e: seen.setdefault(e.state.epoch, loader.generator.initial_seed())
+    )
+    engine.run(loader, max_epochs=3, epoch_length=3)
+    assert seen == {epoch: epoch_seed(7, epoch) for epoch in (1, 2, 3)}

@@ -379,3 +379,125 @@ def test_the_evaluation_checks_model_pt_at_start(dataset: tuple[str, Path], tmp_
     with pytest.raises(Exception) as info:
         _workflow(name, ["train.json", "evaluate.json"], **values).initialize()
     assert f"{tmp_path / 'models' / 'model.pt'}: not a readable checkpoint (" in error_chain(info.value)
+
+
+_HOLDER = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+_TRY_LOCK = (
+    "import fcntl, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+    "try:\n"
+    "    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "except OSError:\n"
+    "    print('held')\n"
+    "else:\n"
+    "    print('free')\n"
+)
+
+
+def _lock_state(lock: Path) -> str:
+    return subprocess.run([sys.executable, "-c", _TRY_LOCK, str(lock)], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_the_refusal_names_the_bundle_root_not_the_checkpoint_folder(tmp_path: Path) -> None:
+    """Against the bug (the checkpoint folder named as the bundle_root): the existing regex was a prefix of the wrong
+    path."""
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError) as info:
+            lock_training(folder / "last.pt")
+        assert f"another training (pid {holder.pid}) is running in {tmp_path / 'run'} (it holds " in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_the_lock_file_holds_only_this_pid(tmp_path: Path) -> None:
+    """Against the bug (no truncation): a longer pid or text left by an earlier training would trail this one's."""
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    (checkpoint.parent / ".lock").write_text("123456789012345\nstale\n")
+    try:
+        lock = lock_training(checkpoint)
+        assert lock.read_text() == f"{os.getpid()}\n"
+    finally:
+        release_training_lock(checkpoint)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_a_released_lock_can_be_taken_again(tmp_path: Path) -> None:
+    """Against the bug (release closes the descriptor but keeps it in the table): taking the lock again then "succeeded"
+    without holding anything, and another training would not be refused."""
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    lock = lock_training(checkpoint)
+    try:
+        assert _lock_state(lock) == "held"
+        release_training_lock(checkpoint)
+        assert _lock_state(lock) == "free"
+        assert lock_training(checkpoint) == lock
+        assert _lock_state(lock) == "held"
+    finally:
+        release_training_lock(checkpoint)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux /proc")
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_taking_the_held_lock_again_opens_nothing(tmp_path: Path) -> None:
+    """Against the bug (no early return for a held lock): every call opened and leaked another descriptor of the lock
+    file (the training configs take it twice: in initialize and in ResumeCheckpoint.attach)."""
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    lock = lock_training(checkpoint)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            assert lock_training(checkpoint) == lock
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        release_training_lock(checkpoint)
+
+
+def test_check_writable_expands_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug (no expanduser): ``--bundle_root ~/runs`` would create a folder literally named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    check_writable("~/runs/eval")
+    assert (tmp_path / "home" / "runs" / "eval").is_dir() and not (tmp_path / "~").exists()
+
+
+def test_a_damaged_model_is_named_by_what_reading_it_whole_says(tmp_path: Path) -> None:
+    """Against the bug (no fallback from the mapped read): check_model_file maps the file, and a damaged legacy-format
+    file then fails with torch's misleading "mmap can only be used with files saved with ..."; the error must give the
+    reason of reading it whole, as load_checkpoint does."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"an interrupted run")
+    with pytest.raises(ValueError) as whole:
+        load_checkpoint(path)
+    with pytest.raises(ValueError) as mapped:
+        check_model_file(path)
+    assert "mmap" not in str(mapped.value) and "IndexError" in str(mapped.value)
+    assert str(whole.value).split(";")[0] == str(mapped.value).split(";")[0]
+
+
+def test_the_reason_is_the_first_line_of_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the bug (last line instead of first): torch's errors put the cause first and advice after it."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed finding central directory\nThis is an internal error, please report it")
+
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(
+        ValueError, match=r"not a readable checkpoint \(RuntimeError: failed finding central directory\)"
+    ):
+        load_checkpoint(tmp_path / "model.pt")

@@ -13,6 +13,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from monai_mixedfocal.bundle import PATCH_SAMPLING_MODES, patch_sampling
+from monai_mixedfocal.bundle.patch_sampling import MAX_INDICES_PER_CLASS
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 PATCH = (8, 8, 8)
@@ -82,3 +83,44 @@ def test_the_bundles_crop_as_configured(bundle: str, mode: str) -> None:
         ["RandSpatialCropd"] if mode == "random" else ["ClassesToIndicesd", "RandCropByLabelClassesd", "DeleteItemsd"]
     )
     assert names == expected
+
+
+def test_by_class_draws_one_patch_per_case() -> None:
+    """Against the bug (num_samples=2): the existing tests took ``out[0]`` of whatever list came back; the bundles'
+    batch size would silently double."""
+    out = Compose(patch_sampling("by_class", PATCH, num_classes=2, ratios=[1, 1])).set_random_state(seed=0)(_case())
+    assert isinstance(out, list) and len(out) == 1
+    assert tuple(out[0]["image"].shape[1:]) == PATCH and "label_cls_indices" not in out[0]
+
+
+def test_by_class_without_ratios_weighs_the_classes_equally() -> None:
+    """Against the bug (the default ``ratios=None`` built with the wrong length): every existing test passed ratios."""
+    crop = Compose(patch_sampling("by_class", PATCH, num_classes=2)).set_random_state(seed=0)
+    hits = sum(bool(crop(_case())[0]["label"].any()) for _ in range(200))
+    assert 60 < hits < 140
+
+
+def test_too_few_ratios_are_refused() -> None:
+    """Against the bug (``!=`` -> ``>``): one weight for two classes is refused too, not only three."""
+    with pytest.raises(ValueError, match=r"one weight per class \(2\), got 1"):
+        patch_sampling("by_class", PATCH, num_classes=2, ratios=[1])
+
+
+def test_by_class_keeps_every_index_of_a_class_up_to_the_cap() -> None:
+    """Against the bug (a smaller cap of cached indices): a 32^3 background keeps all its 32760 voxel indices."""
+    assert MAX_INDICES_PER_CLASS >= 32**3
+    indices = patch_sampling("by_class", PATCH, num_classes=2)[0](_case())["label_cls_indices"]
+    assert [len(i) for i in indices] == [32**3 - 8, 8]
+
+
+def test_by_class_crops_around_the_cached_indices() -> None:
+    """Against the bug (RandCropByLabelClassesd without indices_key: it recomputes the indices from the label at every
+    draw, so the cached ClassesToIndicesd result is wasted work). Cached indices that point elsewhere than the label are
+    the ones used."""
+    _, crop, delete = patch_sampling("by_class", PATCH, num_classes=2, ratios=[0, 1])
+    case = _case()
+    centre = 16 * 32 * 32 + 16 * 32 + 16  # voxel (16, 16, 16): no foreground there
+    case["label_cls_indices"] = [torch.tensor([0]), torch.tensor([centre])]
+    crop.set_random_state(seed=0)
+    out = delete(crop(case)[0])
+    assert int(out["image"].flatten()[0]) == 12 * 32 * 32 + 12 * 32 + 12  # the patch [12:20]^3 around (16, 16, 16)

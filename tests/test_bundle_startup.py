@@ -410,3 +410,77 @@ def test_a_diverged_network_output_is_named_as_such() -> None:
     logits = torch.full((1, 3, 4, 4, 4), float("nan"))
     with pytest.raises(ValueError, match=r"input contains NaN/inf values\..*diverged.*lower the learning rate"):
         loss(logits, torch.zeros(1, 1, 4, 4, 4))
+
+
+def test_a_boolean_overlap_is_refused() -> None:
+    """Against the bug (bool accepted as a number): ``--sw_overlap True`` is a typo, not an overlap of 1."""
+    with pytest.raises(ValueError, match="--sw_overlap must be in"):
+        check_sliding_window(4, True)
+    with pytest.raises(ValueError, match="--sw_overlap must be in"):
+        check_sliding_window(4, [0.5, False, 0.5])
+
+
+def test_build_loss_moves_a_loss_with_buffers_to_the_device() -> None:
+    """Against the bug (device ignored): class weights on the CPU fail the first GPU step."""
+    import monai
+
+    from monai_mixedfocal.bundle import build_loss
+
+    loss = build_loss(monai.losses.DiceCELoss(to_onehot_y=True, softmax=True, weight=torch.ones(3)), device="meta")
+    assert {b.device.type for b in loss.buffers()} == {"meta"}
+
+
+def test_find_images_lists_files_only(tmp_path: Path) -> None:
+    """Against the bug (no is_file filter): a folder matching the pattern (``case_*``) is not an image."""
+    from monai_mixedfocal.bundle import find_images
+
+    (tmp_path / "case_00000").mkdir()
+    (tmp_path / "case_00001.txt").write_text("an image")
+    assert find_images(tmp_path, "case_*") == [str(tmp_path / "case_00001.txt")]
+
+
+def test_an_upper_case_json_datalist_is_refused_for_inference(tmp_path: Path) -> None:
+    """Against the bug (case-sensitive suffix): ``LIST.JSON`` is a datalist too."""
+    from monai_mixedfocal.bundle import inference_images
+    from monai_mixedfocal.data import DataError
+
+    with pytest.raises(DataError, match="a JSON datalist"):
+        inference_images(tmp_path, "*", str(tmp_path / "SPLIT.JSON"))
+
+
+def test_num_classes_covers_the_largest_label_value() -> None:
+    """Against the bug (``len(labels)`` instead of ``max + 1``): label values with a gap need max + 1 output
+    channels."""
+    from monai_mixedfocal.bundle import check_training_setup
+    from monai_mixedfocal.losses import MixedFocalLoss
+
+    labels = {"0": "background", "2": "tumor"}
+    with pytest.raises(ValueError, match="--num_classes must be at least 3"):
+        check_training_setup(MixedFocalLoss(), [{"image": "a"}], [{"image": "b"}], num_classes=2, labels=labels)
+
+
+def test_a_moved_repository_is_found_through_its_data_folder(tmp_path: Path) -> None:
+    """Against the bug (the KiTS19 repository root of a ``data/`` dataset_dir not tried): the existing test passed
+    through the root recorded in the JSON, which still held the files."""
+    from bundle_utils import make_data
+
+    from monai_mixedfocal.bundle import load_split
+    from monai_mixedfocal.data import kits19_datalist, write_datalist
+
+    original = make_data("kits19", tmp_path / "original", cases=3)
+    datalist = str(write_datalist(tmp_path / "datalist.json", kits19_datalist(original), num_folds=3, seed=0))
+    moved = tmp_path / "moved"
+    original.rename(moved)  # the recorded root no longer holds the files
+    train, val = load_split("kits19", moved / "data", fold=0, datalist=datalist)
+    assert all(Path(item["image"]).is_relative_to(moved) for item in train + val)
+
+
+def test_predictions_of_images_partly_outside_dataset_dir_mirror_their_common_folder(tmp_path: Path) -> None:
+    """Against the bug (``all`` -> ``any``): one image outside dataset_dir would be written above output_dir."""
+    from monai_mixedfocal.bundle import prediction_root
+
+    items = [
+        {"image": str(tmp_path / "kits19" / "data" / "case_00001" / "imaging.nii.gz")},
+        {"image": str(tmp_path / "other" / "case_00009" / "imaging.nii.gz")},
+    ]
+    assert prediction_root(items, tmp_path / "kits19") == str(tmp_path)

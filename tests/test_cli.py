@@ -104,9 +104,9 @@ def test_no_command_prints_the_help_and_exits_2(capsys) -> None:
 
 
 def test_one_line_warnings_shows_each_message_once_whatever_the_filters(capsys) -> None:
-    """Against the bug (drop the ``shown`` set): the existing test passes anyway, because Python's default
-    filter already shows a warning once per code location; the de-duplication only shows with an "always" filter or
-    one message raised from two places."""
+    """Against the bug (drop the ``shown`` set): the existing test passes anyway, because Python's default filter
+    already shows a warning once per code location; the de-duplication only shows with an "always" filter or one message
+    raised from two places."""
     import warnings
 
     from monai_mixedfocal.cli_errors import one_line_warnings

@@ -227,8 +227,8 @@ def test_a_training_case_without_segmentation_is_an_error(copy_root: Path, tmp_p
 
 
 def test_a_case_with_both_nii_and_nii_gz_is_ambiguous(tmp_path: Path) -> None:
-    """Against the bug ``len(present) > 1`` -> ``> 2``: a case folder holding both ``_t1ce.nii`` and
-    ``_t1ce.nii.gz`` (a half-finished re-compression) silently used one of them."""
+    """Against the bug ``len(present) > 1`` -> ``> 2``: a case folder holding both ``_t1ce.nii`` and ``_t1ce.nii.gz`` (a
+    half-finished re-compression) silently used one of them."""
     root = tmp_path / "brats"
     folder = synthesize_brats20(root, case_ids=[1], shape=(24, 24, 16))[0]
     t1ce = folder / "BraTS20_Training_001_t1ce.nii.gz"
@@ -238,8 +238,8 @@ def test_a_case_with_both_nii_and_nii_gz_is_ambiguous(tmp_path: Path) -> None:
 
 
 def test_refresh_et_masks_leaves_current_masks_alone(tmp_path: Path) -> None:
-    """Against the bug (drop the ``_current_mask(...) is not None: continue``): every bundle start rewrote every
-    mask of a saved datalist and warned that they "were not made from their segmentation"."""
+    """Against the bug (drop the ``_current_mask(...) is not None: continue``): every bundle start rewrote every mask of
+    a saved datalist and warned that they "were not made from their segmentation"."""
     import warnings
 
     from monai_mixedfocal.data import refresh_et_masks

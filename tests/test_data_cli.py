@@ -126,8 +126,8 @@ def test_datalist_keep_all_keeps_the_kits19_exclusions(tmp_path: Path, capsys) -
 
 
 def test_datalist_msd_given_its_dataset_json_twice_is_unchanged(tmp_path: Path, capsys) -> None:
-    """Against the bug (``folder = root`` for a root naming dataset.json): writing the same MSD datalist again
-    was refused as "exists for the data set in <folder>, not <folder>/dataset.json"."""
+    """Against the bug (``folder = root`` for a root naming dataset.json): writing the same MSD datalist again was
+    refused as "exists for the data set in <folder>, not <folder>/dataset.json"."""
     root = make_msd(tmp_path / "msd", [(8, 8, 6)] * 2, {"0": "background"})
     args = ["datalist", "msd", str(root / "dataset.json"), "--out", str(tmp_path / "msd.json"), "--folds", "2"]
     assert main(args) == 0
@@ -137,8 +137,8 @@ def test_datalist_msd_given_its_dataset_json_twice_is_unchanged(tmp_path: Path, 
 
 
 def test_datalist_msd_check_labels_reads_the_labels(tmp_path: Path, capsys) -> None:
-    """Against the bug (``--check-labels`` not passed to msd_datalist): an undefined label value was written
-    into the datalist without a word."""
+    """Against the bug (``--check-labels`` not passed to msd_datalist): an undefined label value was written into the
+    datalist without a word."""
     root = make_msd(tmp_path / "msd", [(8, 8, 6)] * 2, {"0": "background"})
     label = np.zeros((8, 8, 6), np.uint8)
     label[0, 0, 0] = 3

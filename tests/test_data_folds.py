@@ -152,8 +152,8 @@ def _toy_datalist(base: Path, order: list[int]):
 
 
 def test_the_datalist_json_does_not_depend_on_the_listing_order(tmp_path: Path) -> None:
-    """Against the bug (``training`` no longer sorted by case id): the same cases listed in another order (an
-    edited dataset.json) gave another file, and ``overwrite=False`` refused it as "exists with other content"."""
+    """Against the bug (``training`` no longer sorted by case id): the same cases listed in another order (an edited
+    dataset.json) gave another file, and ``overwrite=False`` refused it as "exists with other content"."""
     from monai_mixedfocal.data.datalist import datalist_to_json, write_datalist
 
     forward, backward = _toy_datalist(tmp_path, list(range(6))), _toy_datalist(tmp_path, list(range(5, -1, -1)))
@@ -172,9 +172,9 @@ def test_a_negative_fold_is_not_a_valid_fold(tmp_path: Path) -> None:
 
 
 def test_split_datalist_resolves_seg_and_lists_of_paths(tmp_path: Path) -> None:
-    """Against the bugs (``PATH_KEYS`` loop reduced to image / label) and (list values left
-    alone): a BraTS20 ``seg`` (which refresh_et_masks opens) or an MSD multi-file image stayed relative to the data
-    set root and was then opened relative to the working directory."""
+    """Against the bugs (``PATH_KEYS`` loop reduced to image / label) and (list values left alone): a BraTS20 ``seg``
+    (which refresh_et_masks opens) or an MSD multi-file image stayed relative to the data set root and was then opened
+    relative to the working directory."""
     from monai_mixedfocal.data import split_datalist
 
     items = [

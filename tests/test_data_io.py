@@ -155,8 +155,8 @@ def test_headers_that_monai_loads_unchanged_pass(tmp_path: Path) -> None:
 
 
 def test_check_grids_refuses_a_nan_affine() -> None:
-    """Against the bug ``if not distance <= tol`` -> ``if distance > tol``: a NaN affine passed silently (the
-    docstring promises "a NaN in either affine also fails")."""
+    """Against the bug ``if not distance <= tol`` -> ``if distance > tol``: a NaN affine passed silently (the docstring
+    promises "a NaN in either affine also fails")."""
     affine = np.diag([0.8, 0.8, 3.0, 1.0])
     for bad_entry in ((0, 3), (1, 1)):
         bad = affine.copy()
@@ -174,8 +174,8 @@ def test_is_nifti_ignores_the_case_of_the_suffix() -> None:
 
 
 def test_save_nifti_writes_a_zero_gzip_time_stamp(tmp_path: Path) -> None:
-    """Against the bug ``mtime=0`` -> default (the current time): the byte-identical tests only catch it when two
-    writes fall into different seconds; the gzip header's MTIME field (bytes 4-8) says it directly."""
+    """Against the bug ``mtime=0`` -> default (the current time): the byte-identical tests only catch it when two writes
+    fall into different seconds; the gzip header's MTIME field (bytes 4-8) says it directly."""
     path = save_nifti(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), np.uint8), np.eye(4))
     data = path.read_bytes()
     assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\x00\x00\x00\x00"

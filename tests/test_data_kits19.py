@@ -161,8 +161,8 @@ def test_kits19_repository_of_the_repository_or_its_data_folder(tmp_path: Path) 
 
 
 def test_a_kits19_image_with_an_extra_dimension_is_refused(kits_root: Path, tmp_path: Path) -> None:
-    """Against the bugs (drop ``len(image_shape) != ndim``) and (``check_pair(..., ndim=None)``): a
-    4-D imaging.nii.gz beside a 3-D segmentation was listed as a valid KiTS19 case."""
+    """Against the bugs (drop ``len(image_shape) != ndim``) and (``check_pair(..., ndim=None)``): a 4-D imaging.nii.gz
+    beside a 3-D segmentation was listed as a valid KiTS19 case."""
     root = tmp_path / "kits19"
     shutil.copytree(kits_root, root)
     image = root / "data" / "case_00001" / "imaging.nii.gz"

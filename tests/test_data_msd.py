@@ -99,8 +99,8 @@ def test_msd_a_case_listed_twice_is_refused(tmp_path: Path) -> None:
 
 
 def test_msd_a_label_given_as_a_list_is_refused(tmp_path: Path) -> None:
-    """Against the bug (drop the ``isinstance(item['label'], str)`` check): a list of label files silently kept only
-    its first file."""
+    """Against the bug (drop the ``isinstance(item['label'], str)`` check): a list of label files silently kept only its
+    first file."""
     root = make_msd(tmp_path, [(8, 8, 6)] * 2, {"0": "background"})
     labels = ["./labelsTr/img_000.nii.gz", "./labelsTr/img_001.nii.gz"]
     training = [{"image": "./imagesTr/img_000.nii.gz", "label": labels}]

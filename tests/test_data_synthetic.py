@@ -116,8 +116,8 @@ def test_repeated_case_ids_are_refused() -> None:
 
 
 def test_brats20_affine_is_the_release_s() -> None:
-    """Against the bug ``shape[1] - 1`` -> ``shape[1]``: the generated cases lay one voxel away from
-    the real release's grid (its 240 x 240 x 155 volumes have the origin row 239); only axis codes were tested."""
+    """Against the bug ``shape[1] - 1`` -> ``shape[1]``: the generated cases lay one voxel away from the real release's
+    grid (its 240 x 240 x 155 volumes have the origin row 239); only axis codes were tested."""
     from monai_mixedfocal.data.synthetic_brats20 import brats20_affine
 
     expected = np.array([[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)

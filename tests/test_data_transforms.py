@@ -183,8 +183,8 @@ def test_a_gzip_damaged_in_place_fails_naming_the_file(kits_case: dict[str, str]
 
 
 def test_kits19_image_is_resampled_linearly_and_the_label_by_nearest(kits_case: dict[str, str]) -> None:
-    """Against the bug ``mode=["bilinear", "nearest"]`` -> ``["nearest", "nearest"]``: the CT was resampled by
-    nearest neighbour (blocky, every value an original integer HU) and no test noticed."""
+    """Against the bug ``mode=["bilinear", "nearest"]`` -> ``["nearest", "nearest"]``: the CT was resampled by nearest
+    neighbour (blocky, every value an original integer HU) and no test noticed."""
     from monai.transforms import Compose, NormalizeIntensityd
 
     from monai_mixedfocal.data import kits19_deterministic_transforms
@@ -198,9 +198,9 @@ def test_kits19_image_is_resampled_linearly_and_the_label_by_nearest(kits_case: 
 
 
 def test_kits19_zscore_includes_the_zero_hu_voxels(kits_case: dict[str, str], tmp_path: Path) -> None:
-    """Against the bug ``NormalizeIntensityd(image_key)`` -> ``nonzero=True``: voxels of exactly 0 HU (water,
-    common in CT) were left out of the per-image z-score; the synthetic cases hold too few of them for the existing
-    mean / std check to notice."""
+    """Against the bug ``NormalizeIntensityd(image_key)`` -> ``nonzero=True``: voxels of exactly 0 HU (water, common in
+    CT) were left out of the per-image z-score; the synthetic cases hold too few of them for the existing mean / std
+    check to notice."""
     from monai.transforms import Compose
 
     from monai_mixedfocal.data import kits19_deterministic_transforms
@@ -214,8 +214,8 @@ def test_kits19_zscore_includes_the_zero_hu_voxels(kits_case: dict[str, str], tm
 
 
 def test_the_label_key_must_differ_from_the_image_key() -> None:
-    """Against the bug (drop ``label_key == image_key``): ``label_key="image"`` built a pipeline that
-    checked the image's values as label values."""
+    """Against the bug (drop ``label_key == image_key``): ``label_key="image"`` built a pipeline that checked the
+    image's values as label values."""
     from monai_mixedfocal.data import brats20_deterministic_transforms, kits19_deterministic_transforms
 
     for factory in (kits19_deterministic_transforms, brats20_deterministic_transforms):

@@ -146,3 +146,18 @@ def test_the_bundles_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert capsys.readouterr().err == (
             f"error: cannot copy the bundles into {destination}: {tmp_path / 'a_file'} is a file, not a folder\n"
         )
+
+
+def test_the_bundle_package_exports_every_public_name() -> None:
+    """Against the bug (a name dropped from __all__): what the package imports for the configs is in __all__ and
+    exists."""
+    import types
+
+    import monai_mixedfocal.bundle as bundle
+
+    public = {
+        name
+        for name, value in vars(bundle).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+    }
+    assert set(bundle.__all__) == public

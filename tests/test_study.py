@@ -416,8 +416,8 @@ def test_a_retried_run_that_succeeds_is_no_longer_marked_failed(
 
 
 def test_a_training_started_over_records_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Against the bug ``start_kind in ("new", "over")`` -> ``== "new"``: a run trained from scratch over a
-    finished last.pt kept the settings.json of the old run, and was then reported as "made with other settings"."""
+    """Against the bug ``start_kind in ("new", "over")`` -> ``== "new"``: a run trained from scratch over a finished
+    last.pt kept the settings.json of the old run, and was then reported as "made with other settings"."""
     from monai_mixedfocal.bundle.run_settings import run_settings
     from monai_mixedfocal.study.runner import execute_runs
     from monai_mixedfocal.study.runs import SETTINGS_FILE, Run, default_bundle_dir
@@ -448,8 +448,8 @@ def test_the_study_eta_leaves_out_the_failed_runs() -> None:
 
 
 def test_a_brats20_study_writes_its_masks_into_the_study_folder(tmp_path: Path) -> None:
-    """Against the bug (``labels_dir`` not passed): the study wrote its enhancing-tumour masks into the data set
-    folder (often read-only, and shared with other studies) instead of OUT/labels_et."""
+    """Against the bug (``labels_dir`` not passed): the study wrote its enhancing-tumour masks into the data set folder
+    (often read-only, and shared with other studies) instead of OUT/labels_et."""
     from monai_mixedfocal.study.study import StudySpec, prepare_datalist
 
     data, out = tmp_path / "brats", tmp_path / "study"
@@ -461,8 +461,8 @@ def test_a_brats20_study_writes_its_masks_into_the_study_folder(tmp_path: Path) 
 
 
 def test_run_logged_reports_each_epoch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Against the bug (drop ``last[0] != seen_epoch``): a progress line per poll instead of per epoch; the
-    existing test logs one line per epoch, so each poll sees a new epoch anyway."""
+    """Against the bug (drop ``last[0] != seen_epoch``): a progress line per poll instead of per epoch; the existing
+    test logs one line per epoch, so each poll sees a new epoch anyway."""
     import sys
 
     import monai_mixedfocal.study.runner as runner_module
