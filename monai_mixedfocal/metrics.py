@@ -183,13 +183,16 @@ def confusion_counts_from_labels(
             f"{tuple(y_pred.shape)} and {tuple(y.shape)}; take the prediction's argmax first, and check that the "
             "label has the image's shape."
         )
+    label_name, pred_name = f"{_sources(torch.empty(0), y)}y", f"{_sources(y_pred, torch.empty(0))}y_pred"
     cases = []
     for pred_case, true_case in zip(_plain_tensor(y_pred), _plain_tensor(y)):
         matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=y_pred.device)
         chunks = zip(pred_case.reshape(-1).split(_LABEL_CHUNK), true_case.reshape(-1).split(_LABEL_CHUNK))
         for pred_chunk, true_chunk in chunks:
-            _check_class_indices(true_chunk, num_classes, f"{_sources(torch.empty(0), y)}y")
-            _check_class_indices(pred_chunk, num_classes, f"{_sources(y_pred, torch.empty(0))}y_pred")
+            if true_chunk.numel() == 0:  # an image without voxels: nothing to count
+                continue
+            _check_class_indices(true_chunk, num_classes, label_name)
+            _check_class_indices(pred_chunk, num_classes, pred_name)
             matrix += torch.bincount(_pair_codes(true_chunk, pred_chunk, num_classes), minlength=num_classes**2)
         cases.append(matrix.view(num_classes, num_classes))
     matrices = torch.stack(cases)

@@ -73,6 +73,11 @@ def test_counts_of_class_index_maps_equal_the_one_hot_counts(
     generator = torch.Generator().manual_seed(0)
     pred, label = (torch.randint(0, 4, (3, 1, 5, 4, 3), generator=generator) for _ in range(2))
     one_hot = confusion_counts(_onehot(pred[:, 0], 4), _onehot(label[:, 0], 4), include_background)
+    empty = torch.zeros(2, 1, 0, 3, dtype=dtype)  # no voxels: counts of 0, as the one-hot route gives
+    assert torch.equal(
+        confusion_counts_from_labels(empty, empty, 3, include_background),
+        confusion_counts(_onehot(empty[:, 0], 3), _onehot(empty[:, 0], 3), include_background),
+    )
     monkeypatch.setattr("monai_mixedfocal.metrics._LABEL_CHUNK", 7)
     counts = confusion_counts_from_labels(
         MetaTensor(pred.to(dtype)), MetaTensor(label.to(dtype)), 4, include_background
