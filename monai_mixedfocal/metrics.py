@@ -47,7 +47,7 @@ import torch
 from monai.data import MetaTensor
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
-from monai.utils import MetricReduction
+from monai.utils import MetricReduction, convert_to_tensor
 
 from monai_mixedfocal.data.io import atomic_write_bytes
 
@@ -185,7 +185,8 @@ def confusion_counts_from_labels(
         )
     label_name, pred_name = f"{_sources(torch.empty(0), y)}y", f"{_sources(y_pred, torch.empty(0))}y_pred"
     cases = []
-    for pred_case, true_case in zip(_plain_tensor(y_pred), _plain_tensor(y)):
+    plain = (convert_to_tensor(t, track_meta=False) for t in (y_pred, y))  # no metadata bookkeeping in the loops
+    for pred_case, true_case in zip(*plain):
         matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=y_pred.device)
         chunks = zip(pred_case.reshape(-1).split(_LABEL_CHUNK), true_case.reshape(-1).split(_LABEL_CHUNK))
         for pred_chunk, true_chunk in chunks:
@@ -206,11 +207,6 @@ def _check_num_classes(num_classes: Any, include_background: bool) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < minimum:
         raise ValueError(f"num_classes must be an integer of at least {minimum}, got {num_classes!r}.")
     return num_classes
-
-
-def _plain_tensor(value: torch.Tensor) -> torch.Tensor:
-    """A plain view of a MetaTensor (no metadata bookkeeping in the loops), else ``value``."""
-    return value.as_tensor() if isinstance(value, MetaTensor) else value
 
 
 def _check_class_indices(values: torch.Tensor, num_classes: int, name: str) -> None:

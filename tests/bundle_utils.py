@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monai.bundle import ConfigWorkflow
+
 from monai_mixedfocal.data import synthesize_brats20, synthesize_kits19
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +34,18 @@ def make_data(dataset: str, root: Path, cases: int = 6, seed: int = 0) -> Path:
     else:
         synthesize_brats20(root, cases=cases, seed=seed, shape=(48, 48, 40))
     return root
+
+
+def bundle_workflow(name: str, files: list[str], workflow_type: str = "train", **override: object) -> ConfigWorkflow:
+    """A ``ConfigWorkflow`` of bundle ``name`` from its config ``files`` (in order) and metadata, without logging."""
+    configs = BUNDLES[name] / "configs"
+    return ConfigWorkflow(
+        config_file=[str(configs / f) for f in files],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **override,
+    )
 
 
 def overrides(dataset: str, **extra: object) -> dict[str, object]:

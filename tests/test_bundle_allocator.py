@@ -13,8 +13,8 @@ import pytest
 from monai_mixedfocal.bundle import keep_freed_memory
 from monai_mixedfocal.bundle.allocator import DEFAULT_MAX_BLOCK
 
-# allocates, writes and frees a 64 MiB tensor, then prints how much glibc's heap grew (mallinfo2().arena)
-_PROBE = """
+# glibc's malloc statistics (mallinfo2) in a fresh process, for the probes below
+_MALLINFO = """
 import ctypes, sys
 import torch
 from monai_mixedfocal.bundle import keep_freed_memory
@@ -26,12 +26,19 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+"""
+
+# allocates, writes and frees a 64 MiB tensor, then prints how much glibc's heap grew (mallinfo2().arena)
+_PROBE = (
+    _MALLINFO
+    + """
 applied = keep_freed_memory(sys.argv[1] == "1")
 before = libc.mallinfo2().arena
 tensor = torch.ones(16 * 1024 * 1024)  # 64 MiB, written
 del tensor
 print(applied, libc.mallinfo2().arena - before)
 """
+)
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 
@@ -72,23 +79,15 @@ def test_default_max_block_holds_the_largest_kits19_activation() -> None:
 
 
 # allocates a 64 MiB tensor and prints how much of it glibc mapped (mallinfo2().hblkhd) while it is alive
-_MAPPED_PROBE = """
-import ctypes, sys
-import torch
-from monai_mixedfocal.bundle import keep_freed_memory
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+_MAPPED_PROBE = (
+    _MALLINFO
+    + """
 keep_freed_memory(True, max_block=int(sys.argv[1]))
 before = libc.mallinfo2().hblkhd
 tensor = torch.ones(16 * 1024 * 1024)  # 64 MiB
 print(libc.mallinfo2().hblkhd - before)
 """
+)
 
 
 def _mapped_bytes(max_block: int) -> int:

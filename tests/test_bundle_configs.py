@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import BUNDLES, SCHEMA, make_data, overrides
+from bundle_utils import BUNDLES, SCHEMA, bundle_workflow, make_data, overrides
 from error_chain import error_chain
-from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
 from monai_mixedfocal.bundle import EpochSeededData, ResumeCheckpoint, run_settings
 from monai_mixedfocal.losses import LOSS_NAMES
@@ -30,17 +30,6 @@ def dataset(request, tmp_path_factory) -> tuple[str, Path]:
     """(dataset name, generated data set root)."""
     name = request.param
     return name, make_data(name, tmp_path_factory.mktemp(name), cases=6)
-
-
-def _workflow(name: str, files: list[str], workflow_type: str, **override: object) -> ConfigWorkflow:
-    bundle = BUNDLES[name] / "configs"
-    return ConfigWorkflow(
-        config_file=[str(bundle / f) for f in files],
-        meta_file=str(bundle / "metadata.json"),
-        logging_file=False,
-        workflow_type=workflow_type,
-        **override,
-    )
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
@@ -97,10 +86,10 @@ def test_workflow_properties(dataset: tuple[str, Path], tmp_path: Path) -> None:
     name, root = dataset
     train_override = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
     for files in (["train.json"], ["train.json", "evaluate.json"]):  # multi_gpu_train.json: see test_bundle_cli
-        workflow = _workflow(name, files, "train", **train_override)
+        workflow = bundle_workflow(name, files, "train", **train_override)
         workflow.initialize()
         assert workflow.check_properties() == [], files
-    infer = _workflow(
+    infer = bundle_workflow(
         name, ["inference.json"], "infer", dataset_dir=str(root), bundle_root=str(tmp_path), num_workers=0
     )
     infer.initialize()
@@ -110,7 +99,7 @@ def test_workflow_properties(dataset: tuple[str, Path], tmp_path: Path) -> None:
 
 def test_training_components(dataset: tuple[str, Path], tmp_path: Path) -> None:
     name, root = dataset
-    workflow = _workflow(
+    workflow = bundle_workflow(
         name, ["train.json"], "train", **overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
     )
     workflow.initialize()
@@ -143,7 +132,7 @@ def test_bad_start_fails_in_initialize(dataset: tuple[str, Path], tmp_path: Path
     if values["dataset_dir"] == "EMPTY":
         values["dataset_dir"] = str(tmp_path / "empty")
         (tmp_path / "empty").mkdir()
-    workflow = _workflow(name, ["train.json"], "train", **values)
+    workflow = bundle_workflow(name, ["train.json"], "train", **values)
     with pytest.raises(Exception) as info:  # MONAI wraps the error; its cause chain is checked below
         workflow.initialize()
     message = error_chain(info.value)
@@ -165,16 +154,16 @@ def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
     record = {"run_settings": recorded, "epoch": 1, "max_epochs": 4}
     (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
     with pytest.raises(Exception) as info:
-        _workflow(name, ["train.json"], "train", **values, epochs=4).initialize()
+        bundle_workflow(name, ["train.json"], "train", **values, epochs=4).initialize()
     expected = "holds another run, interrupted after epoch 1 of 4 (loss: 'dice' -> 'mixed_focal')"
     assert expected in error_chain(info.value)
-    _workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
+    bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_tracking_mlflow_patches_both_engines(name: str, tmp_path: Path) -> None:
     """``--tracking mlflow`` (MONAI's patch) needs list literals at train#handlers and validate#handlers."""
-    workflow = _workflow(name, ["train.json"], "train", bundle_root=str(tmp_path), tracking="mlflow")
+    workflow = bundle_workflow(name, ["train.json"], "train", bundle_root=str(tmp_path), tracking="mlflow")
     for handlers in ("train#handlers", "validate#handlers"):
         assert workflow.parser[handlers][-1]["_target_"] == "MLFlowHandler"
     assert list((tmp_path / "eval").glob("config_*.json"))  # the executed config, logged as an artifact
@@ -187,12 +176,14 @@ def test_monai_label_data_without_a_dataset_dir(dataset: tuple[str, Path], tmp_p
     from monai_mixedfocal.bundle.run_settings import training_images
 
     name, root = dataset
-    listed = _workflow(
+    listed = bundle_workflow(
         name, ["train.json"], "train", **overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
     )
     train, val = listed.parser.get_parsed_content("datasplit")
     given = {"train#dataset#data": train[:3], "validate#dataset#data": val, "dataset_dir": str(tmp_path / "none")}
-    workflow = _workflow(name, ["train.json"], "train", **overrides(name, bundle_root=str(tmp_path / "ml"), **given))
+    workflow = bundle_workflow(
+        name, ["train.json"], "train", **overrides(name, bundle_root=str(tmp_path / "ml"), **given)
+    )
     workflow.initialize()
     handlers = workflow.parser.get_parsed_content("train#handlers")
     (resume,) = [handler for handler in handlers if isinstance(handler, ResumeCheckpoint)]
@@ -249,28 +240,15 @@ def test_model_pt_keeps_the_lowest_validation_loss(name: str, tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def kits_data(tmp_path_factory) -> Path:
-
     return make_data("kits19", tmp_path_factory.mktemp("kits19"), cases=6)
-
-
-def _kits_workflow(files: list[str], **values: object):
-
-    configs = BUNDLES["kits19"] / "configs"
-    return ConfigWorkflow(
-        config_file=[str(configs / f) for f in files],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        **values,
-    )
 
 
 def test_the_training_loader_shuffles_and_is_seeded_by_seed(kits_data: Path, tmp_path: Path) -> None:
     """Against the bug (shuffle false) and (EpochSeededData's seed not @seed): --seed chooses the training data."""
     from torch.utils.data import RandomSampler
 
-    workflow = _kits_workflow(
-        ["train.json"], **overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path)), seed=5
+    workflow = bundle_workflow(
+        "kits19", ["train.json"], **overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path)), seed=5
     )
     workflow.initialize()
     (seeded,) = [h for h in workflow.parser.get_parsed_content("train#handlers") if isinstance(h, EpochSeededData)]
@@ -289,7 +267,7 @@ def test_the_evaluation_refuses_another_fold_of_the_trained_data_at_start(kits_d
     record = {"run_settings": recorded, "epoch": 4, "max_epochs": 4}
     (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
     with pytest.raises(Exception) as info:
-        _kits_workflow(["train.json", "evaluate.json"], **values, fold=0).initialize()
+        bundle_workflow("kits19", ["train.json", "evaluate.json"], **values, fold=0).initialize()
     assert "trained on the same data with another split (fold: '1' -> '0'" in error_chain(info.value)
 
 
@@ -299,7 +277,7 @@ def test_resume_false_reaches_the_resume_checkpoint_handler(kits_data: Path, tmp
 
     values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
     for resume in (False, True):
-        workflow = _kits_workflow(["train.json"], **values, resume=resume)
+        workflow = bundle_workflow("kits19", ["train.json"], **values, resume=resume)
         workflow.initialize()
         (handler,) = [
             h for h in workflow.parser.get_parsed_content("train#handlers") if isinstance(h, ResumeCheckpoint)

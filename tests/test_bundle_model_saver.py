@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import BUNDLES, make_data, overrides
+from bundle_utils import BUNDLES, bundle_workflow, make_data, overrides
 from error_chain import error_chain
 from ignite.engine import Engine, Events
-from monai.bundle import ConfigWorkflow
 from monai.handlers import CheckpointSaver
 
 from monai_mixedfocal.bundle import (
@@ -318,20 +317,9 @@ def dataset(request, tmp_path_factory) -> tuple[str, Path]:
     return name, make_data(name, tmp_path_factory.mktemp(name), cases=6)
 
 
-def _workflow(name: str, files: list[str], **override: object) -> ConfigWorkflow:
-    bundle = BUNDLES[name] / "configs"
-    return ConfigWorkflow(
-        config_file=[str(bundle / f) for f in files],
-        meta_file=str(bundle / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        **override,
-    )
-
-
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_the_bundles_save_model_pt_atomically(name: str, tmp_path: Path) -> None:
-    workflow = _workflow(name, ["train.json"], bundle_root=str(tmp_path))
+    workflow = bundle_workflow(name, ["train.json"], bundle_root=str(tmp_path))
     saver = workflow.parser.get_parsed_content("validate#handlers#0")
     assert type(saver) is AtomicCheckpointSaver
     assert saver._key_metric_checkpoint.save_handler.filename == "model.pt"
@@ -344,18 +332,18 @@ def test_unwritable_output_folders_stop_the_run_at_start(dataset: tuple[str, Pat
     values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
     (tmp_path / "checkpoints").write_text("a file where the folder goes")
     with pytest.raises(Exception) as info:  # MONAI wraps the error; its cause chain is checked
-        _workflow(name, ["train.json"], **values).initialize()
+        bundle_workflow(name, ["train.json"], **values).initialize()
     assert f"cannot write to {tmp_path / 'checkpoints'} (File exists)" in error_chain(info.value)
     (tmp_path / "checkpoints").unlink()
     (tmp_path / "eval").write_text("a file where the folder goes")
     with pytest.raises(Exception) as info:
-        _workflow(name, ["train.json", "evaluate.json"], **values).initialize()
+        bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
     assert f"cannot write to {tmp_path / 'eval'} (File exists)" in error_chain(info.value)
     (tmp_path / "eval").unlink()
     (tmp_path / "models").rmdir()  # created by the training's check, before it reached checkpoints/
     (tmp_path / "models").write_text("a file where the folder goes")
     (tmp_path / "checkpoints").write_text("a file where the folder goes")
-    _workflow(name, ["train.json", "evaluate.json"], **values).initialize()
+    bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
@@ -366,9 +354,9 @@ def test_a_second_training_in_a_bundle_root_stops_at_start(
     values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
     other = lock_holder(tmp_path / "checkpoints")
     with pytest.raises(Exception) as info:
-        _workflow(name, ["train.json"], **values).initialize()
+        bundle_workflow(name, ["train.json"], **values).initialize()
     assert f"another training (pid {other.pid}) is running in {tmp_path}" in error_chain(info.value)
-    _workflow(name, ["train.json", "evaluate.json"], **values).initialize()  # evaluating it is allowed
+    bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()  # evaluating it is allowed
 
 
 def test_the_evaluation_checks_model_pt_at_start(dataset: tuple[str, Path], tmp_path: Path) -> None:
@@ -377,18 +365,9 @@ def test_the_evaluation_checks_model_pt_at_start(dataset: tuple[str, Path], tmp_
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(Exception) as info:
-        _workflow(name, ["train.json", "evaluate.json"], **values).initialize()
+        bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
     assert f"{tmp_path / 'models' / 'model.pt'}: not a readable checkpoint (" in error_chain(info.value)
 
-
-_HOLDER = (
-    "import fcntl, os, sys, time\n"
-    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-    "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-    "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
-    "print('locked', flush=True)\n"
-    "time.sleep(120)\n"
-)
 
 _TRY_LOCK = (
     "import fcntl, os, sys\n"
@@ -407,20 +386,14 @@ def _lock_state(lock: Path) -> str:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
-def test_the_refusal_names_the_bundle_root_not_the_checkpoint_folder(tmp_path: Path) -> None:
+def test_the_refusal_names_the_bundle_root_not_the_checkpoint_folder(tmp_path: Path, lock_holder) -> None:
     """Against the bug (the checkpoint folder named as the bundle_root): the existing regex was a prefix of the wrong
     path."""
     folder = tmp_path / "run" / "checkpoints"
-    folder.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RuntimeError) as info:
-            lock_training(folder / "last.pt")
-        assert f"another training (pid {holder.pid}) is running in {tmp_path / 'run'} (it holds " in str(info.value)
-    finally:
-        holder.kill()
-        holder.wait(30)
+    holder = lock_holder(folder)
+    with pytest.raises(RuntimeError) as info:
+        lock_training(folder / "last.pt")
+    assert f"another training (pid {holder.pid}) is running in {tmp_path / 'run'} (it holds " in str(info.value)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
