@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -188,6 +189,20 @@ def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path, tmp_path
     (parent / "BraTS20_Training_009").symlink_to(tmp_path / "nowhere")  # a broken link, e.g. a moved case folder
     with pytest.raises(DataError, match="BraTS20_Training_009: a case entry that is not a folder"):
         brats20_datalist(copy_root, labels_dir=tmp_path / "masks")
+
+
+def test_a_stray_copy_of_a_case_folder_is_left_out_with_a_warning(brats_root: Path, tmp_path: Path) -> None:
+    """``BraTS20_Training_006 (copy)`` and ``BraTS20_Training_07`` were left out without a word; they still are not
+    cases, but the warning names them. The ``BraTS20_Validation_XXX`` folders do not look like training cases, nor
+    do the case folders' own files (``BraTS20_Training_001_flair.nii.gz``, one folder level deeper)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(brats20_module.find_brats20_cases(brats_root)) > 0
+    data = tmp_path / "MICCAI_BraTS2020_TrainingData"
+    for name in ("BraTS20_Training_006", "BraTS20_Training_006 (copy)", "BraTS20_Training_07", "BraTS20_Validation_1"):
+        (data / name).mkdir(parents=True)
+    with pytest.warns(UserWarning, match=r"2 entries named like a case .*left out: \[.*006 \(copy\)', .*_07'\]"):
+        assert [p.name for p in brats20_module.find_brats20_cases(tmp_path)] == ["BraTS20_Training_006"]
 
 
 def test_case_folders_found_at_most_three_levels_below_the_root(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -181,4 +182,18 @@ def test_only_five_digit_case_folders_are_kits19_cases(kits_root: Path, tmp_path
     root = tmp_path / "kits19"
     shutil.copytree(kits_root, root)
     shutil.copytree(root / "data" / "case_00001", root / "data" / "case_1")
-    assert kits19_datalist(root).case_ids == kits19_datalist(kits_root).case_ids  # case_1 is not a case
+    with pytest.warns(UserWarning, match=r"1 entry named like a case but not a case name .*case_1'\]"):
+        assert kits19_datalist(root).case_ids == kits19_datalist(kits_root).case_ids  # case_1 is not a case
+
+
+def test_a_stray_copy_of_a_case_folder_is_left_out_with_a_warning(kits_root: Path, tmp_path: Path) -> None:
+    """A file manager's copy (``case_00001 (copy)``) was left out without a word: a user who renamed cases by hand
+    could not see why one was missing. The real cases are found without a warning."""
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = kits19_datalist(root).case_ids
+    shutil.copytree(root / "data" / "case_00001", root / "data" / "case_00001 (copy)")
+    with pytest.warns(UserWarning, match=r"left out: \['.*data/case_00001 \(copy\)'\]"):
+        assert kits19_datalist(root).case_ids == expected

@@ -37,6 +37,7 @@ from monai_mixedfocal.data.io import (
     load_array,
     read_nifti_header,
     save_nifti,
+    warn_of_case_like_entries,
 )
 
 __all__ = [
@@ -90,6 +91,7 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
                     f"{found[0].relative_to(root)}, and {len(deeper)} deeper like {deeper[0].relative_to(root)}; "
                     "point at the folder holding the copy to use"
                 )
+            warn_of_case_like_entries({p.parent for p in found}, _CASE_RE, prefix="BraTS20_Training_")
             return found
     raise DataError(
         f"{root}: no BraTS20_Training_XXX folders up to {_MAX_DEPTH} folder levels below it (expected "
@@ -101,7 +103,7 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
 def _cases_at_depth(root: Path, depth: int) -> list[Path]:
     """The ``BraTS20_Training_XXX`` entries ``depth`` folder levels below ``root`` (each checked to be a folder)."""
     pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
-    return case_folders(p for p in root.glob(pattern) if _CASE_RE.match(p.name))
+    return case_folders(root.glob(pattern), _CASE_RE)
 
 
 def _find_file(case_dir: Path, stem: str) -> Path | None:

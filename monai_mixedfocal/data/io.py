@@ -13,6 +13,8 @@ import gzip
 import itertools
 import json
 import os
+import re
+import warnings
 import zlib
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "read_nifti_header",
     "read_training_json",
     "save_nifti",
+    "warn_of_case_like_entries",
 ]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
@@ -60,17 +63,34 @@ volume before :func:`check_pair` calls them misregistered: far above float32 rou
 spacing rounded to 4 decimals), far below a one-voxel shift."""
 
 
-def case_folders(entries: Iterable[Path]) -> list[Path]:
-    """A data set's case entries, sorted by name, each of them a folder.
+def case_folders(entries: Iterable[Path], case_name: re.Pattern[str]) -> list[Path]:
+    """A data set's case folders among ``entries``: those named like ``case_name``, sorted by name, each a folder.
 
     Raises:
-        DataError: an entry is not a folder (a broken link or a file), naming the first such entry.
+        DataError: an entry named like a case is not a folder (a broken link or a file), naming the first such entry.
     """
-    found = sorted(entries, key=lambda p: p.name)
+    found = sorted((p for p in entries if case_name.match(p.name)), key=lambda p: p.name)
     not_folders = [p for p in found if not p.is_dir()]
     if not_folders:
         raise DataError(f"{not_folders[0]}: a case entry that is not a folder (a broken link or a file?)")
     return found
+
+
+def warn_of_case_like_entries(folders: Iterable[Path], case_name: re.Pattern[str], prefix: str) -> None:
+    """Warn of the entries of ``folders`` that start like a case (``prefix``) but are not a case name (``case_name``).
+
+    Such an entry, a stray copy ``case_00001 (copy)``, a typo ``case_0001`` or an archive
+    ``BraTS20_Training_001.zip``, is not a case and is left out; the warning names it, so that a user who meant it as
+    one sees why it is missing.
+    """
+    entries = [p for folder in folders for p in folder.iterdir()]
+    near_misses = sorted(str(p) for p in entries if p.name.startswith(prefix) and not case_name.match(p.name))
+    if near_misses:
+        warnings.warn(
+            f"{len(near_misses)} entr{'y' if len(near_misses) == 1 else 'ies'} named like a case but not a case name "
+            f"(expected {case_name.pattern}), left out: {near_misses[:3]}",
+            stacklevel=2,
+        )
 
 
 def is_nifti(path: str | os.PathLike) -> bool:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from monai_mixedfocal.data.datalist import Datalist
 from monai_mixedfocal.data.errors import DataError
-from monai_mixedfocal.data.io import case_folders, check_label_values, check_pair, load_array
+from monai_mixedfocal.data.io import (
+    case_folders,
+    check_label_values,
+    check_pair,
+    load_array,
+    warn_of_case_like_entries,
+)
 
 __all__ = [
     "KITS19_EXCLUDED_CASES",
@@ -118,7 +124,8 @@ def kits19_datalist(
         excluded_ids = {kits19_case_id(case) for case in exclude}
     except ValueError as err:
         raise DataError(f"{root}: bad exclusion list: {err}") from err
-    case_dirs = case_folders(p for p in data_dir.iterdir() if _CASE_RE.match(p.name))
+    case_dirs = case_folders(data_dir.iterdir(), _CASE_RE)
+    warn_of_case_like_entries([data_dir], _CASE_RE, prefix="case_")
     if not case_dirs:
         raise DataError(f"{data_dir}: no case_XXXXX folders (expected the kits19 repository or its data/ folder)")
     datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))
