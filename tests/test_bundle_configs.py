@@ -208,6 +208,18 @@ def test_spatial_augmentations_resample_the_label_with_nearest(name: str) -> Non
 
 
 @pytest.mark.parametrize("name", ["kits19", "brats20"])
+@pytest.mark.parametrize(("config", "inferer"), [("train.json", "validate#inferer"), ("inference.json", "inferer")])
+def test_sliding_window_batch_is_one_window_on_the_cpu_and_four_on_a_gpu(name: str, config: str, inferer: str) -> None:
+    """One window per network call on the CPU, where it was as fast as four and needed a third of the memory
+    (docs/bundles.md); four on a GPU. The default follows ``device``, so ``--device cpu`` on a GPU machine gets 1."""
+    for device, expected in (("$torch.device('cpu')", 1), ("$torch.device('cuda:0')", 4)):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLES[name] / "configs" / config))
+        parser["device"] = device
+        assert parser.get_parsed_content(inferer).sw_batch_size == expected
+
+
+@pytest.mark.parametrize("name", ["kits19", "brats20"])
 def test_the_recorded_training_options_cover_what_a_resume_would_ignore(name: str) -> None:
     """Against the bug (patch_size dropped from training_options): a resume with another patch size then trained on
     without a word. The options that the checkpoint's states would override or that change the patches are all
