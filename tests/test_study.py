@@ -251,6 +251,28 @@ def test_report_of_a_partial_study_says_what_is_missing(tmp_path: Path) -> None:
     assert prepare_datalist(same) == spec.datalist_path  # the repository's data/ folder is the same data set
 
 
+def test_the_overlays_show_a_case_of_the_fold_with_the_most_finished_runs_the_first_on_a_tie(tmp_path: Path) -> None:
+    """As ``_overlay_case`` says: against the bug (tie broken to the highest fold), which no test saw. Both folds
+    finished: a fold 0 case; fold 0 with one run fewer: a fold 1 case."""
+    data = tmp_path / "data"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path / "out", losses=["dice", "focal"], num_folds=2)
+    prepare_datalist(spec)
+    fold_of = {item["case"]: item["fold"] for item in read_datalist(spec.datalist_path)["training"]}
+    runs = spec.runs()
+    for run in runs:
+        _finish_with_labels_as_predictions(spec, run)
+
+    def overlay_fold() -> int:
+        text = collect_and_report(spec, echo=lambda line: None).read_text()
+        (case,) = (case for case in fold_of if f"![Segmentations of case {case}]" in text)
+        return fold_of[case]
+
+    assert overlay_fold() == 0
+    next(run for run in runs if run.fold == 0).per_case_csv.unlink()
+    assert overlay_fold() == 1
+
+
 def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:
     run = Run("dice", 0, tmp_path / "run", BUNDLE, {"epochs": 2})
     run.root.mkdir()

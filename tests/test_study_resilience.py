@@ -263,6 +263,8 @@ DAMAGE = {
     "nan_where_present": lambda p: _edit_cell(p, 2, "recall", ""),
     "metric_out_of_range": lambda p: _edit_cell(p, 2, "iou", "7.5"),
     "bad_absent": lambda p: _edit_cell(p, 3, "absent", "Fal"),
+    "nan_absent": lambda p: _edit_cell(p, 3, "absent", "nan"),  # not read as a missing value, nor as true
+    "blank_absent": lambda p: _edit_cell(p, 3, "absent", ""),
     "other_fold": lambda p: _write_per_case(p, FOLD_CASES[1]),
     "a_case_missing": lambda p: _write_per_case(p, FOLD_CASES[0][:2]),
     "an_extra_case": lambda p: _write_per_case(p, [*FOLD_CASES[0], FOLD_CASES[1][0]]),
