@@ -13,6 +13,7 @@ import torch
 from bundle_utils import BUNDLES, SCHEMA, bundle_workflow, make_data, overrides
 from error_chain import error_chain
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+from monai.transforms import Compose
 
 from monai_mixedfocal.bundle import EpochSeededData, ResumeCheckpoint, run_settings
 from monai_mixedfocal.losses import LOSS_NAMES
@@ -114,6 +115,31 @@ def test_training_components(dataset: tuple[str, Path], tmp_path: Path) -> None:
     assert set(torch.unique(sample["label"]).tolist()) <= set(range(len(CHANNELS[name])))
     evaluator = parser.get_parsed_content("validate#evaluator")
     assert evaluator.inferer.mode == "gaussian" and evaluator.inferer.overlap == 0.5
+
+
+def test_the_cache_keeps_uint8_labels_and_every_training_patch_has_a_float32_label(
+    dataset: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The cached label is uint8 (the cache holds 5 bytes per voxel instead of 8). A training patch's label is float32
+    whether or not the spatial augmentations ran (MONAI's RandRotated returns float32 either way), so that a batch
+    mixing the two can be stacked and the loss gets what it got before; the validation's whole uint8 volumes go to the
+    loss as they are, with the float32 label's value."""
+    name, root = dataset
+    for aug_prob in (0.0, 1.0):
+        values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path), aug_prob=aug_prob)
+        workflow = bundle_workflow(name, ["train.json"], "train", **values)
+        workflow.initialize()
+        parser = workflow.parser
+        patch = parser.get_parsed_content("train#dataset")[0]
+        assert patch["label"].dtype == torch.float32 and set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0, 2.0}
+    first = parser.get_parsed_content("datasplit")[0][0]
+    cached = Compose(parser.get_parsed_content("train#deterministic_transforms"))(dict(first))
+    assert cached["image"].dtype == torch.float32 and cached["label"].dtype == torch.uint8
+    volume = parser.get_parsed_content("validate#dataset")[0]["label"]
+    assert volume.dtype == torch.uint8
+    logits = torch.randn(1, len(CHANNELS[name]), *volume.shape[1:])
+    loss = parser.get_parsed_content("loss_function")
+    assert loss(logits, volume[None]) == loss(logits, volume[None].float())
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ def test_kits19_spacing_orientation_and_intensity(kits_case: dict[str, str]) -> 
     out = Compose(kits19_deterministic_transforms())(dict(kits_case))
     image, label = out["image"], out["label"]
     assert image.shape == label.shape and image.shape[0] == 1 and image.dtype == torch.float32
+    assert label.dtype == torch.uint8  # what a CacheDataset keeps: a quarter of a float32 label
     np.testing.assert_allclose(image.pixdim.numpy(), (1.62, 1.62, 3.22), atol=1e-5)
     assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
     source = nib.load(kits_case["image"])

@@ -90,8 +90,11 @@ def _loading(keys: list[str], axcodes: str, label_values: Sequence[int], dataset
     ]
 
 
-def _typing(keys: list[str]) -> EnsureTyped:
-    return EnsureTyped(keys, dtype=torch.float32, track_meta=True)
+def _typing(keys: list[str]) -> list[EnsureTyped]:
+    """The image as float32, the label as uint8: the class indices exactly, in a quarter of float32's memory (what a
+    ``CacheDataset`` keeps of every case: 5 bytes per voxel instead of 8)."""
+    dtypes = (torch.float32, torch.uint8)
+    return [EnsureTyped(key, dtype=dtype, track_meta=True) for key, dtype in zip(keys, dtypes)]
 
 
 def kits19_deterministic_transforms(
@@ -106,7 +109,7 @@ def kits19_deterministic_transforms(
     Steps: ``LoadImaged`` -> ``CheckFinited`` (image) / ``CheckLabelValuesd`` (label values 0, 1, 2) ->
     ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``Spacingd(pixdim, bilinear / nearest, float32)`` -> clip
     HU to ``hu_range`` (``ScaleIntensityRanged`` with an identity mapping and ``clip=True``) -> ``NormalizeIntensityd``
-    (z-score over the whole image) -> ``EnsureTyped`` (float32 MetaTensors, label values kept).
+    (z-score over the whole image) -> ``EnsureTyped`` (MetaTensors: the image float32, the label uint8).
 
     ``Spacingd`` resamples in float32, not MONAI's default float64: the images and labels are float32 either way, and
     the float64 sampling grid doubled the memory of the resampling and of its inverse (``Invertd`` of the evaluation's
@@ -150,7 +153,7 @@ def kits19_deterministic_transforms(
         Spacingd(keys, pixdim=pixdim, mode=["bilinear", "nearest"][: len(keys)], dtype=torch.float32),
         ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=low, b_max=high, clip=True),
         NormalizeIntensityd(image_key),
-        _typing(keys),
+        *_typing(keys),
     ]
 
 
@@ -161,8 +164,8 @@ def brats20_deterministic_transforms(
 
     Steps: ``LoadImaged`` -> ``CheckFinited`` (image) / ``CheckLabelValuesd`` (label values 0, 1) ->
     ``EnsureChannelFirstd`` -> ``Orientationd(axcodes)`` -> ``NormalizeIntensityd(nonzero, channel_wise=True)``
-    -> ``EnsureTyped`` (float32 MetaTensors, label values kept). The label is the binary enhancing-tumour mask from
-    :func:`~monai_mixedfocal.data.brats20_datalist`.
+    -> ``EnsureTyped`` (MetaTensors: the image float32, the label uint8). The label is the binary enhancing-tumour
+    mask from :func:`~monai_mixedfocal.data.brats20_datalist`.
 
     Args:
         axcodes: target orientation.
@@ -181,5 +184,5 @@ def brats20_deterministic_transforms(
     return [
         *_loading(keys, axcodes, _BRATS20_MASK_VALUES, "BraTS20 enhancing-tumour mask"),
         NormalizeIntensityd(image_key, nonzero=str2bool(nonzero), channel_wise=True),
-        _typing(keys),
+        *_typing(keys),
     ]
