@@ -111,9 +111,9 @@ def kits19_deterministic_transforms(
     HU to ``hu_range`` (``ScaleIntensityRanged`` with an identity mapping and ``clip=True``) -> ``NormalizeIntensityd``
     (z-score over the whole image) -> ``EnsureTyped`` (MetaTensors: the image float32, the label uint8).
 
-    ``Spacingd`` resamples in float32, not MONAI's default float64: the images and labels are float32 either way, and
-    the float64 sampling grid doubled the memory of the resampling and of its inverse (``Invertd`` of the evaluation's
-    class probabilities). For a 500 x 512 x 512 CT on a 2-core CPU: preprocessing +1.2 GB at peak instead of +2.8 GB,
+    ``Spacingd`` resamples in float32, not MONAI's default float64: its outputs are float32 either way, and the float64
+    sampling grid doubled the memory of the resampling and of its inverse (``Invertd`` of the evaluation's class
+    probabilities). For a 500 x 512 x 512 CT on a 2-core CPU: preprocessing +1.2 GB at peak instead of +2.8 GB,
     the inverse of 3-channel probabilities 7.1 s and +3.6 GB instead of 12.9 s and +7.4 GB. The values change by
     float rounding: at most 1.4e-4 (z-score units) in the preprocessed image and 3e-7 in the inverted probabilities,
     with the same label and the same argmax voxel for voxel.
