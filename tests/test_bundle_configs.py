@@ -237,8 +237,10 @@ def test_spatial_augmentations_resample_the_label_with_nearest(name: str) -> Non
 @pytest.mark.parametrize(("config", "inferer"), [("train.json", "validate#inferer"), ("inference.json", "inferer")])
 def test_sliding_window_batch_is_one_window_on_the_cpu_and_four_on_a_gpu(name: str, config: str, inferer: str) -> None:
     """One window per network call on the CPU, where it was as fast as four and needed a third of the memory
-    (docs/bundles.md); four on a GPU. The default follows ``device``, so ``--device cpu`` on a GPU machine gets 1."""
-    for device, expected in (("$torch.device('cpu')", 1), ("$torch.device('cuda:0')", 4)):
+    (docs/bundles.md); four on a GPU. The default follows ``device``, so ``--device cpu`` on a GPU machine gets 1.
+    ``--device cpu`` (and MONAI Label's training request) gives a string, the config's default a torch.device."""
+    devices = {"$torch.device('cpu')": 1, "$torch.device('cuda:0')": 4, "cpu": 1, "cuda": 4, "cuda:1": 4}
+    for device, expected in devices.items():
         parser = ConfigParser()
         parser.read_config(str(BUNDLES[name] / "configs" / config))
         parser["device"] = device
