@@ -18,20 +18,53 @@ def _both(scores: object) -> tuple[object, object]:
     return ChannelArgmaxd("pred")({"pred": scores, "other": 1})["pred"], expected
 
 
-@pytest.mark.parametrize("kind", ["random", "ties", "nan"])
-def test_the_labels_of_monai_s_argmax(kind: str) -> None:
+KINDS = ["random", "ties", "nan", "nan_first", "nan_last", "nan_twice", "infinite", "one_channel", "five_channels"]
+KINDS += ["float64", "float16", "integer", "300_channels"]
+
+
+def _scores(kind: str) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    scores = torch.rand(3, 9, 8, 7, generator=generator)
+    channels = {"one_channel": 1, "five_channels": 5, "300_channels": 300}.get(kind, 3)
+    scores = torch.rand(channels, 9, 8, 7, generator=generator)
     if kind == "ties":
         scores = torch.randint(0, 2, (3, 9, 8, 7), generator=generator).float()  # many voxels with equal channels
-    if kind == "nan":
-        scores[1, :2] = float("nan")
+    for channel, name in ((1, "nan"), (0, "nan_first"), (2, "nan_last"), (0, "nan_twice"), (2, "nan_twice")):
+        if kind == name:
+            scores[channel, :2] = float("nan")  # argmax: the first NaN channel
+    if kind == "infinite":
+        scores[2, :3], scores[0, 1:4] = float("inf"), float("-inf")
+    if kind == "integer":
+        return (scores * 10).long()  # many ties too
+    return scores.to({"float64": torch.float64, "float16": torch.float16}.get(kind, torch.float32))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_labels_of_monai_s_argmax(kind: str) -> None:
+    """Also on the strided tensors that Invertd returns, through the per-channel pass (float, 1 to 256 channels, no
+    NaN) and through torch.max (the rest)."""
+    scores = _scores(kind)
     meta = MetaTensor(scores.permute(0, 3, 2, 1), affine=torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0])))
     meta.meta["filename_or_obj"] = "case_00001/imaging.nii.gz"
     got, expected = _both(meta)
     assert isinstance(got, MetaTensor) and got.dtype == expected.dtype == torch.float32
     assert got.shape == expected.shape == (1, 7, 8, 9) and torch.equal(got.as_tensor(), expected.as_tensor())
     assert torch.equal(got.affine, expected.affine) and got.meta["filename_or_obj"] == "case_00001/imaging.nii.gz"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_per_channel_pass_is_taken_for_finite_floating_point_scores(kind: str) -> None:
+    """Against a per-channel pass that was never taken (the test above would then check torch.max alone)."""
+    from monai_mixedfocal.bundle.channel_argmax import _first_max_channel
+
+    scores = _scores(kind).permute(0, 3, 2, 1)
+    if not scores.is_floating_point() or len(scores) > 256:
+        return
+    labels = _first_max_channel(scores)
+    if kind.startswith("nan"):
+        assert labels is None
+    else:
+        assert labels is not None and labels.dtype == torch.uint8
+        assert torch.equal(labels.long(), scores.float().argmax(dim=0, keepdim=True))
 
 
 def test_a_numpy_array_and_a_plain_tensor_stay_what_they_are() -> None:
