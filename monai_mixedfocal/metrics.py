@@ -91,8 +91,9 @@ def _check_metric_name(metric_name: str) -> str:
     return name
 
 
-def _sources(y_pred: torch.Tensor, y: torch.Tensor) -> str:
-    """``"label <file>, prediction for <file>: "`` from the tensors' ``filename_or_obj`` metadata (what is known)."""
+def _sources(y_pred: torch.Tensor | None, y: torch.Tensor | None) -> str:
+    """``"label <file>, prediction for <file>: "`` from the tensors' ``filename_or_obj`` metadata (what is known;
+    ``None`` for a tensor not to name)."""
     parts = []
     for what, value in (("label", y), ("prediction for", y_pred)):
         name = getattr(value, "meta", {}).get("filename_or_obj") if isinstance(value, MetaTensor) else None
@@ -183,7 +184,7 @@ def confusion_counts_from_labels(
             f"{tuple(y_pred.shape)} and {tuple(y.shape)}; take the prediction's argmax first, and check that the "
             "label has the image's shape."
         )
-    label_name, pred_name = f"{_sources(torch.empty(0), y)}y", f"{_sources(y_pred, torch.empty(0))}y_pred"
+    label_name, pred_name = f"{_sources(None, y)}y", f"{_sources(y_pred, None)}y_pred"
     cases = []
     plain = (convert_to_tensor(t, track_meta=False) for t in (y_pred, y))  # no metadata bookkeeping in the loops
     for pred_case, true_case in zip(*plain):

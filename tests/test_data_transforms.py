@@ -15,6 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged, NormalizeIntensityd, Spacingd
 
 from monai_mixedfocal.data import (
+    KITS19_PIXDIM,
     CheckLabelValuesd,
     DataError,
     brats20_deterministic_transforms,
@@ -94,7 +95,7 @@ def test_kits19_resampling_computes_in_float32_with_the_float64_values(kits_case
     label, and the same argmax of inverted probabilities."""
     float32 = kits19_deterministic_transforms()
     assert [t.dtype for t in float32 if isinstance(t, Spacingd)] == [(torch.float32, torch.float32)]
-    spacing = {"pixdim": (1.62, 1.62, 3.22), "mode": ("bilinear", "nearest")}
+    spacing = {"pixdim": KITS19_PIXDIM, "mode": ("bilinear", "nearest")}
     float64 = [Spacingd(t.keys, **spacing) if isinstance(t, Spacingd) else t for t in float32]
     assert [t.dtype for t in float64 if isinstance(t, Spacingd)] == [(np.float64, np.float64)]  # MONAI's default
     outputs = []

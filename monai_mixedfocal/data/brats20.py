@@ -91,7 +91,8 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
                     f"{found[0].relative_to(root)}, and {len(deeper)} deeper like {deeper[0].relative_to(root)}; "
                     "point at the folder holding the copy to use"
                 )
-            warn_of_case_like_entries({p.parent for p in found}, _CASE_RE, prefix="BraTS20_Training_")
+            beside = [entry for folder in {p.parent for p in found} for entry in folder.iterdir()]
+            warn_of_case_like_entries(beside, _CASE_RE, prefix="BraTS20_Training_")
             return found
     raise DataError(
         f"{root}: no BraTS20_Training_XXX folders up to {_MAX_DEPTH} folder levels below it (expected "

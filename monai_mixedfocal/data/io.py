@@ -76,14 +76,13 @@ def case_folders(entries: Iterable[Path], case_name: re.Pattern[str]) -> list[Pa
     return found
 
 
-def warn_of_case_like_entries(folders: Iterable[Path], case_name: re.Pattern[str], prefix: str) -> None:
-    """Warn of the entries of ``folders`` that start like a case (``prefix``) but are not a case name (``case_name``).
+def warn_of_case_like_entries(entries: Iterable[Path], case_name: re.Pattern[str], prefix: str) -> None:
+    """Warn of the ``entries`` that start like a case (``prefix``) but are not a case name (``case_name``).
 
     Such an entry, a stray copy ``case_00001 (copy)``, a typo ``case_0001`` or an archive
     ``BraTS20_Training_001.zip``, is not a case and is left out; the warning names it, so that a user who meant it as
-    one sees why it is missing.
+    one sees why it is missing. Pass the entries beside the case folders (not a case folder's own files).
     """
-    entries = [p for folder in folders for p in folder.iterdir()]
     near_misses = sorted(str(p) for p in entries if p.name.startswith(prefix) and not case_name.match(p.name))
     if near_misses:
         warnings.warn(

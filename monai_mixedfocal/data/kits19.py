@@ -124,8 +124,9 @@ def kits19_datalist(
         excluded_ids = {kits19_case_id(case) for case in exclude}
     except ValueError as err:
         raise DataError(f"{root}: bad exclusion list: {err}") from err
-    case_dirs = case_folders(data_dir.iterdir(), _CASE_RE)
-    warn_of_case_like_entries([data_dir], _CASE_RE, prefix="case_")
+    entries = list(data_dir.iterdir())
+    case_dirs = case_folders(entries, _CASE_RE)
+    warn_of_case_like_entries(entries, _CASE_RE, prefix="case_")
     if not case_dirs:
         raise DataError(f"{data_dir}: no case_XXXXX folders (expected the kits19 repository or its data/ folder)")
     datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))
