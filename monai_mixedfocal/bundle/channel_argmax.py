@@ -30,7 +30,8 @@ __all__ = ["ChannelArgmaxd"]
 
 class ChannelArgmaxd(MapTransform):
     """``AsDiscreted(keys, argmax=True)``: the index of the largest channel of each voxel, ``[1, *spatial]`` float32
-    (a ``MetaTensor`` keeps its metadata), computed with ``torch.max`` (see the module docstring).
+    (a ``MetaTensor`` keeps its metadata), computed with one element-wise pass per channel or with ``torch.max`` (see
+    the module docstring).
 
     Args:
         keys: the entries to replace by their class map (channel first, ``[C, *spatial]``).
