@@ -162,6 +162,17 @@ def test_markdown_and_latex_escaping() -> None:
     assert tex.count(r"\begin{tabular}{lc}") == 1 and r"\bottomrule" in tex
 
 
+def test_markdown_escape_puts_text_on_one_line_as_written() -> None:
+    assert report.one_line("  a\n\n b\t c  ") == "a b c"
+    assert report.markdown_escape("Study #3\n# x [y](z) `c` a_b *d* <e> f|g \\") == (
+        r"Study \#3 \# x \[y\](z) \`c\` a\_b \*d\* \<e\> f\|g \\"
+    )
+    cells = pd.DataFrame({"col\numn": ["a\nb"]}, index=pd.Index(["m\n1"], name="Method"))
+    assert report.markdown_table(cells).splitlines()[2] == "| m 1    | a b     |"  # one row, not three lines
+    assert report.markdown_table(cells, escape=False).splitlines()[0] == "| Method | col umn |"
+    assert report.latex_escape("x\n\ny") == "x y"  # a blank line would end a LaTeX caption
+
+
 # ------------------------------------------------------------------------------------------ write_report
 
 
@@ -191,6 +202,26 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert tex.count(r"\begin{tabular}") == 3 and r"mixed\_focal" in tex and r"tumour \& cyst" in tex
     for name in ("boxplot_dsc.png", "precision_recall.png", "overlays.png"):
         assert_png_not_blank(out / name)
+
+
+def test_write_report_prints_user_text_as_written(tmp_path: Path) -> None:
+    """A title, class, metric or case name from the user is one line of literal text in report.md: a newline or
+    ``#`` in the title starts no heading, ``*`` makes no emphasis, and a metric named like a path gets a plain file."""
+    df = study_table()[["case", "fold", "method", "class", "dsc"]].rename(columns={"dsc": "HD95 (mm)/x"})
+    df["class"] = df["class"].replace({"kidney": "kidney *left*"})
+    title = "Study #3\n\n# not a heading [x](y)"
+    path = report.write_report(df, tmp_path, title=title, overlays=overlay_inputs(), overlay_case="case_*7*")
+    lines = path.read_text().splitlines()
+    assert lines[0] == r"# Study \#3 \# not a heading \[x\](y)"
+    assert [line for line in lines if line.startswith("# ")] == lines[:1]
+    assert r"2 classes: kidney \*left\*, tumour & cyst." in "\n".join(lines)
+    assert r"## Table 2 (kidney \*left\*): holm-adjusted p-values, ranksum test on HD95 (mm)/x" in lines
+    assert r"![Per-case HD95 (mm)/x](boxplot_HD95_mm_x.png)" in lines
+    assert r"![Segmentations of case case\_\*7\*](overlays.png)" in lines
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("boxplot")} == {"boxplot_HD95_mm_x.png"}
+    assert all(p.is_file() for p in tmp_path.iterdir())  # no sub-folder made from the "/" of the metric name
+    tex = (tmp_path / "summary.tex").read_text()
+    assert r"\caption{Study \#3 \# not a heading [x](y): mean $\pm$ 95\% CI}" in tex
 
 
 def test_write_report_again_leaves_one_consistent_report(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ __all__ = [
     "format_p",
     "latex_escape",
     "latex_table",
+    "markdown_escape",
     "markdown_table",
+    "one_line",
     "pairwise_matrix",
     "table1",
 ]
@@ -178,20 +180,44 @@ def pairwise_matrix(pairs: pd.DataFrame, cls: str, methods: Sequence[str] | None
     return matrix
 
 
+def one_line(text: object) -> str:
+    """``text`` as a string on one line: each run of whitespace, newlines included, becomes one space.
+
+    A newline would end a Markdown heading or table row early, and a blank line would end a LaTeX caption.
+    """
+    return " ".join(str(text).split())
+
+
+#: the characters that Markdown could read as markup anywhere in a line: escaped with a backslash
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+
+
+def markdown_escape(text: object) -> str:
+    r"""``text`` on one line (:func:`one_line`) with a backslash before each Markdown character (``\``, ```` ` ````,
+    ``*``, ``_``, ``[``, ``]``, ``<``, ``>``, ``#``, ``|``), so that it prints as written: ``0.01*`` keeps its asterisk,
+    ``<loss>`` is not read as an HTML tag, and a title ending in ``#`` keeps it.
+
+    Example:
+        >>> print(markdown_escape("focal_tversky *v2*   run #3"))
+        focal\_tversky \*v2\* run \#3
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line(text))
+
+
 def markdown_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, escape: bool = True) -> str:
     """Render a DataFrame of strings (index included) as a GitHub Markdown table with aligned columns.
 
     Args:
         cells: the table; the index becomes the first column (its name the header).
         best: optional boolean DataFrame of the same shape; True cells are set in bold.
-        escape: escape Markdown characters (``|``, ``*``, ``_``, ``<``, ``>``) so that significance marks print as
-            asterisks and a name such as ``<loss>`` is not read as an HTML tag; use
-            False for plain terminal output.
+        escape: escape the Markdown characters of every cell (:func:`markdown_escape`) so that significance marks
+            print as asterisks and a name such as ``<loss>`` is not read as an HTML tag; use False for plain terminal
+            output. Either way each cell is put on one line (:func:`one_line`).
 
     Returns:
         The table text, ending with a newline.
     """
-    esc: Callable[[str], str] = (lambda s: re.sub(r"([|*_\\<>])", r"\\\1", str(s))) if escape else str
+    esc: Callable[[object], str] = markdown_escape if escape else one_line
     header = [esc(cells.index.name or ""), *(esc(c) for c in cells.columns)]
     body = []
     for i, (name, row) in enumerate(cells.iterrows()):
@@ -225,8 +251,9 @@ _LATEX_SPECIAL = {
 
 
 def latex_escape(text: str) -> str:
-    """Escape the LaTeX special characters of ``text`` (and write ``±``, ``−``, ``×`` as math)."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """Escape the LaTeX special characters of ``text`` (and write ``±``, ``−``, ``×`` as math), on one line
+    (:func:`one_line`)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in one_line(text))
 
 
 def latex_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, caption: str = "", label: str = "") -> str:

@@ -47,6 +47,7 @@ from monai_mixedfocal.report.tables import (
     bold_rule,
     confidence_percent,
     latex_table,
+    markdown_escape,
     markdown_table,
     pairwise_matrix,
     table1,
@@ -71,8 +72,10 @@ TEST_DESCRIPTIONS: dict[str, str] = {
 REPORT_MANIFEST = "report_files.txt"
 
 
-def _file_stem(cls: str, used: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", cls).strip("._") or "class"
+def _file_stem(name: str, used: set[str], fallback: str = "class") -> str:
+    """``name`` as a file-name stem of letters, digits, ``.``, ``_`` and ``-``, different from the stems in ``used``
+    (case-insensitively, and added to it); ``fallback`` when nothing of ``name`` is left."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or fallback
     candidate, k = stem, 1
     while candidate.lower() in used:
         k += 1
@@ -103,9 +106,10 @@ def _methods_text(
 ) -> list[str]:
     folds = f", {_count(df[stats.FOLD_COLUMN].nunique(), 'fold')}" if stats.FOLD_COLUMN in df.columns else ""
     pct = confidence_percent(confidence)
+    classes = ", ".join(map(markdown_escape, pd.unique(df["class"])))
     data = (
         f"- Data: {_count(df['case'].nunique(), 'case')}{folds}, {_count(df['method'].nunique(), 'method')} (losses), "
-        f"{_count(df['class'].nunique(), 'class', 'classes')}: {', '.join(pd.unique(df['class']))}."
+        f"{_count(df['class'].nunique(), 'class', 'classes')}: {classes}."
     )
     if df["method"].nunique() < 2:
         return ["## Methods", "", data, _interval_text(pct, ci_over), _software_text(), ""]
@@ -114,7 +118,7 @@ def _methods_text(
         "",
         data,
         _interval_text(pct, ci_over),
-        f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {METRIC_LABELS.get(metric, metric)}.",
+        f"- Table 2: {TEST_DESCRIPTIONS[test]}, on per-case {markdown_escape(METRIC_LABELS.get(metric, metric))}.",
         (
             "- p-values are not adjusted for multiple comparisons (`correction='none'`). "
             if correction == "none"
@@ -210,7 +214,11 @@ def write_report(
     cells, best = table1(summary, digits=digits)
     counts, _ = table1(stats.summary_table(df, metrics=metrics, confidence=confidence), value="n")
     label = METRIC_LABELS.get(test_metric, test_metric)
-    md = [f"# {title}", "", *[line for note in notes for line in (f"> **Note:** {note}", "")]]
+    md = [
+        f"# {markdown_escape(title)}",
+        "",
+        *[line for note in notes for line in (f"> **Note:** {markdown_escape(note)}", "")],
+    ]
     md += _methods_text(df, test, correction, confidence, test_metric, ci_over)
     pct = confidence_percent(confidence)
     md += [f"## Table 1: mean ± {pct} confidence interval per loss and class", ""]
@@ -225,13 +233,17 @@ def write_report(
         stem = _file_stem(cls, used)
         files[f"pairwise_{stem}.csv"] = pairs[pairs["class"] == cls].to_csv(index=False).encode()
         matrix = pairwise_matrix(pairs, cls, methods=list(pd.unique(df["method"])))
-        md += [f"## Table 2 ({cls}): {p_kind} p-values, {test} test on {label}", "", markdown_table(matrix), ""]
+        heading = f"## Table 2 ({markdown_escape(cls)}): {p_kind} p-values, {test} test on {markdown_escape(label)}"
+        md += [heading, "", markdown_table(matrix), ""]
         caption = f"{p_kind.capitalize()} p-values of pairwise {test} tests on {label}, {cls} (row vs column)"
         tex.append(latex_table(matrix, caption=caption, label=f"tab:pairwise-{stem}"))
     files["summary.tex"] = "\n".join(tex).encode()
 
-    files[f"boxplot_{test_metric}.png"] = figure_png(boxplot_figure(df, test_metric))
-    md += ["## Figures", "", f"![Per-case {label}](boxplot_{test_metric}.png)", ""]
+    boxplot = (
+        f"boxplot_{_file_stem(test_metric, set(), 'metric')}.png"  # a metric column may be named "HD95 (mm)" or "a/b"
+    )
+    files[boxplot] = figure_png(boxplot_figure(df, test_metric))
+    md += ["## Figures", "", f"![Per-case {markdown_escape(label)}]({boxplot})", ""]
     if {"precision", "recall"}.issubset(summary["metric"]):
         files["precision_recall.png"] = figure_png(precision_recall_figure(summary, confidence))
         md += ["![Precision versus recall](precision_recall.png)", ""]
@@ -240,7 +252,8 @@ def write_report(
     if overlays is not None:
         names = class_names if class_names is not None else list(pd.unique(df["class"]))
         files["overlays.png"] = figure_png(overlay_figure(overlays, names, overlay_case))
-        md += [f"![Segmentations{' of case ' + overlay_case if overlay_case else ''}](overlays.png)", ""]
+        of_case = f" of case {markdown_escape(overlay_case)}" if overlay_case else ""
+        md += [f"![Segmentations{of_case}](overlays.png)", ""]
     files["report.md"] = "\n".join(md).encode()
 
     out.mkdir(parents=True, exist_ok=True)
