@@ -404,6 +404,8 @@ def summary_table(
     if ci_over == "folds" and FOLD_COLUMN not in df.columns:
         raise ValueError(f"ci_over='folds' needs a {FOLD_COLUMN!r} column in the per-case table")
     by_fold = ci_over == "folds"
+    if by_fold:
+        _warn_of_few_folds(df[FOLD_COLUMN].nunique(), confidence)
     metrics = _select_metrics(df, metrics)
     methods = list(pd.unique(df["method"]))
     classes = list(pd.unique(df["class"]))
@@ -587,6 +589,23 @@ def _select_metrics(df: pd.DataFrame, metrics: Sequence[str] | None) -> list[str
     if unknown or not metrics:
         raise ValueError(f"unknown metric(s) {unknown or list(metrics)}; the table has {available}")
     return list(dict.fromkeys(metrics))
+
+
+def _warn_of_few_folds(n_folds: int, confidence: float) -> None:
+    """Warn when an interval over ``n_folds`` fold means is undefined (one fold) or rests on one degree of freedom."""
+    if n_folds == 1:
+        reason = "an interval over one fold mean is undefined (shown as n=1)"
+    elif n_folds == 2:
+        t = float(sps.t.ppf((1.0 + confidence) / 2.0, 1))
+        reason = (
+            f"the interval over 2 fold means has 1 degree of freedom (t = {t:.1f}), so it is very wide and unstable"
+        )
+    else:
+        return
+    warnings.warn(
+        f"ci_over='folds' with {n_folds} fold(s): {reason}; ci_over='cases' gives intervals over the cases",
+        stacklevel=3,
+    )
 
 
 def _summary_row(

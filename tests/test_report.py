@@ -371,7 +371,8 @@ def test_cli_intervals_over_folds_still_count_cases(tmp_path: Path, capsys: pyte
     """``--ci-over folds``: the count table still counts the 8 cases (Table 1's values: the test below)."""
     csv = tmp_path / "per_case.csv"
     study_table().to_csv(csv, index=False)
-    assert run_in_process(str(csv), "--ci-over", "folds", "--metrics", "dsc") == 0
+    with pytest.warns(UserWarning, match=r"ci_over='folds' with 2 fold\(s\)"):  # study_table has 2 folds
+        assert run_in_process(str(csv), "--ci-over", "folds", "--metrics", "dsc") == 0
     out = capsys.readouterr().out
     assert "confidence interval over fold means" in out
     counts = out.split("Cases used")[1].split("Table 2")[0]
@@ -389,6 +390,7 @@ def test_bold_marks_only_metrics_where_higher_is_better(tmp_path: Path) -> None:
     assert "Bold: highest mean of each column (hd95 not marked: which direction is better is not known)." in text
 
 
+@pytest.mark.filterwarnings("ignore:ci_over='folds' with 2 fold")
 @pytest.mark.parametrize(
     ("args", "summary_settings", "test_settings"),
     [

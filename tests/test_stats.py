@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -476,6 +477,25 @@ def test_intervals_over_fold_means_match_scipy() -> None:
     assert by_case.loc[0, "n"] == 6 and by_case.loc[0, "half_width"] != summary.loc[0, "half_width"]
 
 
+@pytest.mark.parametrize(("folds", "message"), [(1, "undefined"), (2, "very wide"), (3, None)])
+def test_intervals_over_few_folds_warn(folds: int, message: str | None) -> None:
+    """One fold mean has no interval and two give t with 1 degree of freedom: a warning names the cause and the
+    alternative, pointing at the caller's line; from three folds on there is none. Over cases there is none either."""
+    table = _folded_table()
+    table = table[table["fold"] < folds]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats.summary_table(table, metrics=["dsc"], ci_over="folds")
+        stats.summary_table(table, metrics=["dsc"])
+    texts = [str(w.message) for w in caught]
+    if message is None:
+        assert texts == []
+        return
+    assert len(texts) == 1 and message in texts[0] and f"ci_over='folds' with {folds} fold(s)" in texts[0]
+    assert "ci_over='cases' gives intervals over the cases" in texts[0]
+    assert caught[0].filename == __file__
+
+
 def test_intervals_over_folds_need_folds() -> None:
     with pytest.raises(ValueError, match="ci_over='folds' needs a 'fold' column"):
         stats.summary_table(make_table(), ci_over="folds")
@@ -509,6 +529,7 @@ def test_intervals_over_folds_average_each_fold() -> None:
             "dsc": [0.1, 0.2, 0.9, 0.5, 0.6, 0.7] + [0.5] * 6,
         }
     )
-    row = stats.summary_table(df, ci_over="folds").iloc[0]
+    with pytest.warns(UserWarning, match=r"2 fold\(s\): .* 1 degree of freedom \(t = 12\.7\)"):
+        row = stats.summary_table(df, ci_over="folds").iloc[0]
     assert row["n"] == 2 and row["mean"] == pytest.approx(0.5, abs=1e-12)  # (0.4 + 0.6) / 2
     assert row["half_width"] == pytest.approx(sps.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / math.sqrt(2))
