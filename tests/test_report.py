@@ -150,7 +150,7 @@ def test_markdown_and_latex_escaping() -> None:
     md = report.markdown_table(cells, best)
     lines = md.splitlines()
     assert len(lines) == 4 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
-    assert "**0.01\\* (+)**" in md and "x\\|y" in md and "a\\_b" in md
+    assert "**0.01\\* (+)**" in md and "x\\|y" in md and "| a_b " in md and "| m_1 " in md  # "_" within a word
     assert "0.01* (+)" in report.markdown_table(cells, escape=False)
     assert report.latex_escape("a_b & 50% ± $x^2$ {}#~\\") == (
         r"a\_b \& 50\% $\pm$ \$x\textasciicircum{}2\$ \{\}\#\textasciitilde{}\textbackslash{}"
@@ -165,8 +165,10 @@ def test_markdown_and_latex_escaping() -> None:
 def test_markdown_escape_puts_text_on_one_line_as_written() -> None:
     assert report.one_line("  a\n\n b\t c  ") == "a b c"
     assert report.markdown_escape("Study #3\n# x [y](z) `c` a_b *d* <e> f|g \\") == (
-        r"Study \#3 \# x \[y\](z) \`c\` a\_b \*d\* \<e\> f\|g \\"
+        r"Study \#3 \# x \[y\](z) \`c\` a_b \*d\* \<e\> f\|g \\"
     )
+    # "_" is emphasis only at a word's edge (CommonMark, GFM): "_x_", "a_ b", "__init__", "γ_1" kept within a word
+    assert report.markdown_escape("_x_ a_ b __init__ γ_1 a__b") == r"\_x\_ a\_ b \_\_init\_\_ γ_1 a\_\_b"
     cells = pd.DataFrame({"col\numn": ["a\nb"]}, index=pd.Index(["m\n1"], name="Method"))
     assert report.markdown_table(cells).splitlines()[2] == "| m 1    | a b     |"  # one row, not three lines
     assert report.markdown_table(cells, escape=False).splitlines()[0] == "| Method | col umn |"
@@ -190,7 +192,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert text.startswith("# T\n")
     assert "Wilcoxon rank-sum" in text and "Student-t" in text and "'holm'" in text
     assert f"- Software: scipy {scipy.__version__}, statsmodels" in text
-    assert "| Method" in text and "| mixed\\_focal" in text
+    assert "| Method" in text and "| mixed_focal" in text
     assert "## Table 2 (tumour & cyst): holm-adjusted p-values" in text
     assert "8 cases, 2 folds, 3 methods" in text and "mIoU" in text
     summary = pd.read_csv(out / "summary.csv")

@@ -188,20 +188,22 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-#: the characters that Markdown could read as markup anywhere in a line: escaped with a backslash
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+#: what Markdown could read as markup anywhere in a line, to escape with a backslash: the characters below, and ``_``
+#: except between two letters or digits (``mixed_focal``), where CommonMark and GFM never read it as emphasis
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>#|]|(?<![^\W_])_|_(?![^\W_])")
 
 
 def markdown_escape(text: object) -> str:
     r"""``text`` on one line (:func:`one_line`) with a backslash before each Markdown character (``\``, ```` ` ````,
-    ``*``, ``_``, ``[``, ``]``, ``<``, ``>``, ``#``, ``|``), so that it prints as written: ``0.01*`` keeps its asterisk,
-    ``<loss>`` is not read as an HTML tag, and a title ending in ``#`` keeps it.
+    ``*``, ``[``, ``]``, ``<``, ``>``, ``#``, ``|``, and ``_`` but within a word), so that it prints as written:
+    ``0.01*`` keeps its asterisk, ``<loss>`` is not read as an HTML tag and a title ending in ``#`` keeps it, while
+    names such as ``mixed_focal/fold_0`` stay readable in the Markdown text.
 
     Example:
-        >>> print(markdown_escape("focal_tversky *v2*   run #3"))
-        focal\_tversky \*v2\* run \#3
+        >>> print(markdown_escape("focal_tversky *v2*   run #3 _x_"))
+        focal_tversky \*v2\* run \#3 \_x\_
     """
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line(text))
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", one_line(text))
 
 
 def markdown_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, escape: bool = True) -> str:
