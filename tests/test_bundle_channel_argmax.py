@@ -67,6 +67,33 @@ def test_the_per_channel_pass_is_taken_for_finite_floating_point_scores(kind: st
         assert torch.equal(labels.long(), scores.float().argmax(dim=0, keepdim=True))
 
 
+@pytest.mark.parametrize("channels", [255, 256, 257])
+def test_the_labels_at_the_uint8_bound_of_the_per_channel_pass(channels: int) -> None:
+    """The pass keeps the channel index in uint8 (256 channels at most); past it torch.max (257 raised in uint8)."""
+    scores = torch.rand(channels, 4, 3, 2, generator=torch.Generator().manual_seed(0))
+    scores[-1, :2] += 2.0  # the last channel wins on some voxels
+    got, expected = _both(scores.permute(0, 3, 2, 1))
+    assert torch.equal(got, expected) and int(got.max()) == channels - 1
+
+
+@pytest.mark.parametrize("channels", [1, 3, 256, 257])
+def test_channel_argmaxd_takes_the_per_channel_pass_up_to_256_channels(
+    channels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ChannelArgmaxd, not only _first_max_channel: a transform that never took the pass would give the same
+    labels and lose only the time and memory it saves."""
+    from monai_mixedfocal.bundle import channel_argmax
+
+    calls = []
+    original = channel_argmax._first_max_channel
+    monkeypatch.setattr(
+        channel_argmax, "_first_max_channel", lambda scores: calls.append(len(scores)) or original(scores)
+    )
+    scores = torch.rand(channels, 5, 4, 3, generator=torch.Generator().manual_seed(1)).permute(0, 3, 2, 1)
+    assert torch.equal(ChannelArgmaxd("pred")({"pred": scores})["pred"], scores.argmax(dim=0, keepdim=True).float())
+    assert calls == ([channels] if channels <= 256 else [])
+
+
 def test_a_numpy_array_and_a_plain_tensor_stay_what_they_are() -> None:
     scores = np.random.default_rng(0).random((2, 5, 4)).astype(np.float32)
     got, expected = _both(scores)

@@ -63,6 +63,14 @@ def test_layout_nested_mirror_and_exclusions(brats_root: Path, tmp_path: Path) -
     assert inner.cases[0]["image"] == "BraTS20_Training_001/BraTS20_Training_001_t1ce.nii.gz"
 
 
+def test_cases_in_sibling_folders_are_sorted_by_name(tmp_path: Path) -> None:
+    """The cases of one level come sorted by case name, also when they lie in two folders (not by path)."""
+    (tmp_path / "a" / "BraTS20_Training_002").mkdir(parents=True)
+    (tmp_path / "b" / "BraTS20_Training_001").mkdir(parents=True)
+    found = brats20_module.find_brats20_cases(tmp_path)
+    assert [p.name for p in found] == ["BraTS20_Training_001", "BraTS20_Training_002"]
+
+
 def test_binary_et_masks_match_label_4(brats_root: Path, tmp_path: Path) -> None:
     datalist = brats20_datalist(brats_root, labels_dir=tmp_path / "et")
     for case in datalist.cases:

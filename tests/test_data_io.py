@@ -23,7 +23,9 @@ from monai_mixedfocal.data.io import (
     load_array,
     read_nifti_header,
     save_nifti,
+    warn_of_case_like_entries,
 )
+from monai_mixedfocal.data.kits19 import _CASE_RE as KITS19_CASE_NAME
 
 STORED = np.arange(4, dtype=np.int16).reshape(2, 2, 1)
 
@@ -179,3 +181,12 @@ def test_save_nifti_writes_a_zero_gzip_time_stamp(tmp_path: Path) -> None:
     path = save_nifti(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), np.uint8), np.eye(4))
     data = path.read_bytes()
     assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\x00\x00\x00\x00"
+
+
+def test_the_warning_of_case_like_entries_counts_them_all_and_names_the_first_three(tmp_path: Path) -> None:
+    entries = [tmp_path / name for name in ("case_4", "case_3", "case_00002", "case_2", "case_1", "old_case_5")]
+    with pytest.warns(UserWarning) as record:
+        warn_of_case_like_entries(entries, KITS19_CASE_NAME, prefix="case_")
+    (message,) = [str(w.message) for w in record]
+    assert message.startswith("4 entries named like a case") and message.endswith("'] and more")
+    assert all(f"case_{n}'" in message for n in (1, 2, 3)) and "case_4'" not in message and "case_5" not in message

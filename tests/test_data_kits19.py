@@ -84,8 +84,11 @@ def test_a_labelled_case_without_segmentation_is_an_error_not_a_test_case(copy_r
     kits19_datalist(copy_root, exclude=(1, 15))
 
 
-def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path) -> None:
-    (copy_root / "data" / "case_00011").symlink_to(copy_root / "nowhere")  # a broken link
+@pytest.mark.parametrize("kind", ["broken_link", "file"])
+def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path, kind: str) -> None:
+    for name in ("case_00013", "case_00011", "case_00012"):  # the error names the first
+        entry = copy_root / "data" / name
+        entry.symlink_to(copy_root / "nowhere") if kind == "broken_link" else entry.write_text("")
     with pytest.raises(DataError, match="case_00011: a case entry that is not a folder"):
         kits19_datalist(copy_root)
 
@@ -174,15 +177,16 @@ def test_a_kits19_image_with_an_extra_dimension_is_refused(kits_root: Path, tmp_
         kits19_datalist(root)
 
 
-def test_only_five_digit_case_folders_are_kits19_cases(kits_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["case_1", "case_0001"])
+def test_only_five_digit_case_folders_are_kits19_cases(kits_root: Path, tmp_path: Path, name: str) -> None:
     """Against the bug ``case_(\\d{5})`` -> ``case_(\\d+)``: ``case_1`` (a stray copy, a typo) became a case whose id
     the exclusion list (``case_00001``) never matches."""
     with pytest.raises(ValueError, match="case number or 'case_XXXXX' name"):
-        kits19_case_id("case_1")
+        kits19_case_id(name)
     root = tmp_path / "kits19"
     shutil.copytree(kits_root, root)
-    shutil.copytree(root / "data" / "case_00001", root / "data" / "case_1")
-    with pytest.warns(UserWarning, match=r"1 entry named like a case but not a case name .*case_1'\]"):
+    shutil.copytree(root / "data" / "case_00001", root / "data" / name)
+    with pytest.warns(UserWarning, match=rf"1 entry named like a case but not a case name .*{name}'\]"):
         assert kits19_datalist(root).case_ids == kits19_datalist(kits_root).case_ids  # case_1 is not a case
 
 
@@ -191,6 +195,8 @@ def test_a_stray_copy_of_a_case_folder_is_left_out_with_a_warning(kits_root: Pat
     could not see why one was missing. The real cases are found without a warning."""
     root = tmp_path / "kits19"
     shutil.copytree(kits_root, root)
+    for other in ("cases.csv", "old_case_00001", "notes_case_00001.txt"):  # not named like a case: no warning
+        (root / "data" / other).write_text("")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         expected = kits19_datalist(root).case_ids

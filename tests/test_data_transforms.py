@@ -154,6 +154,7 @@ def test_brats20_brain_zscore_without_resampling(tmp_path: Path) -> None:
     assert int(brain.sum()) == int((raw != 0).sum())  # background stays exactly 0
     assert abs(float(image[brain].mean())) < 1e-4 and float(image[brain].std()) == pytest.approx(1.0, abs=1e-3)
     assert set(torch.unique(out["label"]).tolist()) == {0.0, 1.0}
+    assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.uint8  # what a CacheDataset keeps
 
 
 def _data_error(error: BaseException) -> DataError | None:

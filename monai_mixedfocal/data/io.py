@@ -87,7 +87,7 @@ def warn_of_case_like_entries(entries: Iterable[Path], case_name: re.Pattern[str
     if near_misses:
         warnings.warn(
             f"{len(near_misses)} entr{'y' if len(near_misses) == 1 else 'ies'} named like a case but not a case name "
-            f"(expected {case_name.pattern}), left out: {near_misses[:3]}",
+            f"(expected {case_name.pattern}), left out: {near_misses[:3]}{' and more' if len(near_misses) > 3 else ''}",
             stacklevel=2,
         )
 
