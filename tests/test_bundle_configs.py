@@ -6,17 +6,19 @@ the start-up checks of a run (unknown loss, empty data set, fold out of range), 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import BUNDLES, SCHEMA, bundle_workflow, make_data, overrides
+from bundle_utils import BUNDLES, REPO, SCHEMA, bundle_workflow, make_data, overrides
 from error_chain import error_chain
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.transforms import Compose
 
 from monai_mixedfocal.bundle import EpochSeededData, ResumeCheckpoint, run_settings
-from monai_mixedfocal.losses import LOSS_NAMES
+from monai_mixedfocal.losses import LOSS_NAMES, SigmoidFocalLoss
+from monai_mixedfocal.losses.class_weights import ClassWeightsLogger
 
 CONFIGS = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
 CHANNELS = {
@@ -48,6 +50,27 @@ def test_bundle_files_and_metadata(name: str) -> None:
     assert fmt["outputs"]["pred"]["num_channels"] == len(CHANNELS[name])
     assert "monai-mixedfocal" in meta["required_packages_version"]
     assert meta["version"] in meta["changelog"]
+
+
+def test_the_class_weights_config_of_the_docs_adds_its_logger_and_keeps_the_loss_settings(tmp_path: Path) -> None:
+    """docs/losses_beyond.md's config file, read after train.json as ``monai.bundle run`` reads config files: the
+    logger is one more training handler, and the loss keeps the bundle's one-hot targets with running weights. The
+    docs' first version (a top-level ``train_handlers`` list) was read without error and attached nothing."""
+    text = (REPO / "docs" / "losses_beyond.md").read_text()
+    block = re.search(r'```json\n(\{\n  "loss": "sigmoid_focal".*?)```', text, re.DOTALL)
+    assert block is not None, "the class-weights config file is no longer in docs/losses_beyond.md"
+    overlay = tmp_path / "class_weights.json"
+    overlay.write_text(block.group(1))
+    train = BUNDLES["kits19"] / "configs" / "train.json"
+    parser, default = ConfigParser(), ConfigParser()
+    parser.read_config([str(train), str(overlay)])
+    default.read_config(str(train))
+    handlers = parser.get("train#handlers")
+    assert len(handlers) == len(default.get("train#handlers")) + 1
+    assert isinstance(parser.get_parsed_content(f"train#handlers#{len(handlers) - 1}"), ClassWeightsLogger)
+    loss = parser.get_parsed_content("loss_function")
+    assert isinstance(loss, SigmoidFocalLoss) and loss.sigmoid and loss.to_onehot_y
+    assert type(loss.class_weights).__name__ == "RunningClassWeights"
 
 
 def test_schema_rejects_incomplete_metadata(tmp_path: Path) -> None:
