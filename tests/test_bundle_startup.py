@@ -104,6 +104,10 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
             {"loss_function": DiceCELoss(softmax=True)},  # no to_onehot_y: failed at the first step, after caching
             r"the loss DiceCELoss fails on a network output \[1, 3, 4, 4, 4\] and a class-index label .* to_onehot_y",
         ),
+        (  # --loss_kwargs "{'class_weights': 'running'}" given whole: no to_onehot_y, failed at the first step
+            {"loss_function": build_loss("sigmoid_focal", class_weights="running"), "loss": "sigmoid_focal"},
+            r"the loss SigmoidFocalLoss fails .* --loss_kwargs given whole replaces .* --loss_kwargs#<name> <value>",
+        ),
         (
             {"loss_function": DiceLoss(softmax=True, to_onehot_y=True, reduction="none")},
             r"the loss DiceLoss returns a Tensor of shape \(1, 3, 1, 1, 1\), not a scalar tensor",
@@ -123,7 +127,7 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     0 and no model; with too few classes the first loss call failed, after every case had been cached; the other
     values fail at start with the option named."""
     setup = {
-        "loss_function": MixedFocalLoss(),
+        "loss_function": MixedFocalLoss(softmax=True, to_onehot_y=True),
         "train_data": [{"image": "a"}],
         "val_data": [{"image": "b"}],
         "patch_size": [32, 32, 16],
@@ -138,6 +142,9 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     target_loss = DiceCELoss(softmax=True, to_onehot_y=True)
     check_training_setup(**{**setup, "loss_function": target_loss, "loss": target_loss})  # a _target_ loss
     assert summary["train_cases"] == summary["val_cases"] == 1 and summary["loss"] == "MixedFocalLoss"
+    running = build_loss("sigmoid_focal", softmax=True, to_onehot_y=True, class_weights="running")
+    check_training_setup(**{**setup, "loss_function": running, "loss": "sigmoid_focal"})
+    assert running.class_weights.num_updates == 0  # the check's call is no training step
     with pytest.raises(ValueError, match=message):
         check_training_setup(**{**setup, **change})
 

@@ -353,9 +353,10 @@ def check_training_setup(
             built from it (:func:`build_loss`). An overridden ``--loss_function`` trained with one loss while the
             run settings, the resume check and the study named another.
 
-    A loss from outside this package (a ``_target_`` loss, e.g. ``monai.losses.DiceCELoss``) is also called once on a
-    tiny output and class-index label shaped as the training's (``[1, num_classes, 4, 4, 4]`` and ``[1, 1, 4, 4, 4]``),
-    so that a loss that cannot take them (without ``to_onehot_y=True``, say) fails here and not after the caching.
+    The loss is also called once, without gradients, on a tiny output and class-index label shaped as the training's
+    (``[1, num_classes, 4, 4, 4]`` and ``[1, 1, 4, 4, 4]``), so that a loss that cannot take them fails here and not
+    after the caching: a ``_target_`` loss without ``to_onehot_y=True``, or a registry loss whose ``--loss_kwargs``
+    were given whole and so lost the bundle's ``softmax`` and ``to_onehot_y``.
 
     Returns:
         A small summary (``loss``, ``train_cases``, ``val_cases``, ``patch_size``, ``crop``), also logged.
@@ -391,8 +392,8 @@ def check_training_setup(
                 f"--num_classes must be at least {needed}, one output channel per label value of the data ({names}); "
                 f"got {num_classes!r}."
             )
-    if num_classes is not None and not type(loss_function).__module__.startswith("monai_mixedfocal."):
-        _check_loss_call(loss_function, int(num_classes))
+    if num_classes is not None:
+        _check_loss_call(loss_function, int(num_classes), named=isinstance(loss, str))
     summary = {
         "loss": type(loss_function).__name__,
         "train_cases": len(train_data),
@@ -416,8 +417,12 @@ def _check_loss_source(loss: Any, loss_function: Callable[..., Any]) -> None:
         )
 
 
-def _check_loss_call(loss_function: Callable[..., Any], num_classes: int) -> None:
-    """Call a loss on a tiny output and class-index label shaped as the training's; raise what it cannot take."""
+def _check_loss_call(loss_function: Callable[..., Any], num_classes: int, named: bool = False) -> None:
+    """Call a loss on a tiny output and class-index label shaped as the training's; raise what it cannot take.
+
+    ``named``: the loss was built from a registry name with ``--loss_kwargs`` (the message says how to keep the
+    bundle's arguments). Under ``torch.no_grad`` the call changes no state (running class weights update in training
+    steps only)."""
     buffers = list(loss_function.buffers()) if isinstance(loss_function, torch.nn.Module) else []
     device = buffers[0].device if buffers else torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
@@ -427,10 +432,16 @@ def _check_loss_call(loss_function: Callable[..., Any], num_classes: int) -> Non
         with torch.no_grad():
             value = loss_function(output, label)
     except Exception as err:  # whatever the user's loss raises: named with the shapes, before any caching
+        hint = (
+            "--loss_kwargs given whole replaces the bundle's {'softmax': True, 'to_onehot_y': True}: set one argument "
+            "with --loss_kwargs#<name> <value>, or give all of them."
+            if named
+            else "A MONAI loss needs to_onehot_y=True and softmax=True for them."
+        )
         raise ValueError(
             f"the loss {type(loss_function).__name__} fails on a network output [1, {num_classes}, 4, 4, 4] and a "
-            f"class-index label [1, 1, 4, 4, 4], the shapes of every training step ({type(err).__name__}: {err}). A "
-            "MONAI loss needs to_onehot_y=True and softmax=True for them."
+            f"class-index label [1, 1, 4, 4, 4], the shapes of every training step ({type(err).__name__}: {err}). "
+            + hint
         ) from err
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
