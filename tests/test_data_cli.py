@@ -87,6 +87,25 @@ def test_folds_are_protected_and_brats_masks_go_beside_the_json(
     assert main(["synthesize", "kits19", str(tmp_path / "k"), "--cases", "0"]) == 2
 
 
+def test_synthesize_brats20_as_the_official_release_ships_it_uncompressed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "brats"
+    assert (
+        main(["synthesize", "brats20", str(root), "--cases", "2", "--suffix", ".nii", "--shape", "24", "24", "16"]) == 0
+    )
+    names = sorted(p.name for p in (root / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001").iterdir())
+    assert names == [f"BraTS20_Training_001_{m}.nii" for m in ("flair", "seg", "t1", "t1ce", "t2")]
+    assert main(["datalist", "brats20", str(root), "--out", str(tmp_path / "b.json"), "--folds", "2"]) == 0
+    training = json.loads((tmp_path / "b.json").read_text())["training"]
+    assert [item["image"].rsplit("/", 1)[-1] for item in training] == [
+        "BraTS20_Training_001_t1ce.nii",
+        "BraTS20_Training_002_t1ce.nii",
+    ]
+    assert main(["synthesize", "kits19", str(tmp_path / "k"), "--suffix", ".nii"]) == 2
+    assert "--suffix is for brats20" in capsys.readouterr().err
+
+
 def test_synthesize_kits19_with_a_ct_like_spacing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--spacing`` sets the nominal voxel size (jittered by up to 10% per case); BraTS20 refuses it (1 mm)."""
     import nibabel as nib

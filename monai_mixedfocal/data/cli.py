@@ -22,6 +22,7 @@ from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.brats20 import brats20_datalist
 from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
+from monai_mixedfocal.data.io import NIFTI_SUFFIXES
 from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, data_set_folder, kits19_datalist
 from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
@@ -124,12 +125,17 @@ def run_synthesize(args: argparse.Namespace) -> int:
     if args.shape is not None:
         common["shape"] = tuple(args.shape)
     if args.source == "kits19":
+        if args.suffix is not None:
+            raise ValueError(
+                "--suffix is for brats20: KiTS19's files are always imaging.nii.gz and segmentation.nii.gz"
+            )
         spacing = {} if args.spacing is None else {"spacing": tuple(args.spacing)}
         folders = synthesize_kits19(args.out_dir, **common, **spacing)
     elif args.spacing is not None:
         raise ValueError("--spacing is for kits19: the BraTS20 layout is 1 mm isotropic")
     else:
-        folders = synthesize_brats20(args.out_dir, no_enhancing=args.no_enhancing or (), **common)
+        suffix = {} if args.suffix is None else {"suffix": args.suffix}
+        folders = synthesize_brats20(args.out_dir, no_enhancing=args.no_enhancing or (), **common, **suffix)
     print(f"wrote {len(folders)} {args.source}-like cases under {args.out_dir}")
     return 0
 
@@ -178,4 +184,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--case-ids", type=int, nargs="+", default=None, help="explicit case numbers")
     parser.add_argument("--no-enhancing", type=int, nargs="+", default=None, help="BraTS20: cases without ET")
+    parser.add_argument(
+        "--suffix",
+        choices=NIFTI_SUFFIXES,
+        default=None,
+        help="BraTS20: file suffix (default .nii.gz; the official release ships .nii)",
+    )
     parser.set_defaults(func=run_synthesize)
