@@ -209,16 +209,19 @@ def test_write_report_files(tmp_path: Path) -> None:
 def test_write_report_prints_user_text_as_written(tmp_path: Path) -> None:
     """A title, class, metric or case name from the user is one line of literal text in report.md: a newline or
     ``#`` in the title starts no heading, ``*`` makes no emphasis, and a metric named like a path gets a plain file."""
-    df = study_table()[["case", "fold", "method", "class", "dsc"]].rename(columns={"dsc": "HD95 (mm)/x"})
+    df = study_table()[["case", "fold", "method", "class", "dsc"]].rename(columns={"dsc": "HD95 [mm]/x"})
     df["class"] = df["class"].replace({"kidney": "kidney *left*"})
     title = "Study #3\n\n# not a heading [x](y)"
-    path = report.write_report(df, tmp_path, title=title, overlays=overlay_inputs(), overlay_case="case_*7*")
+    overlays, notes = overlay_inputs(), ["runs *a* and\n# b"]
+    path = report.write_report(df, tmp_path, title=title, overlays=overlays, overlay_case="case_*7*", notes=notes)
     lines = path.read_text().splitlines()
     assert lines[0] == r"# Study \#3 \# not a heading \[x\](y)"
     assert [line for line in lines if line.startswith("# ")] == lines[:1]
+    assert r"> **Note:** runs \*a\* and \# b" in lines
     assert r"2 classes: kidney \*left\*, tumour & cyst." in "\n".join(lines)
-    assert r"## Table 2 (kidney \*left\*): holm-adjusted p-values, ranksum test on HD95 (mm)/x" in lines
-    assert r"![Per-case HD95 (mm)/x](boxplot_HD95_mm_x.png)" in lines
+    assert r"## Table 2 (kidney \*left\*): holm-adjusted p-values, ranksum test on HD95 \[mm\]/x" in lines
+    assert r"![Per-case HD95 \[mm\]/x](boxplot_HD95_mm_x.png)" in lines
+    assert any(line.startswith("- Table 2:") and line.endswith(r"on per-case HD95 \[mm\]/x.") for line in lines)
     assert r"![Segmentations of case case\_\*7\*](overlays.png)" in lines
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith("boxplot")} == {"boxplot_HD95_mm_x.png"}
     assert all(p.is_file() for p in tmp_path.iterdir())  # no sub-folder made from the "/" of the metric name
