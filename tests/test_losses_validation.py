@@ -157,6 +157,30 @@ def test_non_finite_input(cls: type[_Loss], bad: float, activation: dict) -> Non
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize("mode", ["off", "eager"], ids=["plain", "fused"])
+def test_logits_without_an_activation_are_refused(cls: type[_Loss], mode: str) -> None:
+    """Logits passed as probabilities (softmax=True forgotten: the registry presets set no activation) were clipped to
+    [1e-7, 1 - 1e-7] and got no gradient at most voxels; within a rounding tolerance of [0, 1] they still pass, and
+    an other_act's output (MONAI allows e.g. tanh) is the user's choice."""
+    logits, labels = _logits(), _labels()
+    with use_fused_mode(mode), pytest.raises(ValueError, match=r"taken as probabilities .* softmax=True") as info:
+        cls(to_onehot_y=True)(logits, labels)
+    low, high = torch.aminmax(logits)
+    assert f"[{float(low):.4g}, {float(high):.4g}]" in str(info.value)
+    with use_fused_mode(mode), pytest.raises(ValueError, match="taken as probabilities"):
+        cls(to_onehot_y=True)(logits[:, :1], labels.clamp(max=1))  # one channel: binary probabilities
+    probabilities = torch.softmax(logits, dim=1)
+    probabilities[0, 0, 0, 0] = 1.0005  # rounding of the user's own computation
+    probabilities[1, 2, 3, 3] = -0.0005
+    with use_fused_mode(mode):
+        assert torch.isfinite(cls(to_onehot_y=True)(probabilities, labels))
+        assert torch.isfinite(cls(to_onehot_y=True, other_act=torch.tanh)(logits, labels))
+    probabilities[0, 0, 0, 0] = 1.01  # beyond rounding
+    with use_fused_mode(mode), pytest.raises(ValueError, match=r"values in \[-0.0005, 1.01\]"):
+        cls(to_onehot_y=True)(probabilities, labels)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=CLASS_IDS)
 def test_nan_in_target(cls: type[_Loss]) -> None:
     target = torch.zeros(2, 3, 4, 4)
     target[0, 0, 1, 1] = float("nan")

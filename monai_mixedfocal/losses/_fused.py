@@ -60,6 +60,7 @@ from monai_mixedfocal.losses._terms import (
     _check_target,
     check_alpha_count,
     check_input_finite,
+    check_probabilities,
     check_target_shape,
     kept_channels,
     upcast,
@@ -307,6 +308,11 @@ def fused_inputs(
         activation = "identity"
     else:
         activation = "sigmoid" if sigmoid else ("softmax" if softmax and not single else "identity")
+    if activation == "identity" and other_act is None:  # probabilities: their range up front, after prepare()'s checks
+        if not checked:
+            check_input_finite(x)
+            _check_target(x, target, index_target)
+        check_probabilities(x)
     binary = sigmoid or single
     spec = KernelSpec(
         activation=activation,

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 # The authors' clip of probabilities before every log and before the focal Tversky loss.
 PROB_CLIP = 1e-7
+#: how far outside [0, 1] an input taken as probabilities may lie (rounding) before :func:`check_probabilities` raises
+PROB_TOLERANCE = 1e-3
 # Smallest base at which a power ``x ** g`` passes a gradient: below it the value is exact but the gradient is 0, which
 # keeps it finite at ``x = 0`` for exponents g < 1 (the true limit of every product it appears in is finite).
 POW_EPS = 1e-12
@@ -115,6 +117,27 @@ def check_input_finite(x: torch.Tensor) -> None:
                 "usually means it diverged; lower the learning rate (or turn AMP off), or check the input images for "
                 "NaN/inf voxels."
             )
+
+
+def check_probabilities(prob: torch.Tensor) -> None:
+    """Raise ``ValueError`` if an input taken as probabilities (no activation at all) lies outside [0, 1].
+
+    Logits passed without ``softmax=True`` / ``sigmoid=True`` (the registry presets set no activation, as MONAI's
+    losses) were clipped to ``[1e-7, 1 - 1e-7]`` and gave no gradient at most voxels: a run that silently did not learn.
+    One reduction (``aminmax``), after :func:`check_input_finite`; values within :data:`PROB_TOLERANCE` of the interval
+    pass (and are clipped as before). The output of an ``other_act`` is the user's choice and is not checked (MONAI
+    allows e.g. ``torch.tanh``).
+    """
+    if prob.numel() == 0:
+        return
+    with torch.no_grad():
+        low, high = (float(v) for v in torch.aminmax(prob))
+    if low < -PROB_TOLERANCE or high > 1.0 + PROB_TOLERANCE:
+        raise ValueError(
+            f"the input is taken as probabilities (neither softmax nor sigmoid is set) but holds values in "
+            f"[{low:.4g}, {high:.4g}]. Pass logits with softmax=True (sigmoid=True for a binary or multi-label "
+            "output), or probabilities in [0, 1]."
+        )
 
 
 def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) -> torch.Tensor:
@@ -225,6 +248,8 @@ def prepare(
         log_prob_neg = F.logsigmoid(-x)
     else:
         prob = other_act(x) if other_act is not None else x  # type: ignore[operator]
+        if other_act is None:
+            check_probabilities(prob)
         prob_clipped = prob.clamp(PROB_CLIP, 1.0 - PROB_CLIP)
         log_prob = prob_clipped.log()
         if binary:
