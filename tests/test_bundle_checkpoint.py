@@ -174,11 +174,26 @@ def test_finished_or_exhausted_runs_start_over(
         assert not kept.exists()
 
 
-def test_resume_false_starts_over(tmp_path: Path) -> None:
-    _Run(tmp_path, max_epochs=4, stop_after=2).run()
+@pytest.mark.parametrize("stop_after", [2, None], ids=["interrupted", "finished"])
+def test_resume_false_starts_over_and_keeps_the_earlier_best_model(
+    tmp_path: Path, stop_after: int | None, caplog
+) -> None:
+    """--resume false replaced models/model.pt at its first validation without a copy (a finished run started again
+    without it kept one)."""
+    _Run(tmp_path, max_epochs=4, stop_after=stop_after).run()
+    best = (tmp_path / "model.pt").read_bytes()
     second = _Run(tmp_path, max_epochs=4, resume=False)
     second.run()
     assert second.epochs_run == [1, 2, 3, 4]
+    kept = tmp_path / "model_of_finished_run.pt"
+    assert kept.read_bytes() == best and f"the earlier run's model.pt is kept as {kept}" in caplog.text
+    assert "--resume false: starting a new run over" in caplog.text
+
+
+def test_resume_false_in_a_new_folder_copies_nothing(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"a model shipped with the bundle")  # no earlier run: nothing to keep
+    _Run(tmp_path, max_epochs=2, resume=False).run()
+    assert not (tmp_path / "model_of_finished_run.pt").exists()
 
 
 def test_foreign_checkpoint_and_bad_arguments(tmp_path: Path) -> None:

@@ -272,9 +272,10 @@ class ResumeCheckpoint:
         self.logger.info(f"saved the resume checkpoint {self.path} (epoch {engine.state.epoch})")
 
     def _keep_best_models(self, objects: Mapping[str, Any]) -> list[tuple[Path, Path]]:
-        """Copy the best models of a finished run (``models/model.pt``) beside the checkpoint, as
-        ``<name>_of_finished_run.pt``, before a new run in the same folder replaces them at its first validation
-        (rank 0 only; an earlier copy is replaced). Returns ``(model, copy)`` pairs."""
+        """Copy the best models of a finished run, or of any earlier run under ``--resume false``
+        (``models/model.pt``), beside the checkpoint, as ``<name>_of_finished_run.pt``, before a new run in the same
+        folder replaces them at its first validation (rank 0 only; an earlier copy is replaced). Returns ``(model,
+        copy)`` pairs."""
         kept = []
         for obj in objects.values():
             model = obj.best_model_file() if isinstance(obj, _KeyMetricState) else None
@@ -303,7 +304,15 @@ class ResumeCheckpoint:
         objects = self._objects(engine)  # checked at the start of every run, not at the end of its first epoch
         if os.path.lexists(self.path) and not self.path.is_file():
             raise ValueError(f"{self.path}: not a file; remove it (this run writes its resume checkpoint there)")
-        if not self.resume or not self.path.exists():
+        if not self.path.exists():
+            return
+        if not self.resume:  # an earlier run in this folder: keep its best models, as for a finished run
+            kept = self._keep_best_models(objects)
+            self.logger.warning(
+                f"--resume false: starting a new run over {self.path}, which it overwrites after its first epoch"
+                + "".join(f"; the earlier run's {old.name} is kept as {copy}" for old, copy in kept)
+                + "."
+            )
             return
         checkpoint = load_checkpoint(self.path, map_location=self.map_location)
         if isinstance(checkpoint, Mapping):  # an optional state that an older checkpoint lacks is left as it is

@@ -321,7 +321,8 @@ def refuse_another_run(
         raise ValueError(
             f"{checkpoint} holds another run, interrupted after epoch {done} of {planned} ({'; '.join(changed)}). "
             "Resume it with its own settings, use another --bundle_root for this run, or start over here with "
-            "--resume False (which overwrites that checkpoint)."
+            "--resume False (which overwrites that checkpoint; its best model.pt is kept as "
+            "checkpoints/model_of_finished_run.pt)."
         )
 
 
