@@ -106,6 +106,25 @@ def test_synthesize_brats20_as_the_official_release_ships_it_uncompressed(
     assert "--suffix is for brats20" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("source", ["kits19", "brats20"])
+def test_synthesize_refuses_to_write_over_existing_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    """A mistyped output folder (the real data set's) had its scans replaced by valid-looking phantoms, without a word;
+    now nothing is written unless --force."""
+    root, small = tmp_path / source, ["--shape", "16", "24", "24"]
+    assert main(["synthesize", source, str(root), "--cases", "3", *small]) == 0
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert main(["synthesize", source, str(root), "--cases", "2", "--seed", "4", *small]) == 2
+    assert "exists (and 1 more case folder(s)): generated cases are not written over" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files  # not one file changed
+    assert main(["synthesize", source, str(root), "--cases", "2", "--seed", "4", "--force", *small]) == 0
+    changed = {p.parent.name for p in files if p.read_bytes() != files[p]}
+    assert changed == (
+        {"case_00000", "case_00001"} if source == "kits19" else {f"BraTS20_Training_00{i}" for i in (1, 2)}
+    )
+
+
 def test_synthesize_kits19_with_a_ct_like_spacing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--spacing`` sets the nominal voxel size (jittered by up to 10% per case); BraTS20 refuses it (1 mm)."""
     import nibabel as nib

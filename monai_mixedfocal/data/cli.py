@@ -121,7 +121,7 @@ def run_datalist(args: argparse.Namespace) -> int:
 @_guarded
 def run_synthesize(args: argparse.Namespace) -> int:
     """``synthesize``: write generated cases in the real layout."""
-    common = {"cases": args.cases, "seed": args.seed, "case_ids": args.case_ids}
+    common = {"cases": args.cases, "seed": args.seed, "case_ids": args.case_ids, "overwrite": args.force}
     if args.shape is not None:
         common["shape"] = tuple(args.shape)
     if args.source == "kits19":
@@ -190,4 +190,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="BraTS20: file suffix (default .nii.gz; the official release ships .nii)",
     )
+    parser.add_argument("--force", action="store_true", help="replace case folders that exist (refused by default)")
     parser.set_defaults(func=run_synthesize)

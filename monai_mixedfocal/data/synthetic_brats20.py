@@ -27,6 +27,7 @@ from monai_mixedfocal.data.synthetic_common import (
     check_fraction_range,
     check_shape,
     finish_intensities,
+    refuse_existing,
     shrink_to_budget,
 )
 
@@ -133,6 +134,7 @@ def synthesize_brats20(
     case_ids: Sequence[int] | None = None,
     no_enhancing: Collection[int] = (),
     suffix: str = ".nii.gz",
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write BraTS20-like cases in the real training layout (see the module docstring).
 
@@ -147,6 +149,8 @@ def synthesize_brats20(
         case_ids: explicit case numbers (e.g. ``[355]`` for the case with the ``W39_1998.09.19_Segm.nii`` mask).
         no_enhancing: case numbers whose tumour has no enhancing part (excluded by the BraTS20 datalist by default).
         suffix: ``".nii.gz"`` or ``".nii"`` (the official release ships ``.nii``).
+        overwrite: replace case folders that exist; with ``False`` (the ``synthesize`` command's default) an existing
+            one raises ``FileExistsError`` before anything is written.
 
     Returns:
         The case folders written.
@@ -162,13 +166,13 @@ def synthesize_brats20(
     if unknown:
         shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
         raise ValueError(f"no_enhancing names case(s) {unknown} that are not generated (generated: {shown})")
-    folders = []
-    for case in ids:
+    folders = [Path(out_dir) / TRAINING_FOLDER / f"BraTS20_Training_{case:03d}" for case in ids]
+    if not overwrite:
+        refuse_existing(folders)
+    for case, folder in zip(ids, folders):
         images, seg, affine = synthetic_brats20_case(case, seed, shape, et_fraction, enhancing=case not in no_enhancing)
-        name = f"BraTS20_Training_{case:03d}"
-        folder = Path(out_dir) / TRAINING_FOLDER / name
+        name = folder.name
         for modality, image in images.items():
             save_nifti(folder / f"{name}_{modality}{suffix}", image, affine)
         save_nifti(folder / BRATS20_SEG_ALIASES.get(name, f"{name}_seg{suffix}"), seg, affine)
-        folders.append(folder)
     return folders

@@ -8,7 +8,9 @@ case is identical whichever other cases are generated with it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -117,6 +119,18 @@ def check_fraction_range(name: str, value: Sequence[float], upper: float = 0.01)
     if not 0.0 < low <= high < upper:
         raise ValueError(f"{name} must be (low, high) with 0 < low <= high < {upper}, got {tuple(value)}")
     return low, high
+
+
+def refuse_existing(folders: Sequence[Path]) -> None:
+    """Raise ``FileExistsError`` if any of the case ``folders`` to write exists (``overwrite=False``): a mistyped
+    output folder would otherwise replace real scans with valid-looking phantoms that training accepts."""
+    existing = [folder for folder in folders if os.path.lexists(folder)]
+    if existing:
+        more = f" (and {len(existing) - 1} more case folder(s))" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{existing[0]} exists{more}: generated cases are not written over existing ones. Choose an empty "
+            "folder, or replace them with --force (overwrite=True)."
+        )
 
 
 def check_cases(cases: int, case_ids: Sequence[int] | None, first: int, last: int) -> list[int]:

@@ -28,6 +28,7 @@ from monai_mixedfocal.data.synthetic_common import (
     check_shape,
     finish_intensities,
     largest_component,
+    refuse_existing,
     shrink_to_budget,
 )
 
@@ -188,6 +189,7 @@ def synthesize_kits19(
     tumor_fraction: Sequence[float] = DEFAULT_TUMOR_FRACTION,
     spacing_jitter: float = 0.1,
     case_ids: Sequence[int] | None = None,
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write KiTS19-like cases in the real layout: ``OUT/data/case_XXXXX/{imaging,segmentation}.nii.gz``.
 
@@ -204,6 +206,8 @@ def synthesize_kits19(
         tumor_fraction: ``(low, high)`` range of the tumour's voxel share, ``high < 0.01``.
         spacing_jitter: relative per-case voxel-size jitter.
         case_ids: explicit case numbers (e.g. ``[15, 23]`` to exercise the default exclusions).
+        overwrite: replace case folders that exist; with ``False`` (the ``synthesize`` command's default) an existing
+            one raises ``FileExistsError`` before anything is written.
 
     Returns:
         The case folders written.
@@ -214,12 +218,12 @@ def synthesize_kits19(
         ['case_00000', 'case_00001']
     """
     ids = check_cases(cases, case_ids, first=0, last=99999)
-    folders = []
-    for case in ids:
+    folders = [Path(out_dir) / "data" / kits19_case_id(case) for case in ids]
+    if not overwrite:
+        refuse_existing(folders)
+    for case, folder in zip(ids, folders):
         image, label, affine = synthetic_kits19_case(case, seed, shape, spacing, tumor_fraction, spacing_jitter)
-        folder = Path(out_dir) / "data" / kits19_case_id(case)
         save_nifti(folder / IMAGE_NAME, image, affine)
         if case < KITS19_LABELLED_CASES:
             save_nifti(folder / LABEL_NAME, label, affine)
-        folders.append(folder)
     return folders
