@@ -27,6 +27,8 @@ from monai.utils import version_leq
 from monai_mixedfocal.bundle import (
     PerCaseMetricsWriter,
     build_loss,
+    check_device,
+    check_run_options,
     check_sliding_window,
     check_training_setup,
     find_images,
@@ -154,7 +156,8 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
     [
         (0, 0.5, "--sw_batch_size must be a positive integer, got 0"),
         (2.5, 0.5, "--sw_batch_size must be a positive integer, got 2.5"),
-        (4, 1.0, r"--sw_overlap must be in \[0, 1\) \(one value, or one per axis\), got 1.0"),
+        (4, 1.0, r"--sw_overlap must be in \[0, 1\) \(one value, or one per axis: 3\), got 1.0"),
+        (4, [0.5, 0.5], r"one per axis: 3\), got \[0.5, 0.5\]"),  # failed at the first validation, an epoch in
         (4, -0.1, "--sw_overlap must be in"),
         (4, [0.5, 1.0, 0.5], "--sw_overlap must be in"),
         (4, [], "--sw_overlap must be in"),
@@ -164,6 +167,61 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
 def test_the_sliding_window_settings_are_refused_at_start(sw_batch_size, overlap, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_sliding_window(sw_batch_size, overlap)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"learning_rate": "abc"}, "--learning_rate must be a number > 0, got 'abc'"),
+        ({"learning_rate": -1}, "--learning_rate must be a number > 0, got -1"),
+        ({"learning_rate": float("nan")}, "--learning_rate must be a number > 0"),
+        ({"learning_rate": 1e-3, "min_learning_rate": "abc"}, r"--min_learning_rate must be a number in \[0, "),
+        ({"learning_rate": 1e-3, "min_learning_rate": 1e-2}, r"in \[0, --learning_rate 0.001\], got 0.01"),
+        ({"lr_factor": 2}, r"--lr_factor must be a number in \(0, 1\), got 2"),
+        ({"lr_factor": 0}, r"--lr_factor must be a number in \(0, 1\), got 0"),
+        ({"lr_patience": -1}, "--lr_patience must be an integer >= 0, got -1"),
+        ({"lr_patience": 2.5}, "--lr_patience must be an integer >= 0, got 2.5"),
+        ({"val_interval": 0}, "--val_interval must be an integer >= 1, got 0"),
+        ({"batch_size": 0}, "--batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "--batch_size must be an integer >= 1, got True"),
+        ({"num_workers": -1}, "--num_workers must be an integer >= 0, got -1"),
+        ({"switches": {"amp": "maybe"}}, "--amp must be true or false, got 'maybe'"),
+        ({"switches": {"resume": True, "keep_freed_memory": None}}, "--keep_freed_memory must be true or false"),
+    ],
+)
+def test_the_training_options_are_refused_at_start(options: dict, message: str) -> None:
+    """They reached PyTorch only when the trainer was built, after the caching (a raw '<=' not supported between
+    'float' and 'str'), or never failed (--lr_patience -1 lowered the learning rate every epoch)."""
+    with pytest.raises(ValueError, match=message):
+        check_run_options(**options)
+
+
+def test_the_training_options_the_bundles_take() -> None:
+    check_run_options(
+        {"amp": "false", "resume": True, "keep_freed_memory": "yes", "training_lock": "0"},
+        learning_rate=3e-4,
+        min_learning_rate=0,
+        lr_factor=0.1,
+        lr_patience=0,
+        val_interval=1,
+        batch_size=2,
+        num_workers=0,
+    )
+    check_run_options(learning_rate=1, min_learning_rate=1)
+
+
+@pytest.mark.parametrize(("device", "message"), [("gpu", "--device must name a torch device"), (3, "must name")])
+def test_a_device_that_is_not_one_is_refused(device: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_device(device)
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused() -> None:
+    check_device("cpu")
+    check_device(torch.device("cpu"))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=rf"--device cuda:{count}: this machine has {count} CUDA GPU"):
+        check_device(f"cuda:{count}")  # failed after the caching: 'Torch not compiled with CUDA enabled'
 
 
 def test_the_sliding_window_settings_monai_takes() -> None:

@@ -45,6 +45,7 @@ from monai_mixedfocal.bundle.model_saver import AtomicCheckpointSaver, check_mod
 from monai_mixedfocal.bundle.output_dirs import check_writable, lock_training
 from monai_mixedfocal.bundle.patch_sampling import PATCH_SAMPLING_MODES, patch_sampling
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
+from monai_mixedfocal.bundle.run_options import check_device, check_run_options
 from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
 from monai_mixedfocal.bundle.startup import (
     DATA_SOURCES,
@@ -71,9 +72,11 @@ __all__ = [
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
+    "check_device",
     "check_evaluation_split",
     "check_model_file",
     "check_resume",
+    "check_run_options",
     "check_sliding_window",
     "check_training_setup",
     "check_writable",

@@ -451,14 +451,16 @@ def _check_loss_call(loss_function: Callable[..., Any], num_classes: int, named:
         )
 
 
-def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float]) -> None:
+def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float], spatial_dims: int = 3) -> None:
     """At start, before any case is cached or inferred: the sliding-window settings MONAI's ``SlidingWindowInferer``
     takes without checking (``sw_batch_size=0`` failed at the first validation, after an epoch of training, with
     ``range() arg 3 must not be zero``).
 
     Args:
         sw_batch_size: windows per network call (``--sw_batch_size``), a positive integer.
-        overlap: the windows' overlap (``--sw_overlap``), in [0, 1), one value or one per spatial axis.
+        overlap: the windows' overlap (``--sw_overlap``), in [0, 1), one value or one per spatial axis (``[0.5, 0.5]``
+            for a 3-D window failed at the first validation, after an epoch of training).
+        spatial_dims: the number of spatial axes of the window.
 
     Raises:
         ValueError: either value out of range; the message names the option.
@@ -466,5 +468,9 @@ def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float]) -
     if not is_integer(sw_batch_size) or sw_batch_size < 1:
         raise ValueError(f"--sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
     values = list(overlap) if isinstance(overlap, Sequence) and not isinstance(overlap, str) else [overlap]
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values):
-        raise ValueError(f"--sw_overlap must be in [0, 1) (one value, or one per axis), got {overlap!r}.")
+    if len(values) not in (1, spatial_dims) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values
+    ):
+        raise ValueError(
+            f"--sw_overlap must be in [0, 1) (one value, or one per axis: {spatial_dims}), got {overlap!r}."
+        )
