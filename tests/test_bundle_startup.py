@@ -6,6 +6,7 @@ per-case metrics writer (with a real SupervisedEvaluator)."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -242,6 +243,24 @@ def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_pa
         load_split("kits19", kits_root, fold=9, datalist=str(datalist))
     with pytest.raises(ValueError, match="source must be one of"):
         load_split("msd", kits_root, fold=0)
+
+
+def test_a_datalist_of_the_other_data_set_is_refused(kits_root: Path, tmp_path: Path) -> None:
+    """The KiTS19 bundle trained on a BraTS20 datalist without a word (MRI clipped to CT's HU window, enhancing tumour
+    learned as kidney); a datalist's recorded 'source' names its data set. One without a source, or an MSD one, is
+    taken (the user's choice)."""
+    datalist = write_datalist(tmp_path / "kits.json", kits19_datalist(kits_root), num_folds=5, seed=0)
+    content = json.loads(datalist.read_text())
+    assert content["source"] == "kits19"
+    with pytest.raises(DataError, match=r"kits\.json is a kits19 datalist .* this is the brats20 bundle"):
+        load_split("brats20", kits_root, fold=1, datalist=str(datalist))
+    expected = load_split("kits19", kits_root, fold=1, datalist=str(datalist))
+    for source in (None, "msd"):
+        other = tmp_path / f"{source}.json"
+        other.write_text(
+            json.dumps({k: v for k, v in content.items() if k != "source"} | ({"source": source} if source else {}))
+        )
+        assert load_split("kits19", kits_root, fold=1, datalist=str(other)) == expected
 
 
 def test_a_datalist_is_resolved_under_the_first_root_holding_its_files(kits_root: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
-from monai_mixedfocal.data.datalist import datalist_to_json
+from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist
 from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
@@ -163,6 +163,12 @@ def _split_under_a_root(
     Every case's files are then checked as listing the data set folder checks them (:func:`check_pair`, headers
     only): readable and complete, label shape equal to the image's, voxel grids in the same place.
     """
+    recorded = read_datalist(datalist).get("source")
+    if recorded in DATA_SOURCES and recorded != source:  # an MSD or hand-made datalist may serve either bundle
+        raise DataError(
+            f"{datalist} is a {recorded} datalist (its 'source'), and this is the {source} bundle: its preprocessing "
+            f"and labels are {source}'s. Give it a datalist written by `python -m monai_mixedfocal datalist {source}`."
+        )
     roots: list[Path | None] = []
     if dataset_dir is not None:
         roots.append(dataset_dir)
