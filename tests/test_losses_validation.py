@@ -26,6 +26,7 @@ from torch.nn.modules.loss import _Loss
 from monai_mixedfocal.losses import (
     LOSS_NAMES,
     PAPER_PRESETS,
+    AsymmetricSigmoidFocalLoss,
     CategoricalFocalLoss,
     ComboLoss,
     CosineTverskyLoss,
@@ -36,6 +37,7 @@ from monai_mixedfocal.losses import (
     SigmoidFocalLoss,
     UnifiedFocalLoss,
     get_loss,
+    loss_class,
 )
 from monai_mixedfocal.losses._fused import use_fused_mode
 
@@ -480,3 +482,57 @@ def test_warnings_skip_torch_but_not_a_folder_whose_name_starts_like_it(tmp_path
     with pytest.warns(UserWarning, match="here") as record:
         module.call()
     assert (record[0].filename, record[0].lineno) == (str(caller), 5)
+
+
+# ------------------------------------------------------------------------------- constructor: types and replaced names
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (partial(ModifiedDiceLoss, smooth_dr="1e-5"), TypeError, r"smooth_dr must be a number; got '1e-5' \(str\)"),
+        (partial(ModifiedDiceLoss, delta="0.5"), TypeError, "delta must be a number; got '0.5'"),
+        (partial(ModifiedDiceLoss, delta=False), TypeError, r"delta must be a number; got False \(bool\)"),  # was 0
+        (partial(CategoricalFocalLoss, alpha="0.25"), TypeError, "alpha must be a number; got '0.25'"),
+        (partial(CategoricalFocalLoss, alpha=True), TypeError, "alpha must be a number; got True"),
+        (partial(CategoricalFocalLoss, alpha=[[0.2, 0.3], [0.1, 0.2]]), ValueError, r"flat sequence .* \(2, 2\)"),
+        (partial(CategoricalFocalLoss, alpha=["a", "b"]), TypeError, "a sequence of numbers"),
+        (partial(SigmoidFocalLoss, alpha=[0.2, 0.3]), TypeError, r"alpha must be a number; got \[0.2, 0.3\]"),
+        (partial(ComboLoss, alpha=[0.2, 0.3]), TypeError, "alpha must be a number"),
+        (partial(AsymmetricSigmoidFocalLoss, gamma=2.0), TypeError, "takes gamma_pos and gamma_neg, not gamma"),
+        (partial(AsymmetricSigmoidFocalLoss, gamma_pos=-1.0), ValueError, "gamma_pos must be >= 0"),
+        (partial(UnifiedFocalLoss, rare_classes=[]), ValueError, "rare_classes must be a non-empty sequence"),
+        (partial(UnifiedFocalLoss, rare_classes=[1.7]), ValueError, "of integer channel indices"),  # was 1
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(make: Callable[[], _Loss], error: type, message: str) -> None:
+    """Python's own words before ('>=' not supported between 'str' and 'float', "new(): invalid data type 'str'"), a
+    value silently changed (delta=False as 0, rare_classes=[1.7] as 1, a nested alpha flattened), or an error at the
+    first call (rare_classes=[]: max() arg is an empty sequence)."""
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_numbers_of_numpy_and_torch_are_numbers() -> None:
+    assert ModifiedDiceLoss(delta=np.float64(0.6)).delta == 0.6
+    assert CategoricalFocalLoss(alpha=torch.tensor(0.5)).alpha == 0.5
+    assert UnifiedFocalLoss(rare_classes=[np.int64(2)]).rare_classes == (2,)
+
+
+def test_replaced_and_sigmoid_only_arguments_of_the_registry() -> None:
+    """The asymmetric loss's typo hint listed gamma, which it refused with Python's 'got multiple values'; every
+    registry class answers sigmoid_only (AttributeError for 12 of 14 names before)."""
+    with pytest.raises(TypeError, match="did you mean 'gamma_pos' or 'gamma_neg'") as info:
+        AsymmetricSigmoidFocalLoss(gama=2.0)
+    assert "gamma," not in str(info.value)
+    assert {name: loss_class(name).sigmoid_only for name in LOSS_NAMES} == {
+        name: name in ("sigmoid_focal", "asymmetric_focal") for name in LOSS_NAMES
+    }
+
+
+def test_a_label_map_for_a_one_channel_output_says_that_it_has_one_channel() -> None:
+    """The message said to pass class indices with to_onehot_y=True, which the user had done (it does not apply to
+    one channel); MONAI returns a value for these inputs."""
+    with (
+        pytest.warns(UserWarning, match="single channel"),
+        pytest.raises(ValueError, match="The input has one channel"),
+    ):
+        get_loss("dice", sigmoid=True, to_onehot_y=True)(_logits(channels=1), _labels())

@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from monai.utils import LossReduction
@@ -50,15 +50,26 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level + 1)
 
 
+def as_number(name: str, value: object) -> float:
+    """``value`` as a float; ``TypeError`` unless it is a real number (a bool, a string such as ``"0.5"`` or a list
+    is refused: ``float()`` would take some of them silently, ``delta=False`` as 0, or fail with Python's own words).
+    NumPy scalars and 0-d tensors are numbers."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
 def check_unit_interval(name: str, value: float | None) -> None:
-    """Raise ``ValueError`` unless ``value`` is ``None`` or a number in ``[0, 1]``."""
-    if value is not None and not 0.0 <= float(value) <= 1.0:
+    """Raise ``ValueError`` unless ``value`` is ``None`` or a number in ``[0, 1]`` (``TypeError`` if not a number)."""
+    if value is not None and not 0.0 <= as_number(name, value) <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1]; got {value}.")
 
 
 def check_finite(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number (not NaN or infinite)."""
-    if not math.isfinite(float(value)):
+    """Raise ``ValueError`` unless ``value`` is a finite number (not NaN or infinite; ``TypeError`` if not a number)."""
+    if not math.isfinite(as_number(name, value)):
         raise ValueError(f"{name} must be a finite number; got {value}.")
 
 
@@ -81,10 +92,17 @@ def check_index_at_most_one(loss: SegmentationLoss) -> None:
 
 def alpha_weights(alpha: float | Sequence[float]) -> float | torch.Tensor:
     """Validate ``alpha``: a non-negative scalar, or a sequence of non-negative per-class weights (as a tensor)."""
-    if isinstance(alpha, numbers.Real) or (isinstance(alpha, torch.Tensor) and alpha.ndim == 0):
-        check_positive("alpha", float(alpha), allow_zero=True)  # also NumPy and 0-d tensor scalars
+    if isinstance(alpha, (numbers.Real, str)) or (isinstance(alpha, torch.Tensor) and alpha.ndim == 0):
+        check_positive("alpha", alpha, allow_zero=True)  # also NumPy and 0-d tensor scalars; a bool or text refused
         return float(alpha)
-    values = torch.as_tensor(alpha, dtype=torch.float64).flatten()
+    try:
+        values = torch.as_tensor(alpha, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"alpha must be a number or a sequence of numbers (one per class); got {alpha!r}.") from err
+    if values.ndim != 1:
+        raise ValueError(
+            f"alpha must be a number or a flat sequence of per-class weights; got shape {tuple(values.shape)}."
+        )
     if values.numel() == 0:
         raise ValueError("alpha must be a number or a non-empty sequence of per-class weights; got an empty sequence.")
     if (values < 0).any() or not torch.isfinite(values).all():
@@ -105,7 +123,8 @@ def accepted_arguments(cls: type) -> list[str]:
         names += [p.name for p in params if p.kind in keyword_kinds and p.name != "self"]
         if klass is SegmentationLoss or not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
             break
-    return list(dict.fromkeys(names))
+    replaced = getattr(cls, "replaced_arguments", {})
+    return [name for name in dict.fromkeys(names) if name not in replaced]
 
 
 #: arguments of MONAI's losses that the losses here do not take, and what to do instead (added to the error)
@@ -161,6 +180,10 @@ class SegmentationLoss(_Loss):
         ValueError: if more than one of ``sigmoid``, ``softmax``, ``other_act`` is set, for an unknown reduction, or a
             negative smoothing term.
     """
+
+    #: the loss scores each channel with its own sigmoid and never takes ``softmax=True`` (True for the sigmoid focal
+    #: losses: the bundles then read ``softmax=True`` as ``sigmoid=True``)
+    sigmoid_only: ClassVar[bool] = False
 
     def __init__(
         self,

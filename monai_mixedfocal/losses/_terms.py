@@ -157,9 +157,14 @@ def _check_target(input: torch.Tensor, target: torch.Tensor, to_onehot: bool) ->
     target = target.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
     low, high = (float(v) for v in torch.aminmax(target.detach()))
     if low < 0.0 or high > 1.0:
+        hint = (
+            "The input has one channel, a binary output: its target is 0 / 1 (to_onehot_y does not apply to one "
+            "channel); give the network one channel per class for a label map with more values."
+            if num_classes == 1
+            else "Pass class indices with to_onehot_y=True for a label map."
+        )
         raise ValueError(
-            f"a one-hot / soft target must hold values in [0, 1]; got values in [{low:g}, {high:g}]. "
-            "Pass class indices with to_onehot_y=True for a label map."
+            f"a one-hot / soft target must hold values in [0, 1]; got values in [{low:g}, {high:g}]. {hint}"
         )
     return target
 

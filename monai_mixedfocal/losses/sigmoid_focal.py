@@ -216,6 +216,9 @@ class AsymmetricSigmoidFocalLoss(SigmoidFocalLoss):
         Ridnik et al., "Asymmetric Loss for Multi-Label Classification", ICCV 2021.
     """
 
+    #: arguments of :class:`SigmoidFocalLoss` that this loss replaces (refused, and left out of its argument list)
+    replaced_arguments: ClassVar[dict[str, str]] = {"gamma": "gamma_pos and gamma_neg"}
+
     def __init__(
         self,
         gamma_pos: float = 0.0,
@@ -224,5 +227,9 @@ class AsymmetricSigmoidFocalLoss(SigmoidFocalLoss):
         alpha: float | None = None,
         **kwargs: Any,
     ) -> None:
+        for name, instead in self.replaced_arguments.items():
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__} takes {instead}, not {name} (got {name}={kwargs[name]!r}).")
+        check_positive("gamma_pos", gamma_pos, allow_zero=True)
         super().__init__(alpha=alpha, gamma=gamma_pos, gamma_neg=gamma_neg, clip=clip, **kwargs)
         self.gamma_pos = self.gamma

@@ -21,6 +21,7 @@ Reference:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,7 +133,13 @@ class UnifiedFocalLoss(ClassWeightsState, SegmentationLoss):
         check_unit_interval("gamma", gamma)
         check_index_at_most_one(self)
         if rare_classes is not None:
-            rare = [int(c) for c in rare_classes]
+            rare = list(rare_classes)
+            if not rare or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in rare):
+                raise ValueError(
+                    "rare_classes must be a non-empty sequence of integer channel indices, or None for every "
+                    f"non-background class; got {rare_classes!r}."
+                )
+            rare = [int(c) for c in rare]
             if any(c < 1 for c in rare) or len(set(rare)) != len(rare):
                 raise ValueError(
                     f"rare_classes must be distinct channel indices >= 1 (channel 0 is background); got {rare_classes}."
