@@ -179,6 +179,27 @@ def test_running_weights_follow_the_ema_of_batch_frequencies():
         RunningClassWeights().update(torch.full((1, 1, 2, 2), 5), num_classes=3)
 
 
+def test_a_class_not_seen_yet_weighs_as_the_rarest_class_seen():
+    """With eps alone a class absent from the first patches (a tumour) weighed 1e6 times the others: weights
+    [4.3e-06, 1.0e-05, 3.0], and the classes present got about 1e-7 of the gradient."""
+    label = torch.zeros(2, 1, 10, 10, dtype=torch.long)
+    label[:, :, :3] = 1  # frequencies 0.7, 0.3, 0
+    running = RunningClassWeights()
+    running.update(label, num_classes=3)
+    raw = np.array([1 / (0.7 + 1e-6), 1 / (0.3 + 1e-6), 1 / (0.3 + 1e-6)])
+    np.testing.assert_allclose(running.weights().numpy(), raw * 3 / raw.sum(), rtol=1e-12)
+    logits = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    SigmoidFocalLoss(to_onehot_y=True, class_weights="running")(logits, label).backward()
+    per_class = logits.grad.movedim(1, 0).flatten(1).norm(dim=1)
+    assert per_class.min() > 0.1 * per_class.max()
+    steep = RunningClassWeights(power=1000.0)  # (f + eps) ** -1000 overflowed float64: NaN weights
+    steep.update(label, num_classes=3)
+    assert torch.isfinite(steep.weights()).all() and steep.weights().sum() == pytest.approx(3.0)
+    for bad in ({"eps": float("inf")}, {"power": float("inf")}, {"power": float("nan")}):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            RunningClassWeights(**bad)
+
+
 def test_losses_update_running_weights_only_in_training_steps():
     loss = SigmoidFocalLoss(class_weights="running", class_weight_options={"momentum": 0.5}, to_onehot_y=True)
     x, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))

@@ -10,6 +10,7 @@ Reference:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -254,7 +255,9 @@ class RunningClassWeights(ClassWeights):
     After each training batch: ``f <- momentum * f + (1 - momentum) * f_batch`` (``f`` is initialised with the first
     batch's frequencies), and ``w_c = (f_c + eps) ** -power`` normalised to sum to ``C``. ``power = 1`` is inverse
     frequency, ``0.5`` its square root (milder), ``0`` equal weights. Before the first update the weights are unknown
-    (the losses use 1 for every class).
+    (the losses use 1 for every class). A class with frequency 0 (not seen yet, e.g. a tumour absent from the first
+    patches) weighs as the rarest class seen: with ``eps`` alone it had ``1e6`` times the weight of the others, and
+    the classes present got almost no gradient.
 
     Args:
         momentum: the EMA momentum in ``[0, 1)`` (0: the last batch only).
@@ -280,10 +283,10 @@ class RunningClassWeights(ClassWeights):
     ) -> None:
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"momentum must lie in [0, 1); got {momentum}.")
-        if not float(power) >= 0.0:
-            raise ValueError(f"power must be >= 0; got {power}.")
-        if not float(eps) > 0.0:
-            raise ValueError(f"eps must be > 0; got {eps}.")
+        if not math.isfinite(float(power)) or not float(power) >= 0.0:
+            raise ValueError(f"power must be a finite number >= 0; got {power}.")
+        if not math.isfinite(float(eps)) or not float(eps) > 0.0:
+            raise ValueError(f"eps must be a finite number > 0; got {eps}.")
         self.momentum, self.power, self.eps = float(momentum), float(power), float(eps)
         self.num_classes = num_classes
         self.frequency: torch.Tensor | None = None
@@ -307,7 +310,11 @@ class RunningClassWeights(ClassWeights):
     def weights(self) -> torch.Tensor | None:
         if self.frequency is None:
             return None
-        raw = (self.frequency + self.eps) ** -self.power
+        log_raw = -self.power * torch.log(self.frequency + self.eps)  # in logs: power = 1000 overflowed float64
+        seen = self.frequency > 0
+        if seen.any():  # a class not seen yet weighs as the rarest class seen (with eps alone: 1e6 times the others)
+            log_raw = torch.where(seen, log_raw, log_raw[seen].max())
+        raw = torch.exp(log_raw - log_raw.max())
         return raw * (raw.numel() / raw.sum())
 
     def state_dict(self) -> dict[str, Any]:
