@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bundle_utils import make_data
+from bundle_utils import BUNDLES, make_data
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.handlers import IgniteMetricHandler, from_engine
@@ -28,6 +29,7 @@ from monai.utils import version_leq
 from monai_mixedfocal.bundle import (
     PerCaseMetricsWriter,
     build_loss,
+    check_command_line_ids,
     check_device,
     check_run_options,
     check_sliding_window,
@@ -568,3 +570,57 @@ def test_predictions_of_images_partly_outside_dataset_dir_mirror_their_common_fo
         {"image": str(tmp_path / "other" / "case_00009" / "imaging.nii.gz")},
     ]
     assert prediction_root(items, tmp_path / "kits19") == str(tmp_path)
+
+
+MONAI_BUNDLE = str(Path(monai.__file__).parent / "bundle" / "__main__.py")  # sys.argv[0] of `python -m monai.bundle`
+
+
+def _command_line(*options: str, configs: str = "['configs/train.json','configs/evaluate.json']") -> list[str]:
+    return [MONAI_BUNDLE, "run", "training", "--meta_file", "configs/metadata.json", "--config_file", configs, *options]
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        ("--epoch", "(did you mean 'epochs'?)"),
+        ("--flod", "(did you mean 'fold'?)"),
+        ("--save_prediction", "(did you mean 'save_predictions'?)"),
+        ("--network_def#featurs", "(did you mean 'network_def#features'"),
+        ("--lr", " in configs/train.json or configs/evaluate.json; an option must name an id"),
+    ],
+)
+def test_an_option_that_names_no_id_is_refused(option: str, hint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--epoch 50` was added to the config unused, and the run trained the bundle's 500 epochs without a word."""
+    monkeypatch.chdir(BUNDLES["kits19"])
+    with pytest.raises(ValueError, match=re.escape(f"{option}: no such id") + ".*" + re.escape(hint)):
+        check_command_line_ids(_command_line("--epochs", "2", option, "5"))
+
+
+def test_the_options_a_bundle_run_takes_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BUNDLES["kits19"])
+    check_command_line_ids(
+        _command_line(
+            "--epochs=2",
+            "--learning-rate",  # fire reads '-' as '_'
+            "1e-3",
+            "--loss_kwargs#class_weights",  # a new entry of a plain mapping: the loss checks its own arguments
+            "running",
+            "--network_def#dropout",  # an argument BasicUNet takes
+            "0.1",
+            "--train#trainer#max_epochs",
+            "3",
+            "--lr_patience",
+            "-1",  # a negative value is a value, not an option
+            "--tracking",
+            "mlflow",
+            "--tracking_uri",  # added by MONAI's MLflow settings (MONAI Label's torchrun command passes it)
+            "file:///tmp/mlruns",
+            "--logging_file",
+            "configs/logging.conf",
+        )
+    )
+    check_command_line_ids(["/usr/bin/monailabel", "start_server", "--epoch", "2"])  # not a monai.bundle command
+    with pytest.raises(ValueError, match=r"--epoch: no such id in configs/train\.json or configs/evaluate\.json"):
+        check_command_line_ids(_command_line("--epoch", "2", configs="configs/train.json,configs/evaluate.json"))
+    with pytest.raises(ValueError, match=r"--network_def#featurs: .*inference\.json"):
+        check_command_line_ids(_command_line("--network_def#featurs", "[1]", configs="configs/inference.json"))

@@ -40,6 +40,7 @@ from monai_mixedfocal.bundle.allocator import keep_freed_memory
 from monai_mixedfocal.bundle.cache_dataset import JoiningCacheDataset
 from monai_mixedfocal.bundle.channel_argmax import ChannelArgmaxd
 from monai_mixedfocal.bundle.checkpoint import ResumeCheckpoint
+from monai_mixedfocal.bundle.config_ids import check_command_line_ids
 from monai_mixedfocal.bundle.data_stream import EpochSeededData
 from monai_mixedfocal.bundle.model_saver import AtomicCheckpointSaver, check_model_file, load_checkpoint
 from monai_mixedfocal.bundle.output_dirs import check_writable, lock_training
@@ -72,6 +73,7 @@ __all__ = [
     "PerCaseMetricsWriter",
     "ResumeCheckpoint",
     "build_loss",
+    "check_command_line_ids",
     "check_device",
     "check_evaluation_split",
     "check_model_file",

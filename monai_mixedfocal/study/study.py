@@ -9,13 +9,13 @@ and Table 2, CSV, LaTeX and PNG figures) into the output folder.
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
@@ -87,15 +87,6 @@ def parse_losses(losses: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _config_ids(config: Any, prefix: str = "") -> Iterator[str]:
-    """The ids of a parsed config's (nested) mappings, nested ones joined with ``#`` (``network_def#features``); the
-    ids of list items (``network_def#features#0``) are left out: they are valid, but too many to suggest."""
-    if isinstance(config, dict):
-        for key, value in config.items():
-            yield f"{prefix}{key}"
-            yield from _config_ids(value, f"{prefix}{key}#")
-
-
 def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
     """Refuse the overrides that the study sets itself (:data:`RESERVED_OVERRIDES`) and those that name no id of the
     bundle's ``configs/train.json`` or ``configs/evaluate.json`` (a typo such as ``epoch`` would otherwise add an unused
@@ -126,20 +117,13 @@ def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
         parser.read_config([str(path) for path in configs])
     except ValueError as err:  # a JSON error
         raise ValueError(f"cannot read the bundle's configs {', '.join(map(str, configs))}: {err}") from err
-    known: list[str] | None = None
     for key in overrides:
-        key = str(key)
-        if key.strip() and key in parser:
-            continue
-        if known is None:
-            known = list(_config_ids(parser.get()))
-        close = [
-            f"{name!r} ({RESERVED_OVERRIDES[name]})" if name in RESERVED_OVERRIDES else repr(name)
-            for name in difflib.get_close_matches(key.replace("::", "#"), known, n=3)
-        ]
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        where = f"{bundle_dir / 'configs'}/{' or '.join(path.name for path in configs)}"
-        raise ValueError(f"-O {key}: no such id in {where}{hint}; an override must name an id of the bundle's configs.")
+        hint = unknown_id_hint(parser, str(key), RESERVED_OVERRIDES)
+        if hint is not None:
+            where = f"{bundle_dir / 'configs'}/{' or '.join(path.name for path in configs)}"
+            raise ValueError(
+                f"-O {key}: no such id in {where}{hint}; an override must name an id of the bundle's configs."
+            )
 
 
 @dataclass
