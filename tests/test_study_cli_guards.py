@@ -115,6 +115,7 @@ def test_override_ids_of_either_config_are_accepted(
 ) -> None:
     args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice", "--out", str(tmp_path)]
     overrides = ["epochs=1", "network_def#features=[4,4,8,8,16,4]", "network_def::act=RELU", "per_case_csv=x.csv"]
+    overrides += ["loss_kwargs#delta=0.6", "network_def#dropout=0.1"]  # new entries: refused before, as docs offer
     code, stdout, stderr = _study(capsys, *args, *[a for o in overrides for a in ("-O", o)], "--dry-run")
     assert code == 0, stderr
     assert len(stdout.splitlines()) == 2 and "--epochs 1" in stdout and "--per_case_csv x.csv" in stdout
