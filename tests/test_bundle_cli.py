@@ -273,7 +273,7 @@ def test_one_process_per_gpu_with_torchrun(kits_data: Path, tmp_path: Path) -> N
         ({"fold": 3}, "fold must be an integer in 0..2"),
         ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
         ({"sw_batch_size": 0}, "--sw_batch_size must be a positive integer, got 0"),
-        ({"num_classes": 2}, "--num_classes must be at least 3"),
+        ({"num_classes": 2}, "--num_classes must be 3"),
         (  # the run would record and report mixed_focal
             {"loss_function": "$monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)"},
             "loss_function is a DiceCELoss, not the loss of --loss ('mixed_focal')",

@@ -101,9 +101,10 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
         ({"epochs": 2.0}, "--epochs must be a positive integer, got 2.0"),
         ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
         ({"iterations_per_epoch": True}, "--iterations_per_epoch must be a positive integer, got True"),
-        ({"num_classes": 2}, r"--num_classes must be at least 3, .* \(0 background, 1 kidney, 2 tumor\); got 2"),
-        ({"num_classes": 3.0}, "--num_classes must be at least 3"),
-        ({"num_classes": 1, "labels": BRATS20_LABELS}, r"at least 2, .* \(0 background, 1 enhancing tumor\); got 1"),
+        ({"num_classes": 2}, r"--num_classes must be 3, .* \(0 background, 1 kidney, 2 tumor\); got 2"),
+        ({"num_classes": 3.0}, "--num_classes must be 3"),
+        ({"num_classes": 4}, "--num_classes must be 3"),  # trained, then its evaluation failed after every case
+        ({"num_classes": 1, "labels": BRATS20_LABELS}, r"must be 2, .* \(0 background, 1 enhancing tumor\); got 1"),
         ({"world_size": 2}, r"1 validation case\(s\) for 2 processes: each process validates at least one case"),
         (
             {"loss_function": DiceCELoss(softmax=True)},  # no to_onehot_y: failed at the first step, after caching
@@ -142,7 +143,6 @@ def test_the_training_setup_is_refused_before_any_data_is_cached(change: dict, m
         "labels": KITS19_LABELS,
     }
     summary = check_training_setup(**setup)
-    check_training_setup(**{**setup, "num_classes": 4})  # an extra, always empty class is the user's choice
     check_training_setup(**{**setup, "loss": "mixed_focal"})  # built by build_loss from --loss
     target_loss = DiceCELoss(softmax=True, to_onehot_y=True)
     check_training_setup(**{**setup, "loss_function": target_loss, "loss": target_loss})  # a _target_ loss
@@ -541,7 +541,7 @@ def test_num_classes_covers_the_largest_label_value() -> None:
     from monai_mixedfocal.losses import MixedFocalLoss
 
     labels = {"0": "background", "2": "tumor"}
-    with pytest.raises(ValueError, match="--num_classes must be at least 3"):
+    with pytest.raises(ValueError, match="--num_classes must be 3"):
         check_training_setup(MixedFocalLoss(), [{"image": "a"}], [{"image": "b"}], num_classes=2, labels=labels)
 
 

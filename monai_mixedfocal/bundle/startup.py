@@ -351,7 +351,8 @@ def check_training_setup(
         iterations_per_epoch: the iterations of one epoch (checked to be a positive integer: with 0, MONAI's trainer
             skips the run with a warning, and the command ends "successfully" without a model).
         num_classes: the network's output channels, one per class (checked against ``labels``: with fewer, the run
-            failed at its first loss call, after every case had been cached).
+            failed at its first loss call, after every case had been cached; with more, its evaluation failed after
+            inferring every case, since the metrics name one class per channel).
         labels: the label values of the data set and their names, e.g. :data:`~monai_mixedfocal.data.KITS19_LABELS`.
         world_size: the number of processes of a ``torchrun`` run (``multi_gpu_train.json``); each one validates at
             least one case (MONAI's ``DistributedSampler`` failed after every case had been cached).
@@ -392,10 +393,10 @@ def check_training_setup(
             raise ValueError(f"--{option} must be a positive integer, got {value!r}.")
     if num_classes is not None and labels:
         needed = max(int(value) for value in labels) + 1
-        if not is_integer(num_classes) or num_classes < needed:
+        if not is_integer(num_classes) or num_classes != needed:
             names = ", ".join(f"{value} {name}" for value, name in sorted(labels.items(), key=lambda kv: int(kv[0])))
             raise ValueError(
-                f"--num_classes must be at least {needed}, one output channel per label value of the data ({names}); "
+                f"--num_classes must be {needed}, one output channel per label value of the data ({names}); "
                 f"got {num_classes!r}."
             )
     if num_classes is not None:
