@@ -97,6 +97,7 @@ def test_every_registry_loss_trains_with_the_bundle_arguments(name: str) -> None
         ({"patch_size": [32, 32]}, r"--patch_size must be three positive integers, got \[32, 32\]"),
         ({"patch_size": [32, 0, 16]}, "--patch_size must be three positive integers"),
         ({"patch_size": [32, 32.5, 16]}, "--patch_size must be three positive integers"),
+        ({"patch_size": 32}, "--patch_size must be three positive integers, got 32"),  # 'int' is not iterable
         ({"epochs": 0}, "--epochs must be a positive integer, got 0"),
         ({"epochs": 2.0}, "--epochs must be a positive integer, got 2.0"),
         ({"iterations_per_epoch": 0}, "--iterations_per_epoch must be a positive integer, got 0"),
@@ -188,6 +189,8 @@ def test_the_sliding_window_settings_are_refused_at_start(sw_batch_size, overlap
         ({"batch_size": 0}, "--batch_size must be an integer >= 1, got 0"),
         ({"batch_size": True}, "--batch_size must be an integer >= 1, got True"),
         ({"num_workers": -1}, "--num_workers must be an integer >= 0, got -1"),
+        ({"cache_rate": 2}, r"--cache_rate must be a number in \[0, 1\], got 2"),  # was taken as 1
+        ({"aug_prob": 2.0}, r"--aug_prob must be a number in \[0, 1\], got 2.0"),  # clipped to 1, recorded as 2
         ({"switches": {"amp": "maybe"}}, "--amp must be true or false, got 'maybe'"),
         ({"switches": {"resume": True, "keep_freed_memory": None}}, "--keep_freed_memory must be true or false"),
     ],

@@ -58,6 +58,8 @@ def check_run_options(
     val_interval: Any = None,
     batch_size: Any = None,
     num_workers: Any = None,
+    cache_rate: Any = None,
+    aug_prob: Any = None,
 ) -> None:
     """Refuse, at start and naming the option, the training options that would fail (or mislead) only later.
 
@@ -72,6 +74,8 @@ def check_run_options(
         val_interval: an integer >= 1 (epochs between validations).
         batch_size: an integer >= 1.
         num_workers: an integer >= 0 (DataLoader worker processes).
+        cache_rate: a number in [0, 1] (the share of cases ``CacheDataset`` keeps; 2 was taken as 1).
+        aug_prob: a number in [0, 1] (the probability of each augmentation; 2 was clipped to 1, and recorded as 2).
 
     Raises:
         ValueError: the first option out of range; the message names it and the value given.
@@ -92,6 +96,9 @@ def check_run_options(
             )
     if lr_factor is not None and not (_is_number(lr_factor) and 0 < lr_factor < 1):
         raise ValueError(f"--lr_factor must be a number in (0, 1), got {lr_factor!r}.")
+    for option, value in (("cache_rate", cache_rate), ("aug_prob", aug_prob)):
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            raise ValueError(f"--{option} must be a number in [0, 1], got {value!r}.")
     for option, value, low in (
         ("lr_patience", lr_patience, 0),
         ("val_interval", val_interval, 1),

@@ -385,8 +385,8 @@ def check_training_setup(
             "Start fewer processes, or give the validation fold more cases (fewer --num_folds)."
         )
     if patch_size is not None:
-        patch = [int(p) for p in patch_size]
-        if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
+        sizes = list(patch_size) if isinstance(patch_size, Sequence) and not isinstance(patch_size, str) else []
+        if len(sizes) != 3 or not all(is_integer(p) and p >= 1 for p in sizes):  # --patch_size 32: a number
             raise ValueError(f"--patch_size must be three positive integers, got {patch_size!r}.")
     for option, value in (("epochs", epochs), ("iterations_per_epoch", iterations_per_epoch)):
         if value is not None and (not is_integer(value) or value < 1):
