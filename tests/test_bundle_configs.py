@@ -73,6 +73,17 @@ def test_the_class_weights_config_of_the_docs_adds_its_logger_and_keeps_the_loss
     assert type(loss.class_weights).__name__ == "RunningClassWeights"
 
 
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_the_network_is_built_at_start_after_the_seed_is_set(name: str) -> None:
+    """Built in initialize (a misspelled --network_def#... fails before the caching), but after set_determinism: built
+    before it, its initial weights were unseeded and a resumed run no longer ended with the uninterrupted run's
+    weights (test_bundle_cli's resume test caught it)."""
+    steps = json.loads((BUNDLES[name] / "configs" / "train.json").read_text())["initialize"]
+    seed = next(i for i, step in enumerate(steps) if "set_determinism" in step)
+    assert steps.index("$@network_def") > seed
+    assert all("@network" not in step for step in steps[:seed])
+
+
 def test_schema_rejects_incomplete_metadata(tmp_path: Path) -> None:
     meta = json.loads((BUNDLES["kits19"] / "configs" / "metadata.json").read_text())
     del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
