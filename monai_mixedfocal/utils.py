@@ -6,6 +6,7 @@ changed between recorded and current settings, and the check that an option is a
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -93,6 +94,16 @@ def changed_entries(
     changed = [key for key in keys if (key in recorded, recorded.get(key)) != (key in current, current.get(key))]
     starts = {key: first_difference(key) for key in changed}
     return [f"{key}: {shown(recorded, key, starts[key])} -> {shown(current, key, starts[key])}" for key in changed]
+
+
+def is_number(value: object) -> bool:
+    """``value`` is a finite ``int`` or ``float`` and not a ``bool`` (``"1e-3"`` from a command line is not a number).
+
+    Example:
+        >>> is_number(3), is_number(0.5), is_number(True), is_number(float("nan")), is_number("1")
+        (True, True, False, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_integer(value: object) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib
 import inspect
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,15 +29,15 @@ def _config_ids(config: Any, prefix: str = "") -> Iterator[str]:
             yield from _config_ids(value, f"{prefix}{key}#")
 
 
-def _takes(target: Any, argument: str) -> bool:
-    """Whether the component ``target`` (a ``_target_`` value) takes ``argument``; True when it cannot be looked up."""
-    from monai.bundle.config_item import ComponentLocator
+def _takes(component: Mapping[str, Any], argument: str) -> bool:
+    """Whether the ``_target_`` of ``component`` takes ``argument``, looked up as MONAI looks it up; True when it
+    cannot be."""
+    from monai.bundle.config_item import ComponentLocator, ConfigComponent
+    from monai.utils.module import locate
 
     try:
-        name = str(target)
-        module = ComponentLocator().get_component_module_name(name) if "." not in name else None
-        module_name, _, attribute = (f"{module}.{name}" if isinstance(module, str) else name).rpartition(".")
-        parameters = inspect.signature(getattr(importlib.import_module(module_name), attribute)).parameters
+        target = locate(ConfigComponent(dict(component), locator=ComponentLocator()).resolve_module_name())
+        parameters = inspect.signature(target).parameters
     except Exception:  # a component this check cannot resolve is left to the run (it names its own errors)
         return True
     return argument in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -56,7 +55,7 @@ def unknown_id_hint(parser: Any, key: str, reserved: Mapping[str, str] | None = 
     parent, _, leaf = key.rpartition("#")
     if parent and parent in parser and isinstance(parser[parent], dict):
         component = parser[parent]
-        if "_target_" not in component or _takes(component["_target_"], leaf):
+        if "_target_" not in component or _takes(component, leaf):
             return None
     reserved = reserved or {}
     known = list(_config_ids(parser.get()))

@@ -19,13 +19,9 @@ from typing import Any
 import torch
 from monai.utils import str2bool
 
-from monai_mixedfocal.utils import is_integer
+from monai_mixedfocal.utils import is_integer, is_number
 
 __all__ = ["check_device", "check_run_options"]
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_device(device: Any) -> None:
@@ -85,19 +81,19 @@ def check_run_options(
             str2bool(value)
         except (ValueError, TypeError) as err:
             raise ValueError(f"--{option} must be true or false, got {value!r}.") from err
-    if learning_rate is not None and not (_is_number(learning_rate) and learning_rate > 0):
+    if learning_rate is not None and not (is_number(learning_rate) and learning_rate > 0):
         raise ValueError(f"--learning_rate must be a number > 0, got {learning_rate!r}.")
     if min_learning_rate is not None:
         upper = learning_rate if learning_rate is not None else math.inf
-        if not (_is_number(min_learning_rate) and 0 <= min_learning_rate <= upper):
+        if not (is_number(min_learning_rate) and 0 <= min_learning_rate <= upper):
             raise ValueError(
                 f"--min_learning_rate must be a number in [0, --learning_rate {learning_rate}], "
                 f"got {min_learning_rate!r}."
             )
-    if lr_factor is not None and not (_is_number(lr_factor) and 0 < lr_factor < 1):
+    if lr_factor is not None and not (is_number(lr_factor) and 0 < lr_factor < 1):
         raise ValueError(f"--lr_factor must be a number in (0, 1), got {lr_factor!r}.")
     for option, value in (("cache_rate", cache_rate), ("aug_prob", aug_prob)):
-        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+        if value is not None and not (is_number(value) and 0 <= value <= 1):
             raise ValueError(f"--{option} must be a number in [0, 1], got {value!r}.")
     for option, value, low in (
         ("lr_patience", lr_patience, 0),

@@ -22,7 +22,7 @@ from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist
 from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
-from monai_mixedfocal.utils import is_integer
+from monai_mixedfocal.utils import is_integer, is_number
 
 __all__ = [
     "DATA_SOURCES",
@@ -475,9 +475,7 @@ def check_sliding_window(sw_batch_size: int, overlap: float | Sequence[float], s
     if not is_integer(sw_batch_size) or sw_batch_size < 1:
         raise ValueError(f"--sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
     values = list(overlap) if isinstance(overlap, Sequence) and not isinstance(overlap, str) else [overlap]
-    if len(values) not in (1, spatial_dims) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values
-    ):
+    if len(values) not in (1, spatial_dims) or not all(is_number(v) and 0 <= v < 1 for v in values):
         raise ValueError(
             f"--sw_overlap must be in [0, 1) (one value, or one per axis: {spatial_dims}), got {overlap!r}."
         )

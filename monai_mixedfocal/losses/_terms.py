@@ -128,9 +128,7 @@ def check_probabilities(prob: torch.Tensor) -> None:
     pass (and are clipped as before). The output of an ``other_act`` is the user's choice and is not checked (MONAI
     allows e.g. ``torch.tanh``).
     """
-    if prob.numel() == 0:
-        return
-    with torch.no_grad():
+    with torch.no_grad():  # an empty input was refused before, by check_target_shape
         low, high = (float(v) for v in torch.aminmax(prob))
     if low < -PROB_TOLERANCE or high > 1.0 + PROB_TOLERANCE:
         raise ValueError(
