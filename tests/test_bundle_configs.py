@@ -220,6 +220,53 @@ def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
     bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
 
 
+def test_a_resume_or_an_evaluation_with_another_network_is_refused_at_start(
+    dataset: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Against the bug (the network not among the run settings): another ``--network_def#features`` failed with
+    PyTorch's ``size mismatch`` after every case was cached, and another ``--network_def#act`` resumed, or was
+    evaluated, without a word in a network the weights were not trained in."""
+    name, root = dataset
+    values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path), epochs=4)
+    recorded = bundle_workflow(name, ["train.json"], "train", **values).parser.get_parsed_content("run_settings")
+    assert "BasicUNet" in json.loads(recorded["network"])
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"an interrupted run")
+    record = {"run_settings": recorded, "epoch": 1, "max_epochs": 4}
+    (tmp_path / "checkpoints" / "last.json").write_text(json.dumps(record))
+    changes = [("network_def#act", "prelu", ("relu", "prelu")), ("network_def#dropout", 0.1, ("p=0.0", "p=0.1"))]
+    for change, value, shown in changes:
+        with pytest.raises(Exception) as info:
+            bundle_workflow(name, ["train.json"], "train", **values, **{change: value}).initialize()
+        message = error_chain(info.value)
+        assert "holds another run, interrupted after epoch 1 of 4 (network: " in message, message
+        assert all(text in message.lower() for text in shown), message
+        with pytest.raises(Exception) as info:
+            bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values, **{change: value}).initialize()
+        message = error_chain(info.value)
+        assert "trained with another network (network: " in message and "--network_def" in message, message
+    bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values).initialize()  # the same network
+
+
+def test_an_image_pattern_that_matches_labels_or_other_modalities_is_refused(
+    dataset: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Against the bug (any matching file segmented): ``--image_pattern "**/*.nii*"`` segmented KiTS19's
+    segmentations as CT scans, BraTS20's segmentations and FLAIR, T1 and T2 images as T1-CE."""
+    name, root = dataset
+    default = bundle_workflow(name, ["inference.json"], "infer", dataset_dir=str(root), bundle_root=str(tmp_path))
+    images = default.parser.get_parsed_content("images")
+    assert images and all(Path(image).name.startswith(("imaging", "BraTS20")) for image in images)
+    assert not any(part in Path(image).name for image in images for part in ("seg", "flair", "_t1.", "_t2."))
+    broad = bundle_workflow(
+        name, ["inference.json"], "infer", dataset_dir=str(root), bundle_root=str(tmp_path), image_pattern="**/*.nii*"
+    )
+    with pytest.raises(Exception) as info:
+        broad.parser.get_parsed_content("images")
+    message = error_chain(info.value)
+    assert "--image_pattern '**/*.nii*' also matches" in message and "not images this network takes" in message
+
+
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_tracking_mlflow_patches_both_engines(name: str, tmp_path: Path) -> None:
     """``--tracking mlflow`` (MONAI's patch) needs list literals at train#handlers and validate#handlers."""

@@ -235,6 +235,20 @@ def test_the_sliding_window_settings_monai_takes() -> None:
         check_sliding_window(sw_batch_size, overlap)
 
 
+def test_an_overlap_that_multiplies_the_inference_time_warns() -> None:
+    """--sw_overlap 0.99 was taken without a word: 422,331 windows on one volume instead of 27 (hours, not minutes)."""
+    with pytest.warns(UserWarning, match=r"--sw_overlap 0.99: every voxel is inferred about 1,000,000 times") as caught:
+        check_sliding_window(1, 0.99)
+    assert "about 125,000 times as long as with the default" in str(caught[0].message)
+    assert caught[0].filename == __file__  # stacklevel: the caller, not this project's code
+    with pytest.warns(UserWarning, match="about 200 times"):
+        check_sliding_window(1, [0.9, 0.9, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_sliding_window(1, 0.75)  # 64 times: the limit
+        check_sliding_window(1, [0.9, 0.5, 0.5])  # 40 times
+
+
 def test_load_split_lists_the_folder_or_reads_a_datalist(kits_root: Path, tmp_path: Path) -> None:
     train, val = load_split("kits19", kits_root, fold=1, num_folds=5)
     assert len(train) == 4 and len(val) == 1

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.networks.nets import BasicUNet
 
 import monai_mixedfocal.study.runner as runner_module
-from monai_mixedfocal.bundle.run_settings import run_settings
+from monai_mixedfocal.bundle.run_settings import describe_network, run_settings
 from monai_mixedfocal.data import read_datalist, synthesize_kits19
 from monai_mixedfocal.metrics import per_case_table, write_csv_atomic
 from monai_mixedfocal.study.collect import collect_per_case
@@ -171,6 +172,9 @@ def test_the_settings_of_the_bundle_command_are_those_the_bundle_records(tmp_pat
         "aug_prob": 0.15,
         "pixdim": [1.62, 1.62, 3.22],
         "hu_range": [-79, 304],
+        "network": describe_network(
+            BasicUNet(3, 1, 3, features=(32, 64, 128, 256, 512, 32), norm="batch", act="relu", upsample="deconv")
+        ),
     }
     expected = run_settings(
         tmp_path / "data", tmp_path / "datalist.json", 1, 2, 0, "focal", {"gamma": 2.0}, 3, options=options

@@ -22,9 +22,9 @@
 - :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` writing ``models/model.pt`` atomically (a kill while it
   saves keeps the previous best model); :func:`check_model_file`, :func:`load_checkpoint`: checkpoint files read with
   errors that name them.
-- :func:`run_settings`, :func:`check_resume`, :func:`check_evaluation_split`: a run's data split and loss, recorded
-  in ``last.pt`` (and ``last.json`` beside it), so that another run never resumes it and an evaluation never scores a
-  model on its own training cases.
+- :func:`run_settings`, :func:`describe_network`, :func:`check_resume`, :func:`check_evaluation_split`: a run's data
+  split, loss and network, recorded in ``last.pt`` (and ``last.json`` beside it), so that another run never resumes it
+  and an evaluation never scores a model on its own training cases or with another network.
 - :func:`check_writable`, :func:`lock_training`: at start, the output folders can be written and no other training
   runs in them.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.
@@ -47,7 +47,7 @@ from monai_mixedfocal.bundle.output_dirs import check_writable, lock_training
 from monai_mixedfocal.bundle.patch_sampling import PATCH_SAMPLING_MODES, patch_sampling
 from monai_mixedfocal.bundle.per_case_writer import PerCaseMetricsWriter
 from monai_mixedfocal.bundle.run_options import check_device, check_run_options
-from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, run_settings
+from monai_mixedfocal.bundle.run_settings import check_evaluation_split, check_resume, describe_network, run_settings
 from monai_mixedfocal.bundle.startup import (
     DATA_SOURCES,
     build_loss,
@@ -82,6 +82,7 @@ __all__ = [
     "check_sliding_window",
     "check_training_setup",
     "check_writable",
+    "describe_network",
     "find_images",
     "inference_images",
     "inference_root",

@@ -23,6 +23,7 @@ from monai_mixedfocal.bundle.model_saver import load_checkpoint
 from monai_mixedfocal.utils import changed_entries
 
 __all__ = [
+    "NETWORK_KEY",
     "SETTINGS_KEY",
     "SPLIT_KEYS",
     "TRAINING_IMAGES_KEY",
@@ -30,6 +31,7 @@ __all__ = [
     "check_resume",
     "checkpoint_progress",
     "describe_loss",
+    "describe_network",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
@@ -45,6 +47,9 @@ SETTINGS_KEY = "run_settings"
 
 #: the key of the real paths of the run's training images, inside the resume checkpoint and in ``last.json``
 TRAINING_IMAGES_KEY = "training_images"
+
+#: the key of the network's architecture (:func:`describe_network`) among the run settings' options
+NETWORK_KEY = "network"
 
 #: the settings that choose a run's training and validation cases
 SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "fold_seed")
@@ -114,6 +119,23 @@ def describe_loss(loss: Any) -> str:
     if not isinstance(loss, torch.nn.Module):
         return str(loss)
     return _class_name(loss) + json.dumps(_loss_fields(loss), sort_keys=True)
+
+
+def describe_network(network: torch.nn.Module) -> str:
+    """A network's architecture as recorded in the run settings: its class's full name and its structure as PyTorch
+    prints it (layers, channels, kernels, normalisation, activation, dropout), on one line; not its weights.
+
+    A run resumed, or a model evaluated, with another ``--network_def`` either fails after the data is cached (another
+    ``features``: the weights do not fit) or runs another model without a word (another ``act``, ``dropout``).
+
+    Example:
+        >>> from monai.networks.nets import BasicUNet
+        >>> describe_network(BasicUNet(act="relu")) != describe_network(BasicUNet(act="prelu"))
+        True
+    """
+    if not isinstance(network, torch.nn.Module):
+        raise TypeError(f"describe_network takes a torch.nn.Module, got {type(network).__name__}")
+    return f"{_class_name(network)}: {' '.join(repr(network).split())}"
 
 
 def _class_name(module: torch.nn.Module) -> str:
@@ -372,14 +394,15 @@ def check_resume(checkpoint: str | os.PathLike, resume: bool, settings: Mapping[
 def check_evaluation_split(
     checkpoint: str | os.PathLike, settings: Mapping[str, str], cases: Iterable[Mapping[str, Any]] | None = None
 ) -> None:
-    """Refuse to evaluate the model of a run on cases it was trained on.
+    """Refuse to evaluate the model of a run on cases it was trained on, or with another network.
 
     A training run records the real paths of its training images (:func:`training_images`) in its resume checkpoint
     and in ``last.json`` beside it. With ``cases``, an evaluation case whose image is among them is refused, however
     the data set was named (another path to the same folder, a link, a ``--datalist`` instead of the folder).
     A checkpoint written before the images were recorded is checked by its settings (:func:`read_run_settings`):
     the same data set and datalist with another fold, fold count or fold seed is refused. Another data set (e.g. an
-    external test set) and a model without recorded settings are evaluated as asked.
+    external test set) and a model without recorded settings are evaluated as asked. A network other than the one
+    recorded (:func:`describe_network`, e.g. another ``--network_def#act``) is refused.
 
     Args:
         checkpoint: the training run's resume checkpoint (``checkpoints/last.pt``).
@@ -387,12 +410,20 @@ def check_evaluation_split(
         cases: the evaluation's datalist items (absolute ``image`` paths).
 
     Raises:
-        ValueError: an evaluation case among the training cases, or (older records) the same data with another split;
-            the message names the options to repeat. The checkpoint cannot be read and ``last.json`` records nothing,
-            or an older checkpoint's ``last.json`` cannot be read.
+        ValueError: an evaluation case among the training cases, or (older records) the same data with another split,
+            or another network than the training's; the message names the options to repeat. The checkpoint cannot be
+            read and ``last.json`` records nothing, or an older checkpoint's ``last.json`` cannot be read.
     """
     hint = "the training's split cannot be checked; remove it to evaluate without that check"
     recorded, trained = _recorded_run(checkpoint, hint)
+    trained_network = (recorded or {}).get(NETWORK_KEY)
+    if trained_network is not None and settings.get(NETWORK_KEY, trained_network) != trained_network:
+        changed = changed_entries(recorded or {}, settings, [NETWORK_KEY])
+        raise ValueError(
+            f"the model in this bundle_root was trained with another network ({changed[0]}, recorded in "
+            f"{checkpoint}): its weights would not fit, or would run in another network without a word. Pass the "
+            "training's --network_def overrides."
+        )
     if cases is not None and trained is not None:
         cases = list(cases)
         overlap = sorted(set(training_images(cases)) & set(trained))

@@ -19,11 +19,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from monai_mixedfocal.data.brats20 import BRATS20_LABEL_VALUES, BRATS20_LABELS, brats20_datalist, refresh_et_masks
+from monai_mixedfocal.data.brats20 import (
+    BRATS20_LABEL_VALUES,
+    BRATS20_LABELS,
+    BRATS20_NOT_IMAGES,
+    brats20_datalist,
+    refresh_et_masks,
+)
 from monai_mixedfocal.data.datalist import Datalist, read_datalist, split_datalist, write_datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.folds import assign_folds
-from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, KITS19_LABELS, kits19_datalist
+from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, KITS19_LABELS, KITS19_NOT_IMAGES, kits19_datalist
 from monai_mixedfocal.data.msd import msd_datalist
 from monai_mixedfocal.data.synthetic_brats20 import synthesize_brats20
 from monai_mixedfocal.data.synthetic_kits19 import synthesize_kits19
@@ -63,10 +69,12 @@ def __dir__() -> list[str]:
 __all__ = [
     "BRATS20_LABELS",
     "BRATS20_LABEL_VALUES",
+    "BRATS20_NOT_IMAGES",
     "BRATS20_PATCH_SIZE",
     "KITS19_EXCLUDED_CASES",
     "KITS19_HU_RANGE",
     "KITS19_LABELS",
+    "KITS19_NOT_IMAGES",
     "KITS19_PATCH_SIZE",
     "KITS19_PIXDIM",
     "CheckFinited",

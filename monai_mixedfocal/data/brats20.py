@@ -44,6 +44,7 @@ __all__ = [
     "BRATS20_ET_LABEL",
     "BRATS20_LABELS",
     "BRATS20_LABEL_VALUES",
+    "BRATS20_NOT_IMAGES",
     "BRATS20_SEG_ALIASES",
     "brats20_datalist",
     "find_brats20_cases",
@@ -57,6 +58,16 @@ BRATS20_LABELS: dict[str, str] = {"0": "background", "1": "enhancing tumor"}
 """Labels of the binary masks the datalist points at."""
 BRATS20_SEG_ALIASES: dict[str, str] = {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}
 """Segmentations that do not follow the ``<case>_seg.nii`` naming in the official release."""
+BRATS20_NOT_IMAGES: tuple[str, ...] = (
+    "*_seg.nii*",
+    "*_Segm.nii*",
+    "*_et.nii*",
+    "*_t1.nii*",
+    "*_t2.nii*",
+    "*_flair.nii*",
+)
+"""Names (shell patterns) of the files of the layout that are not T1-CE images: the segmentations (and the one named
+otherwise, :data:`BRATS20_SEG_ALIASES`), the enhancing-tumour masks this project derives, the other modalities."""
 
 _CASE_RE = re.compile(r"^BraTS20_Training_(\d{3})$")
 _MAX_DEPTH = 3

@@ -28,6 +28,7 @@ __all__ = [
     "KITS19_EXCLUDED_CASES",
     "KITS19_LABELLED_CASES",
     "KITS19_LABELS",
+    "KITS19_NOT_IMAGES",
     "data_set_folder",
     "kits19_case_id",
     "kits19_datalist",
@@ -44,6 +45,10 @@ KITS19_LABELLED_CASES = 210
 
 IMAGE_NAME = "imaging.nii.gz"
 LABEL_NAME = "segmentation.nii.gz"
+
+KITS19_NOT_IMAGES: tuple[str, ...] = (LABEL_NAME, "*_seg.nii*")
+"""Names (shell patterns) of the files of the layout that are not CT images: the segmentations, and KiTS21's
+``aggregated_*_seg.nii.gz`` beside them."""
 _CASE_RE = re.compile(r"^case_(\d{5})$")
 
 
