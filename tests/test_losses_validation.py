@@ -385,6 +385,8 @@ def test_an_unknown_argument_names_the_loss_and_the_closest_arguments() -> None:
         ("dice", {"squared_pred": True}, "MONAI DiceLoss's squared_pred is not offered"),
         ("focal", {"ignore_index": 255}, "MONAI's ignore_index is not offered: every voxel of the target counts"),
         ("focal", {"weight": [1.0, 2.0, 3.0]}, "MONAI's per-class weight is alpha with one value per kept class"),
+        ("dice", {"weight": [1.0, 2.0, 3.0]}, "MONAI's per-class weight is not offered by ModifiedDiceLoss; the"),
+        ("focal_tversky", {"weight": 2.0}, "not offered by FocalTverskyLoss; the losses that take alpha take one"),
         ("tversky", {"alpha": 0.3, "beta": 0.7}, "MONAI TverskyLoss's alpha (the false-positive weight) is 1 - delta"),
         ("tversky", {"beta": 0.7}, "MONAI TverskyLoss's beta (the false-negative weight) is delta here."),
     ],

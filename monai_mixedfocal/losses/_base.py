@@ -130,7 +130,7 @@ def accepted_arguments(cls: type) -> list[str]:
 #: arguments of MONAI's losses that the losses here do not take, and what to do instead (added to the error)
 MONAI_ARGUMENT_HINTS: dict[str, str] = {
     "use_softmax": "MONAI FocalLoss's use_softmax=True is softmax=True here",
-    "weight": "MONAI's per-class weight is alpha with one value per kept class here, where a loss takes alpha",
+    "weight": "MONAI's per-class weight is alpha with one value per kept class here",
     "ignore_index": "MONAI's ignore_index is not offered: every voxel of the target counts",
     "soft_label": "soft labels need no flag here: a dense target in [0, 1] is used as given",
     "squared_pred": "MONAI DiceLoss's squared_pred is not offered (the paper's sums are linear in p)",
@@ -150,6 +150,11 @@ def unknown_argument_error(cls: type, name: str) -> TypeError:
     close = difflib.get_close_matches(str(name), known, n=3)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     monai_hint = MONAI_ARGUMENT_HINTS.get(name) or (_TVERSKY_HINTS.get(name) if "delta" in known else None)
+    if name == "weight" and "alpha" not in known:
+        monai_hint = (
+            f"MONAI's per-class weight is not offered by {cls.__name__}; the losses that take alpha take one value "
+            "per kept class there (e.g. CategoricalFocalLoss, ComboLoss, MixedFocalLoss)"
+        )
     monai_hint = f" {monai_hint[0].upper()}{monai_hint[1:]}." if monai_hint else ""
     return TypeError(
         f"{cls.__name__} takes no argument {name!r}{hint}; its arguments are: {', '.join(known)}.{monai_hint}"
