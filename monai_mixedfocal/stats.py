@@ -661,13 +661,15 @@ def _adjust(rows: pd.DataFrame, correction: str) -> pd.DataFrame:
     finite = rows["p_raw"].notna()
     if finite.any():
         p = rows.loc[finite, "p_raw"].to_numpy(dtype=float)
-        rows.loc[finite, "p_adjusted"] = p if correction == "none" else multipletests(p, method=correction)[1]
+        with np.errstate(divide="ignore"):  # Sidak's log1p(-p) at p = 1 (identical methods): the result is 1, exact
+            rows.loc[finite, "p_adjusted"] = p if correction == "none" else multipletests(p, method=correction)[1]
     rows["mark"] = [significance_mark(p) for p in rows["p_adjusted"]]
     if correction in _ALPHA_DEPENDENT and finite.any():
         # the two-stage adjusted p-values hold for alpha = 0.05 only: mark what the procedure rejects at each level
         marks = pd.Series("", index=rows.index[finite])
         for threshold, mark in reversed(SIGNIFICANCE_MARKS):  # loosest first, stricter levels overwrite
-            rejected = multipletests(p, alpha=threshold, method=correction)[0]
+            with np.errstate(divide="ignore"):
+                rejected = multipletests(p, alpha=threshold, method=correction)[0]
             marks[rejected] = mark
         rows.loc[finite, "mark"] = marks
     return rows

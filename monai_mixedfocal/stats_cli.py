@@ -112,11 +112,11 @@ def _print_tables(
     """Print Table 1, the case counts and the Table 2 matrices as plain Markdown."""
     from monai_mixedfocal import report
 
-    cells, _ = report.table1(summary)
+    cells, best = report.table1(summary)
     counts, _ = report.table1(stats.summary_table(df, metrics=args.metrics), value="n")  # cases, whatever --ci-over
-    over = "cases" if args.ci_over == "cases" else "fold means"
-    print(f"Table 1: mean ± {args.confidence * 100:g}% t confidence interval over {over}")
-    print(report.markdown_table(cells, escape=False))
+    print(f"Table 1: mean ± {report.interval_description(args.confidence, args.ci_over)}")
+    print(report.markdown_table(cells, best, escape=False))
+    print(f"Bold (**): {report.bold_rule(args.metrics or stats.metric_columns(df))}")
     print("Cases used (non-missing values):")
     print(report.markdown_table(counts, escape=False))
     label = report.METRIC_LABELS.get(test_metric, test_metric)

@@ -226,7 +226,7 @@ def test_write_report_prints_user_text_as_written(tmp_path: Path) -> None:
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith("boxplot")} == {"boxplot_HD95_mm_x.png"}
     assert all(p.is_file() for p in tmp_path.iterdir())  # no sub-folder made from the "/" of the metric name
     tex = (tmp_path / "summary.tex").read_text()
-    assert r"\caption{Study \#3 \# not a heading [x](y): mean $\pm$ 95\% CI}" in tex
+    assert r"\caption{Study \#3 \# not a heading [x](y): mean $\pm$ 95\% CI over cases}" in tex
 
 
 def test_write_report_again_leaves_one_consistent_report(tmp_path: Path) -> None:
@@ -422,7 +422,8 @@ def test_cli_options_change_the_numbers_not_only_the_headers(
 
     def tables(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
         matrices = [report.pairwise_matrix(pairs, cls, list(METHODS)) for cls in CLASSES]
-        return [report.markdown_table(t, escape=False) for t in (report.table1(summary)[0], *matrices)]
+        table1 = report.markdown_table(*report.table1(summary), escape=False)  # bold as the report's (it was not)
+        return [table1, *(report.markdown_table(t, escape=False) for t in matrices)]
 
     summary = stats.summary_table(df, **summary_settings)
     pairs = stats.pairwise_tests(df, **test_settings)

@@ -533,3 +533,16 @@ def test_intervals_over_folds_average_each_fold() -> None:
         row = stats.summary_table(df, ci_over="folds").iloc[0]
     assert row["n"] == 2 and row["mean"] == pytest.approx(0.5, abs=1e-12)  # (0.4 + 0.6) / 2
     assert row["half_width"] == pytest.approx(sps.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / math.sqrt(2))
+
+
+@pytest.mark.parametrize("correction", ["sidak", "holm-sidak"])
+def test_sidak_of_identical_methods_adds_no_numpy_warning(correction: str) -> None:
+    """statsmodels' Sidak takes log1p(-p): at p = 1 (identical methods) numpy warned 'divide by zero', a line on the
+    stats command's stderr that looked like a fault. The adjusted p-value is exactly 1."""
+    values = [0.9, 0.8, 0.7, 0.6, 0.5]
+    table = make_table({"a": values, "b": values, "c": [0.1, 0.2, 0.3, 0.4, 0.45]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairs = stats.pairwise_tests(table, correction=correction)
+    same = pairs[[{a, b} == {"a", "b"} for a, b in zip(pairs["method_a"], pairs["method_b"])]]
+    assert same["p_raw"].tolist() == [1.0] and same["p_adjusted"].tolist() == [1.0]

@@ -42,6 +42,13 @@ def confidence_percent(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
 
+def interval_description(confidence: float, ci_over: str, short: bool = False) -> str:
+    """What Table 1's intervals are: ``"95% t confidence interval over cases"`` (``ci_over="cases"``) or ``"... over
+    fold means"``; with ``short``, ``"95% CI over cases"`` (for a LaTeX caption)."""
+    over = "cases" if ci_over == "cases" else "fold means"
+    return f"{confidence_percent(confidence)} {'CI' if short else 't confidence interval'} over {over}"
+
+
 def format_p(p: float) -> str:
     """Format a p-value as in the paper: 3 significant digits, scientific notation below 0.001, ``"n/a"`` for NaN.
 

@@ -46,6 +46,7 @@ from monai_mixedfocal.report.tables import (
     METRIC_LABELS,
     bold_rule,
     confidence_percent,
+    interval_description,
     latex_table,
     markdown_escape,
     markdown_table,
@@ -220,11 +221,11 @@ def write_report(
         *[line for note in notes for line in (f"> **Note:** {markdown_escape(note)}", "")],
     ]
     md += _methods_text(df, test, correction, confidence, test_metric, ci_over)
-    pct = confidence_percent(confidence)
-    md += [f"## Table 1: mean ± {pct} confidence interval per loss and class", ""]
+    md += [f"## Table 1: mean ± {interval_description(confidence, ci_over)}, per loss and class", ""]
     md += [markdown_table(cells, best), f"Bold: {bold_rule(metrics)}", ""]
     md += ["### Number of cases used (non-missing values)", "", markdown_table(counts), ""]
-    tex = [latex_table(cells, best, caption=f"{title}: mean ± {pct} CI", label="tab:summary")]
+    caption = f"{title}: mean ± {interval_description(confidence, ci_over, short=True)}"
+    tex = [latex_table(cells, best, caption=caption, label="tab:summary")]
     used: set[str] = set()
     p_kind = stats.p_value_kind(correction)
     if df["method"].nunique() < 2:
