@@ -551,6 +551,33 @@ def test_an_upper_case_json_datalist_is_refused_for_inference(tmp_path: Path) ->
         inference_images(tmp_path, "*", str(tmp_path / "SPLIT.JSON"))
 
 
+def test_find_images_skips_the_metadata_macos_adds_to_archives(kits_root: Path, tmp_path: Path) -> None:
+    """The official MSD tarballs hold ``._<name>.nii.gz`` AppleDouble files: inference stopped at the first one as an
+    unreadable NIfTI file."""
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    expected = find_images(root, "**/imaging.nii.gz")
+    (root / "data" / "case_00000" / "._imaging.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "__MACOSX" / "data" / "case_00000").mkdir(parents=True)
+    (root / "__MACOSX" / "data" / "case_00000" / "imaging.nii.gz").write_bytes(b"resource fork")
+    assert find_images(root, "**/*imaging.nii.gz") == expected
+
+
+def test_inference_refuses_an_image_that_is_not_3_d_naming_it(kits_root: Path, tmp_path: Path) -> None:
+    """A CT scan saved as (S, H, W, 1, 1) failed inside MONAI's Orientationd ('axcodes must match data_array
+    spatially'), without the file's name."""
+    root = tmp_path / "kits19"
+    shutil.copytree(kits_root, root)
+    image = root / "data" / "case_00001" / "imaging.nii.gz"
+    source = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj)[..., None, None], source.affine), image)
+    expected = r"case_00001/imaging\.nii\.gz: expected a 3-D image, got shape \(24, 64, 64, 1, 1\) \(its extra"
+    with pytest.raises(DataError, match=expected):
+        find_images(root, "**/imaging.nii.gz")
+    with pytest.raises(DataError, match=expected):
+        inference_images(root, "*", [str(image)])
+
+
 def test_num_classes_covers_the_largest_label_value() -> None:
     """Against the bug (``len(labels)`` instead of ``max + 1``): label values with a gap need max + 1 output
     channels."""

@@ -207,9 +207,11 @@ def test_a_stray_copy_of_a_case_folder_is_left_out_with_a_warning(brats_root: Pa
         warnings.simplefilter("error")
         assert len(brats20_module.find_brats20_cases(brats_root)) > 0
     data = tmp_path / "MICCAI_BraTS2020_TrainingData"
-    for name in ("BraTS20_Training_006", "BraTS20_Training_006 (copy)", "BraTS20_Training_07", "BraTS20_Validation_1"):
+    names = ("BraTS20_Training_006", "BraTS20_Training_006 (copy)", "BraTS20_Training_07", "BraTS20_Validation_1")
+    for name in (*names, "Brats20_Training_005"):  # a name in other capitals was left out without a word
         (data / name).mkdir(parents=True)
-    with pytest.warns(UserWarning, match=r"2 entries named like a case .*left out: \[.*006 \(copy\)', .*_07'\]"):
+    left_out = r"3 entries named like a case .*left out: \[.*006 \(copy\)', .*_07', .*Brats20_Training_005'\]"
+    with pytest.warns(UserWarning, match=left_out):
         assert [p.name for p in brats20_module.find_brats20_cases(tmp_path)] == ["BraTS20_Training_006"]
 
 
@@ -234,6 +236,16 @@ def test_case_folders_at_two_levels_are_an_error(tmp_path: Path) -> None:
     ):
         brats20_module.find_brats20_cases(tmp_path)
     assert len(brats20_module.find_brats20_cases(tmp_path / "MICCAI_BraTS2020_TrainingData")) == 2
+
+
+def test_the_macos_copy_of_a_zip_made_on_a_mac_is_not_a_second_level_of_cases(tmp_path: Path) -> None:
+    """A zip made on a Mac unpacks ``__MACOSX/MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX`` beside the data:
+    it stopped the listing as case folders at two levels."""
+    for top in ("", "__MACOSX/"):
+        for case in ("BraTS20_Training_001", "BraTS20_Training_002"):
+            (tmp_path / f"{top}MICCAI_BraTS2020_TrainingData" / case).mkdir(parents=True)
+    found = brats20_module.find_brats20_cases(tmp_path)
+    assert [p.relative_to(tmp_path).parts[0] for p in found] == ["MICCAI_BraTS2020_TrainingData"] * 2
 
 
 def test_a_training_case_without_segmentation_is_an_error(copy_root: Path, tmp_path: Path) -> None:

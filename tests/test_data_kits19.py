@@ -95,7 +95,20 @@ def test_a_case_entry_that_is_not_a_folder_is_an_error(copy_root: Path, kind: st
 
 def test_case_folder_without_image(copy_root: Path) -> None:
     (copy_root / "data" / "case_00001" / "imaging.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"case_00001.*without imaging\.nii\.gz"):
+    with pytest.raises(DataError, match=r"case_00001.*without imaging\.nii\.gz \(for the kits19 repository"):
+        kits19_datalist(copy_root)
+    (copy_root / "data" / "case_00001" / "Imaging.nii").write_bytes(b"")
+    with pytest.raises(DataError, match=r"without imaging\.nii\.gz \(found \['Imaging\.nii'\]\)"):
+        kits19_datalist(copy_root)  # the names found, as for a missing segmentation
+
+
+@pytest.mark.parametrize("name", ["imaging.nii.gz", "segmentation.nii.gz"])
+def test_a_broken_link_to_a_case_file_is_named_as_one(copy_root: Path, name: str) -> None:
+    """A broken segmentation link said 'without segmentation.nii.gz; found ['segmentation.nii.gz']'."""
+    file = copy_root / "data" / "case_00001" / name
+    file.unlink()
+    file.symlink_to(copy_root / "moved" / name)
+    with pytest.raises(DataError, match=rf"case_00001/{name}: a broken link \(to .*moved/{name}\); restore its"):
         kits19_datalist(copy_root)
 
 
@@ -173,11 +186,16 @@ def test_a_kits19_image_with_an_extra_dimension_is_refused(kits_root: Path, tmp_
     source = nib.load(image)
     volume = np.asarray(source.dataobj)
     save_nifti(image, np.stack([volume, volume], axis=-1), source.affine)
-    with pytest.raises(DataError, match=r"case_00001/segmentation\.nii\.gz: label shape \(16, 32, 32\) does not match"):
+    with pytest.raises(
+        DataError, match=r"case_00001/imaging\.nii\.gz: expected a 3-D image, got shape \(16, 32, 32, 2\)$"
+    ):
         kits19_datalist(root)
+    save_nifti(image, volume[..., None, None], source.affine)  # the label's shape, saved with two extra dimensions
+    with pytest.raises(DataError, match=r"got shape \(16, 32, 32, 1, 1\) \(its extra dimensions have size 1: save"):
+        kits19_datalist(root)  # it said 'label shape (16, 32, 32) does not match image shape (16, 32, 32, 1, 1)'
 
 
-@pytest.mark.parametrize("name", ["case_1", "case_0001"])
+@pytest.mark.parametrize("name", ["case_1", "case_0001", "Case_00001", "CASE_00001"])
 def test_only_five_digit_case_folders_are_kits19_cases(kits_root: Path, tmp_path: Path, name: str) -> None:
     """Against the bug ``case_(\\d{5})`` -> ``case_(\\d+)``: ``case_1`` (a stray copy, a typo) became a case whose id
     the exclusion list (``case_00001``) never matches."""

@@ -22,7 +22,7 @@ import torch
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist
-from monai_mixedfocal.data.io import check_pair, is_nifti, read_nifti_header
+from monai_mixedfocal.data.io import check_image_ndim, check_pair, is_macos_metadata, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
 from monai_mixedfocal.utils import is_integer, is_number
@@ -253,7 +253,8 @@ def _check_item(item: dict[str, Any]) -> None:
 
 
 def find_images(dataset_dir: str | os.PathLike, pattern: str, not_images: Sequence[str] = ()) -> list[str]:
-    """The images to run inference on: files under ``dataset_dir`` matching a glob pattern, sorted.
+    """The images to run inference on: files under ``dataset_dir`` matching a glob pattern, sorted, without the
+    metadata macOS adds to archives (``._<name>`` files, ``__MACOSX`` folders), which stopped inference as unreadable.
 
     Args:
         dataset_dir: the folder to search.
@@ -273,7 +274,8 @@ def find_images(dataset_dir: str | os.PathLike, pattern: str, not_images: Sequen
     root = Path(dataset_dir)
     if not root.is_dir():
         raise DataError(f"--dataset_dir {str(dataset_dir)!r} is not a folder.")
-    found = sorted(str(p.absolute()) for p in root.glob(pattern) if p.is_file())
+    matches = [p for p in root.glob(pattern) if p.is_file() and not is_macos_metadata(p.relative_to(root))]
+    found = sorted(str(p.absolute()) for p in matches)
     if not found:
         raise DataError(f"--dataset_dir {str(dataset_dir)!r}: no image matches {pattern!r}.")
     wrong = [path for path in found if any(fnmatch.fnmatchcase(Path(path).name, name) for name in not_images)]
@@ -285,7 +287,7 @@ def find_images(dataset_dir: str | os.PathLike, pattern: str, not_images: Sequen
         )
     for path in found:
         if is_nifti(path):
-            read_nifti_header(path)
+            check_image_ndim(path, read_nifti_header(path))
     return found
 
 
@@ -328,7 +330,7 @@ def inference_images(
         if not os.path.isfile(image):
             raise DataError(f"{image}: image file not found (listed in --datalist)")
         if is_nifti(image):
-            read_nifti_header(image)
+            check_image_ndim(image, read_nifti_header(image))
     return images
 
 

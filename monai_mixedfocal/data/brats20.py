@@ -34,6 +34,7 @@ from monai_mixedfocal.data.io import (
     case_folders,
     check_label_values,
     check_pair,
+    is_macos_metadata,
     load_array,
     read_nifti_header,
     save_nifti,
@@ -78,7 +79,8 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
     """The ``BraTS20_Training_XXX`` folders under ``root``, sorted by name.
 
     The case folders are looked for directly in ``root``, then one, two and at most three folder levels below it
-    (``<root>/a/b/c/BraTS20_Training_XXX``); they must all lie at one level.
+    (``<root>/a/b/c/BraTS20_Training_XXX``); they must all lie at one level. A ``__MACOSX`` copy (a zip made on a
+    Mac) is not looked into.
 
     Raises:
         DataError: the root is missing, holds no case folder, holds the same case twice, holds case folders at more
@@ -115,7 +117,7 @@ def find_brats20_cases(root: str | os.PathLike) -> list[Path]:
 def _cases_at_depth(root: Path, depth: int) -> list[Path]:
     """The ``BraTS20_Training_XXX`` entries ``depth`` folder levels below ``root`` (each checked to be a folder)."""
     pattern = "/".join(["*"] * depth + ["BraTS20_Training_*"])
-    return case_folders(root.glob(pattern), _CASE_RE)
+    return case_folders((p for p in root.glob(pattern) if not is_macos_metadata(p.relative_to(root))), _CASE_RE)
 
 
 def _find_file(case_dir: Path, stem: str) -> Path | None:

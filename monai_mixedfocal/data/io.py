@@ -35,9 +35,11 @@ __all__ = [
     "case_folders",
     "check_grids",
     "check_header_geometry",
+    "check_image_ndim",
     "check_label_values",
     "check_pair",
     "grid_offset",
+    "is_macos_metadata",
     "is_nifti",
     "load_array",
     "read_nifti_header",
@@ -63,6 +65,18 @@ volume before :func:`check_pair` calls them misregistered: far above float32 rou
 spacing rounded to 4 decimals), far below a one-voxel shift."""
 
 
+def is_macos_metadata(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is metadata that macOS adds to archives, not data: an AppleDouble file ``._<name>`` or
+    anything under a ``__MACOSX`` folder (found in the official MSD tarballs and in zips made on a Mac).
+
+    Example:
+        >>> is_macos_metadata("imagesTs/._spleen_1.nii.gz"), is_macos_metadata("imagesTs/spleen_1.nii.gz")
+        (True, False)
+    """
+    path = Path(path)
+    return path.name.startswith("._") or "__MACOSX" in path.parts
+
+
 def case_folders(entries: Iterable[Path], case_name: re.Pattern[str]) -> list[Path]:
     """A data set's case folders among ``entries``: those named like ``case_name``, sorted by name, each a folder.
 
@@ -81,9 +95,12 @@ def warn_of_case_like_entries(entries: Iterable[Path], case_name: re.Pattern[str
 
     Such an entry, a stray copy ``case_00001 (copy)``, a typo ``case_0001`` or an archive
     ``BraTS20_Training_001.zip``, is not a case and is left out; the warning names it, so that a user who meant it as
-    one sees why it is missing. Pass the entries beside the case folders (not a case folder's own files).
+    one sees why it is missing. The prefix is compared without regard to case (``Case_00001``, ``Brats20_Training_005``
+    were left out without a word). Pass the entries beside the case folders (not a case folder's own files).
     """
-    near_misses = sorted(str(p) for p in entries if p.name.startswith(prefix) and not case_name.match(p.name))
+    near_misses = sorted(
+        str(p) for p in entries if p.name.lower().startswith(prefix.lower()) and not case_name.match(p.name)
+    )
     if near_misses:
         warnings.warn(
             f"{len(near_misses)} entr{'y' if len(near_misses) == 1 else 'ies'} named like a case but not a case name "
@@ -326,6 +343,24 @@ def check_label_values(
     return values
 
 
+def check_image_ndim(path: str | os.PathLike, image: Any, ndim: int = 3) -> None:
+    """Refuse an image of another number of dimensions than ``ndim`` (its header, ``image.shape``), naming the file.
+
+    A 3-D scan saved with trailing dimensions of size 1 (``(512, 512, 90, 1, 1)``) failed inside MONAI's
+    ``Orientationd`` (``axcodes must match data_array spatially``), without the file's name; the message says how to
+    save it as a 3-D image.
+
+    Raises:
+        DataError: ``path: expected a 3-D image, got shape (...)``.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == ndim:
+        return
+    squeeze = len(shape) > ndim and all(n == 1 for n in shape[ndim:])
+    hint = " (its extra dimensions have size 1: save it without them, e.g. nibabel.squeeze_image)" if squeeze else ""
+    raise DataError(f"{path}: expected a {ndim}-D image, got shape {shape}{hint}")
+
+
 def check_pair(
     image_path: str | os.PathLike, label_path: str | os.PathLike, ndim: int | None = 3
 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
@@ -351,13 +386,15 @@ def check_pair(
     """
     image = read_nifti_header(image_path)
     label = read_nifti_header(label_path)
+    if ndim is not None:
+        check_image_ndim(image_path, image, ndim)
     label_shape, image_shape = tuple(label.shape), tuple(image.shape)
     allowed_ndim = (2, 3) if ndim is None else (ndim,)
     if len(label_shape) not in allowed_ndim:
         raise DataError(
             f"{label_path}: expected a {' or '.join(map(str, allowed_ndim))}-D label, got shape {label_shape}"
         )
-    if image_shape[: len(label_shape)] != label_shape or (ndim is not None and len(image_shape) != ndim):
+    if image_shape[: len(label_shape)] != label_shape:
         raise DataError(
             f"{label_path}: label shape {label_shape} does not match image shape {image_shape} of {image_path}"
         )

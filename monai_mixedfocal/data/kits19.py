@@ -137,10 +137,14 @@ def kits19_datalist(
     datalist = Datalist(base_dir=root, source="kits19", labels=dict(KITS19_LABELS))
     for case_dir in case_dirs:
         image, label = case_dir / IMAGE_NAME, case_dir / LABEL_NAME
+        for path in (image, label):
+            if path.is_symlink() and not path.exists():
+                raise DataError(f"{path}: a broken link (to {os.readlink(path)}); restore its target or remove it")
         if not image.is_file():
+            others = _named_like(case_dir, "imaging")
             raise DataError(
-                f"{case_dir}: case folder without {IMAGE_NAME} (for the kits19 repository, download the images "
-                "with its get_imaging script first)"
+                f"{case_dir}: case folder without {IMAGE_NAME}" + (f" (found {others})" if others else "") + " (for "
+                "the kits19 repository, download the images with its get_imaging script first)"
             )
         if case_dir.name in excluded_ids:
             datalist.exclude(case_dir.name, _exclusion_reason(case_dir.name))
@@ -153,7 +157,7 @@ def kits19_datalist(
                         f"{case_dir}: a KiTS21 case ({kits21[0]}; labels 1 kidney, 2 tumour, 3 cyst), not the KiTS19 "
                         "layout this loader reads; list KiTS21 with `datalist msd` and a dataset.json naming its labels"
                     )
-                others = sorted(p.name for p in case_dir.iterdir() if p.name.lower().startswith("segmentation"))
+                others = _named_like(case_dir, "segmentation")
                 raise DataError(
                     f"{case_dir}: labelled case (KiTS19 cases 0-{KITS19_LABELLED_CASES - 1} have one) without "
                     f"{LABEL_NAME}" + (f"; found {others}" if others else "") + ": the download may be incomplete"
@@ -168,3 +172,8 @@ def kits19_datalist(
             {"case": case_dir.name, "image": datalist.relative(image), "label": datalist.relative(label)}
         )
     return datalist
+
+
+def _named_like(case_dir: Path, stem: str) -> list[str]:
+    """The names in ``case_dir`` that start like ``stem`` in any capitals (``Imaging.nii.gz``, ``imaging.nii``)."""
+    return sorted(p.name for p in case_dir.iterdir() if p.name.lower().startswith(stem))
