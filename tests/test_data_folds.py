@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -102,6 +103,24 @@ def test_split_datalist_paths_are_absolute_from_a_relative_json_path(
         for item in train + val
         for key in ("image", "label")
     )
+
+
+def test_a_datalist_in_a_linked_folder_is_found_by_either_path(kits_datalist: Datalist, tmp_path: Path) -> None:
+    """A datalist written into ``runs -> real/sub`` recorded its root relative to ``runs``: opened by its real path
+    (a cluster job's working directory is often the real one), its cases resolved to files that do not exist."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "runs").symlink_to(tmp_path / "real" / "sub")
+    shutil.copytree(kits_datalist.base_dir, tmp_path / "kits19")
+    moved = kits19_datalist(tmp_path / "kits19")
+    write_datalist(tmp_path / "runs" / "datalist.json", moved, num_folds=3)
+    for opened in (tmp_path / "runs" / "datalist.json", tmp_path / "real" / "sub" / "datalist.json"):
+        train, val = split_datalist(opened, 0)
+        assert all(Path(item[key]).is_file() for item in train + val for key in ("image", "label")), opened
+    # an earlier version's record, relative to the link's folder, is still found through the link
+    content = json.loads((tmp_path / "runs" / "datalist.json").read_text())
+    (tmp_path / "runs" / "datalist.json").write_text(json.dumps({**content, "dataset_root": "../kits19"}))
+    train, val = split_datalist(tmp_path / "runs" / "datalist.json", 0)
+    assert all(Path(item["image"]).is_file() for item in train + val)
 
 
 def test_split_datalist_errors(kits_datalist: Datalist, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from monai_mixedfocal.cli_errors import print_error
 from monai_mixedfocal.data.brats20 import brats20_datalist
-from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, write_datalist
+from monai_mixedfocal.data.datalist import Datalist, datalist_to_json, read_datalist, recorded_root, write_datalist
 from monai_mixedfocal.data.errors import DataError
 from monai_mixedfocal.data.io import NIFTI_SUFFIXES
 from monai_mixedfocal.data.kits19 import KITS19_EXCLUDED_CASES, data_set_folder, kits19_datalist
@@ -93,7 +93,7 @@ def _check_replaceable(out: Path, root: Path, source: str) -> None:
     if not out.is_file():
         return
     try:
-        recorded = out.parent / read_datalist(out).get("dataset_root", ".")
+        recorded = recorded_root(out, read_datalist(out))
     except DataError:
         return  # unreadable: write_datalist reports it
     folder = root.parent if root.is_file() else root  # an MSD root may name its dataset.json

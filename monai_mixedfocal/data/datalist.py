@@ -35,6 +35,7 @@ __all__ = [
     "datalist_differences",
     "datalist_to_json",
     "read_datalist",
+    "recorded_root",
     "split_datalist",
     "write_datalist",
 ]
@@ -107,7 +108,9 @@ def datalist_to_json(
     except ValueError as err:
         raise DataError(f"{datalist.base_dir}: cannot assign {num_folds} folds: {err}") from err
     training = [{**case, "fold": folds[str(case["case"])]} for case in sorted(datalist.cases, key=lambda c: c["case"])]
-    root = os.path.relpath(datalist.base_dir.absolute(), Path(json_dir).absolute())
+    # relative to the folder's real path: a datalist written into a linked folder (runs -> /scratch/runs) is then also
+    # found when opened by its real path; recorded_root reads it either way
+    root = os.path.relpath(datalist.base_dir.absolute(), os.path.realpath(json_dir))
     return {
         "name": datalist.name,
         "source": datalist.source,
@@ -194,6 +197,21 @@ def _check_items(items: Sequence[Any], where: str) -> None:
             raise DataError(f"{where}: training item {index} ({item.get('case', item['image'])}) has no valid 'fold'")
 
 
+def recorded_root(path: str | os.PathLike, content: Mapping[str, Any]) -> Path:
+    """The data set root that the datalist JSON ``path`` (its ``content``) records: ``dataset_root``, relative to the
+    JSON's folder as its path names it, or else (the folder is a link) to the folder's real path.
+
+    ``..`` in the relative paths is resolved by name, as :func:`split_datalist` resolves the cases' paths: from a link
+    ``runs -> /scratch/u/runs``, ``runs/../data`` is ``data`` beside the link, ``/scratch/u/runs/../data`` another
+    folder. A datalist written by this version records the root relative to the real path and is found both ways; one
+    written into the link's folder by an earlier version is found through the link.
+    """
+    recorded = str(content.get("dataset_root", "."))
+    folder = Path(path).parent
+    candidates = [folder / recorded, Path(os.path.realpath(folder)) / recorded]
+    return next((c for c in candidates if Path(os.path.normpath(c.absolute())).is_dir()), candidates[0])
+
+
 def _resolve(item: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     item = copy.deepcopy(item)
     for key in PATH_KEYS:
@@ -232,7 +250,7 @@ def split_datalist(
         where = str(path)
         num_folds = content.get("num_folds")
         if base_dir is None:
-            base_dir = path.parent / content.get("dataset_root", ".")
+            base_dir = recorded_root(path, content)
     else:
         items = list(path_or_list)
         where = "datalist"

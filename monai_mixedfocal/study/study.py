@@ -17,6 +17,7 @@ from typing import Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
+from monai_mixedfocal.data.datalist import recorded_root
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
@@ -224,7 +225,7 @@ def check_datalist(spec: StudySpec) -> bool:
                 f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
                 f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
             )
-        recorded = spec.datalist_path.parent / content.get("dataset_root", ".")
+        recorded = recorded_root(spec.datalist_path, content)
         if data_set_folder(spec.dataset, recorded) != data_set_folder(spec.dataset, spec.data_root):
             raise ValueError(
                 f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
@@ -245,7 +246,7 @@ def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | No
     fold = max(counts, key=lambda k: (counts[k], -k))
     fold_runs = [run for run in finished if run.fold == fold]
     content = read_datalist(spec.datalist_path)
-    base = spec.datalist_path.parent / content.get("dataset_root", ".")
+    base = recorded_root(spec.datalist_path, content)
     for item in content["training"]:
         if item.get("fold") != fold:
             continue
