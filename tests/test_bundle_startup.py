@@ -563,6 +563,27 @@ def test_find_images_skips_the_metadata_macos_adds_to_archives(kits_root: Path, 
     assert find_images(root, "**/*imaging.nii.gz") == expected
 
 
+def test_inference_refuses_two_images_that_would_be_written_to_one_label_map(kits_root: Path, tmp_path: Path) -> None:
+    """SaveImaged drops .nii and .nii.gz: ct.nii and ct.nii.gz of one folder (or BraTS20's _t1ce.nii beside its
+    _t1ce.nii.gz) were both written to ct_seg.nii.gz, the second replacing the first, with exit status 0."""
+    source = find_images(kits_root, "**/imaging.nii.gz")[0]
+    folder = tmp_path / "c"
+    folder.mkdir()
+    shutil.copy(source, folder / "ct.nii.gz")
+    nib.save(nib.load(source), folder / "ct.nii")
+    (tmp_path / "d").mkdir()
+    shutil.copy(source, tmp_path / "d" / "ct.nii.gz")
+    message = r"c/ct\.nii\.gz and .*c/ct\.nii would both be segmented into ct_seg\.nii\.gz, the second replacing"
+    with pytest.raises(DataError, match=message):
+        inference_images(tmp_path, "*", [str(folder / "ct.nii.gz"), str(folder / "ct.nii")])
+    with pytest.raises(DataError, match="would both be segmented into ct_seg"):
+        inference_images(tmp_path, "**/ct.nii*")  # found by the pattern
+    with pytest.raises(DataError, match="would both be segmented"):
+        inference_images(tmp_path, "*", [str(folder / "ct.nii")] * 2)  # listed twice
+    names = [str(folder / "ct.nii"), str(tmp_path / "d" / "ct.nii.gz")]  # other folders: other label maps
+    assert inference_images(tmp_path, "*", names) == names
+
+
 def test_inference_refuses_an_image_that_is_not_3_d_naming_it(kits_root: Path, tmp_path: Path) -> None:
     """A CT scan saved as (S, H, W, 1, 1) failed inside MONAI's Orientationd ('axcodes must match data_array
     spatially'), without the file's name."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data.utils import create_file_basename
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
 from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist
@@ -312,11 +313,26 @@ def inference_images(
 
     Raises:
         DataError: an empty list, a missing file, an unreadable or truncated NIfTI file (header read, no voxels), a
-            JSON file (a training datalist: ``evaluate.json`` segments its validation fold), or what
-            :func:`find_images` raises.
+            JSON file (a training datalist: ``evaluate.json`` segments its validation fold), two images whose label
+            maps would have one name (``ct.nii`` and ``ct.nii.gz`` in one folder, a file listed twice: the second
+            replaced the first without a word), or what :func:`find_images` raises.
     """
-    if datalist is None:
-        return find_images(dataset_dir, pattern, not_images)
+    images = find_images(dataset_dir, pattern, not_images) if datalist is None else _listed_images(datalist)
+    written_by: dict[str, str] = {}
+    for image in images:
+        # the label map's path as SaveImaged names it: the folder mirrored, .nii and .nii.gz dropped, _seg added
+        output = create_file_basename("seg", image, "/", data_root_dir="/", separate_folder=False)
+        if output in written_by:
+            raise DataError(
+                f"{written_by[output]} and {image} would both be segmented into {Path(output).name}.nii.gz, the second "
+                "replacing the first: keep one of them (or list them from different folders)"
+            )
+        written_by[output] = image
+    return images
+
+
+def _listed_images(datalist: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Inference's ``--datalist`` files, absolute and checked (see :func:`inference_images`)."""
     files = _listed_files(datalist)
     if not files or not all(isinstance(f, (str, os.PathLike)) and os.fspath(f) for f in files):
         raise DataError(f"--datalist for inference must be a list of image files, got {datalist!r}")
