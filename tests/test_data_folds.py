@@ -123,6 +123,44 @@ def test_a_datalist_in_a_linked_folder_is_found_by_either_path(kits_datalist: Da
     assert all(Path(item["image"]).is_file() for item in train + val)
 
 
+@pytest.mark.parametrize("written_by", ["this version", "an earlier version"])
+def test_a_folder_of_the_same_name_on_the_other_side_of_the_link_is_not_taken_for_the_root(
+    kits_datalist: Datalist, tmp_path: Path, written_by: str
+) -> None:
+    """home/runs -> scratch/runs, the data in scratch/kits19 (this version records '../kits19' from the real folder)
+    or in home/kits19 (an earlier version recorded it from the link's folder), and an empty kits19 folder on the other
+    side: the root is the one holding the cases, whichever path opens the datalist (for an earlier version's, the
+    link's path, as before)."""
+    home, scratch = tmp_path / "home", tmp_path / "scratch"
+    (scratch / "runs").mkdir(parents=True)
+    home.mkdir()
+    (home / "runs").symlink_to(scratch / "runs")
+    data, decoy = (scratch, home) if written_by == "this version" else (home, scratch)
+    shutil.copytree(kits_datalist.base_dir, data / "kits19")
+    (decoy / "kits19" / "data").mkdir(parents=True)
+    write_datalist(home / "runs" / "datalist.json", kits19_datalist(data / "kits19"), num_folds=3)
+    content = json.loads((home / "runs" / "datalist.json").read_text())
+    if written_by == "this version":
+        assert content["dataset_root"] == "../kits19"  # from scratch/runs
+    else:  # an earlier version recorded it from home/runs
+        (home / "runs" / "datalist.json").write_text(json.dumps({**content, "dataset_root": "../kits19"}))
+    openings = [home / "runs" / "datalist.json"]
+    if written_by == "this version":  # an earlier version's record names no way from the real folder to the data
+        openings.append(scratch / "runs" / "datalist.json")
+    for opened in openings:
+        train, val = split_datalist(opened, 0)
+        assert all(Path(item["image"]).is_file() for item in train + val), opened
+
+
+def test_a_datalist_without_dataset_root_resolves_against_its_own_folder(tmp_path: Path) -> None:
+    """A hand-written datalist in the MONAI layout, its paths relative to the JSON's folder."""
+    (tmp_path / "imgs").mkdir()
+    items = [{"image": f"imgs/{k}.nii.gz", "label": f"imgs/{k}_seg.nii.gz", "fold": k % 2} for k in range(4)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items}))
+    _, val = split_datalist(tmp_path / "datalist.json", 0)
+    assert [item["image"] for item in val] == [str(tmp_path / "imgs" / f"{k}.nii.gz") for k in (0, 2)]
+
+
 def test_split_datalist_errors(kits_datalist: Datalist, tmp_path: Path) -> None:
     path = write_datalist(tmp_path / "datalist.json", kits_datalist, num_folds=3)
     with pytest.raises(DataError, match=r"fold must be an integer in 0\.\.2, got 3"):

@@ -198,17 +198,24 @@ def _check_items(items: Sequence[Any], where: str) -> None:
 
 
 def recorded_root(path: str | os.PathLike, content: Mapping[str, Any]) -> Path:
-    """The data set root that the datalist JSON ``path`` (its ``content``) records: ``dataset_root``, relative to the
-    JSON's folder as its path names it, or else (the folder is a link) to the folder's real path.
+    """The data set root that the datalist JSON ``path`` (its ``content``) records: ``dataset_root`` (``"."`` when
+    absent), relative to the JSON's folder as its path names it, or (the folder is a link) to the folder's real path.
 
     ``..`` in the relative paths is resolved by name, as :func:`split_datalist` resolves the cases' paths: from a link
     ``runs -> /scratch/u/runs``, ``runs/../data`` is ``data`` beside the link, ``/scratch/u/runs/../data`` another
-    folder. A datalist written by this version records the root relative to the real path and is found both ways; one
-    written into the link's folder by an earlier version is found through the link.
+    folder. A datalist written by this version records the root relative to the real path, one written into the link's
+    folder by an earlier version relative to the link. The root is the first of the two that holds the first case's
+    image (a folder of the same name on the other side is not taken for it), else the first that is a folder.
     """
     recorded = str(content.get("dataset_root", "."))
     folder = Path(path).parent
-    candidates = [folder / recorded, Path(os.path.realpath(folder)) / recorded]
+    candidates = list(dict.fromkeys([folder / recorded, Path(os.path.realpath(folder)) / recorded]))
+    cases = content.get("training") or [{}]  # a list, as read_datalist checks
+    first = cases[0].get("image") if isinstance(cases[0], Mapping) else None
+    if isinstance(first, str):
+        holding = [c for c in candidates if Path(os.path.normpath(c.absolute() / first)).is_file()]
+        if holding:
+            return holding[0]
     return next((c for c in candidates if Path(os.path.normpath(c.absolute())).is_dir()), candidates[0])
 
 
