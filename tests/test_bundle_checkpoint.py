@@ -704,3 +704,29 @@ def test_no_seed_is_recorded_as_empty() -> None:
     """Against the bug (``str(None)``): the documented record of a run without a seed is ``""``."""
     assert run_settings("/d", None, 0, 5, 0, "dice")["seed"] == ""
     assert run_settings("/d", None, 0, 5, 0, "dice", seed=0)["seed"] == "0"
+
+
+def test_describe_network_is_one_line_with_the_full_class_name_and_refuses_a_non_module() -> None:
+    from monai.networks.nets import BasicUNet
+
+    from monai_mixedfocal.bundle import describe_network
+
+    text = describe_network(BasicUNet(features=(4, 4, 8, 8, 16, 4)))
+    assert text.startswith("monai.networks.nets.basic_unet.BasicUNet: BasicUNet( (conv_0): TwoConv(")
+    assert "\n" not in text and "  " not in text
+    with pytest.raises(TypeError, match=r"describe_network takes a torch\.nn\.Module, got str"):
+        describe_network("BasicUNet")
+
+
+def test_evaluation_with_another_network_than_the_recorded_one_is_refused(tmp_path: Path) -> None:
+    """The recorded network (``training_options['network']``) against the evaluation's; a record or an evaluation
+    without one (an earlier version, a config without the option) is not checked."""
+    trained = run_settings("/data/kits19", None, 2, 5, 0, "dice", options={"network": "A"})
+    _Run(tmp_path, max_epochs=1, settings=trained).run()
+    same_split = {k: trained[k] for k in trained if k != "network"}
+    check_evaluation_split(tmp_path / "last.pt", trained)
+    check_evaluation_split(tmp_path / "last.pt", same_split)  # the evaluation records no network
+    with pytest.raises(ValueError, match=r"trained with another network \(network: '\"A\"' -> '\"B\"', recorded in "):
+        check_evaluation_split(tmp_path / "last.pt", {**trained, "network": '"B"'})
+    _Run(tmp_path / "old", max_epochs=1, settings=same_split).run()
+    check_evaluation_split(tmp_path / "old" / "last.pt", {**trained, "network": '"B"'})  # no network recorded

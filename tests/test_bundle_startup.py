@@ -43,7 +43,9 @@ from monai_mixedfocal.bundle import (
 )
 from monai_mixedfocal.data import (
     BRATS20_LABELS,
+    BRATS20_NOT_IMAGES,
     KITS19_LABELS,
+    KITS19_NOT_IMAGES,
     DataError,
     brats20_datalist,
     kits19_datalist,
@@ -243,6 +245,10 @@ def test_an_overlap_that_multiplies_the_inference_time_warns() -> None:
     assert caught[0].filename == __file__  # stacklevel: the caller, not this project's code
     with pytest.warns(UserWarning, match="about 200 times"):
         check_sliding_window(1, [0.9, 0.9, 0.5])
+    with pytest.warns(UserWarning, match=r"about 72 times \(1 / \(1 - overlap\) per axis; 8 times with the default"):
+        check_sliding_window(1, 0.76)  # just over the limit
+    with pytest.warns(UserWarning, match=r"about 100 times \(1 / \(1 - overlap\) per axis; 4 times with the default"):
+        check_sliding_window(1, 0.9, spatial_dims=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_sliding_window(1, 0.75)  # 64 times: the limit
@@ -561,6 +567,34 @@ def test_find_images_skips_the_metadata_macos_adds_to_archives(kits_root: Path, 
     (root / "__MACOSX" / "data" / "case_00000").mkdir(parents=True)
     (root / "__MACOSX" / "data" / "case_00000" / "imaging.nii.gz").write_bytes(b"resource fork")
     assert find_images(root, "**/*imaging.nii.gz") == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "not_images"),
+    [
+        *[(f"x{part}.nii.gz", BRATS20_NOT_IMAGES) for part in ("_seg", "_et", "_t1", "_t2", "_flair")],
+        ("W39_1998.09.19_Segm.nii", BRATS20_NOT_IMAGES),  # case 355's segmentation
+        ("segmentation.nii.gz", KITS19_NOT_IMAGES),
+        ("aggregated_MAJ_seg.nii.gz", KITS19_NOT_IMAGES),  # KiTS21's, beside the images
+    ],
+)
+def test_each_name_of_the_layouts_that_is_not_an_image_is_refused(
+    kits_root: Path, tmp_path: Path, name: str, not_images: tuple[str, ...]
+) -> None:
+    image = find_images(kits_root, "**/imaging.nii.gz")[0]
+    shutil.copy(image, tmp_path / name)
+    with pytest.raises(DataError, match=r"also matches 1 file\(s\) that are not images this network takes"):
+        find_images(tmp_path, "*", not_images)
+    (tmp_path / name).rename(tmp_path / "x_t1ce.nii.gz")  # the image BraTS20 takes
+    assert find_images(tmp_path, "*", BRATS20_NOT_IMAGES) == [str(tmp_path / "x_t1ce.nii.gz")]
+
+
+def test_a_dot_file_is_not_macos_metadata_and_a_root_inside_macosx_is_searched(kits_root: Path, tmp_path: Path) -> None:
+    image = find_images(kits_root, "**/imaging.nii.gz")[0]
+    root = tmp_path / "__MACOSX" / "restored"
+    root.mkdir(parents=True)
+    shutil.copy(image, root / ".hidden_ct.nii.gz")
+    assert find_images(root, "*.nii.gz") == [str(root / ".hidden_ct.nii.gz")]  # only what lies below the root counts
 
 
 def test_inference_refuses_two_images_that_would_be_written_to_one_label_map(kits_root: Path, tmp_path: Path) -> None:

@@ -185,3 +185,15 @@ def test_datalist_msd_check_labels_reads_the_labels(tmp_path: Path, capsys) -> N
     assert main([*args, "--check-labels"]) == 2
     assert "label value(s) 3 not defined for Toy" in capsys.readouterr().err
     assert main(args) == 0  # headers only without the option
+
+
+def test_a_datalist_in_a_linked_folder_is_written_again_for_its_own_data(tmp_path: Path) -> None:
+    """A datalist written into ``runs -> real/sub`` records its root from ``real/sub``; writing it again for the same
+    data is not refused as another data set's."""
+    synthesize_kits19(tmp_path / "kits19", cases=3, shape=(16, 32, 32))
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "runs").symlink_to(tmp_path / "real" / "sub")
+    out = tmp_path / "runs" / "datalist.json"
+    assert main(["datalist", "kits19", str(tmp_path / "kits19"), "--out", str(out), "--folds", "3"]) == 0
+    assert json.loads(out.read_text())["dataset_root"] == "../../kits19"
+    assert main(["datalist", "kits19", str(tmp_path / "kits19"), "--out", str(out), "--folds", "3"]) == 0

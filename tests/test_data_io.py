@@ -17,8 +17,10 @@ from monai_mixedfocal.data import DataError
 from monai_mixedfocal.data.checks import CheckedNibabelReader
 from monai_mixedfocal.data.io import (
     check_grids,
+    check_image_ndim,
     check_pair,
     grid_offset,
+    is_macos_metadata,
     is_nifti,
     load_array,
     read_nifti_header,
@@ -190,3 +192,22 @@ def test_the_warning_of_case_like_entries_counts_them_all_and_names_the_first_th
     (message,) = [str(w.message) for w in record]
     assert message.startswith("4 entries named like a case") and message.endswith("'] and more")
     assert all(f"case_{n}'" in message for n in (1, 2, 3)) and "case_4'" not in message and "case_5" not in message
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((64, 64, 20, 1, 1), r"got shape \(64, 64, 20, 1, 1\) \(its extra dimensions have size 1: save it without"),
+        ((64, 64, 20, 1, 2), r"got shape \(64, 64, 20, 1, 2\)$"),  # not a squeezable 3-D image: no hint
+        ((64, 64), r"expected a 3-D image, got shape \(64, 64\)$"),
+    ],
+)
+def test_an_image_of_another_dimensionality_is_named_with_a_hint_only_when_it_helps(shape, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        check_image_ndim("scan.nii.gz", np.zeros(shape))
+    check_image_ndim("scan.nii.gz", np.zeros((64, 64, 20)))
+
+
+def test_macos_metadata_is_appledouble_files_and_macosx_folders_only() -> None:
+    assert is_macos_metadata("imagesTs/._spleen_1.nii.gz") and is_macos_metadata("__MACOSX/imagesTs/spleen_1.nii.gz")
+    assert not is_macos_metadata("imagesTs/.spleen_1.nii.gz") and not is_macos_metadata("imagesTs/spleen_1.nii.gz")

@@ -102,6 +102,15 @@ def test_case_folder_without_image(copy_root: Path) -> None:
         kits19_datalist(copy_root)  # the names found, as for a missing segmentation
 
 
+def test_case_files_that_are_valid_links_are_listed(copy_root: Path, tmp_path: Path) -> None:
+    case = copy_root / "data" / "case_00001"
+    (tmp_path / "store").mkdir()
+    for name in ("imaging.nii.gz", "segmentation.nii.gz"):
+        (case / name).rename(tmp_path / "store" / name)
+        (case / name).symlink_to(tmp_path / "store" / name)
+    assert "case_00001" in kits19_datalist(copy_root).case_ids
+
+
 @pytest.mark.parametrize("name", ["imaging.nii.gz", "segmentation.nii.gz"])
 def test_a_broken_link_to_a_case_file_is_named_as_one(copy_root: Path, name: str) -> None:
     """A broken segmentation link said 'without segmentation.nii.gz; found ['segmentation.nii.gz']'."""

@@ -349,6 +349,27 @@ def test_cli_in_process_prints_paired_tables(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "Table 2 (kidney): bonferroni-adjusted p-values, signedrank test on IoU" in out
     assert "mIoU" in out and "0.500" not in out.split("Cases used")[1].split("Table 2")[0]
+    assert "Bold (**): highest mean of each column.\n" in out  # bold as in report.md
+
+
+def test_cli_bold_rule_names_only_the_metrics_of_table_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    df = study_table()
+    df["hd95"] = np.arange(len(df), dtype=float)
+    df.to_csv(tmp_path / "per_case.csv", index=False)
+    assert run_in_process(str(tmp_path / "per_case.csv")) == 0
+    assert "Bold (**): highest mean of each column (hd95 not marked" in capsys.readouterr().out
+    assert run_in_process(str(tmp_path / "per_case.csv"), "--metrics", "dsc") == 0
+    assert "Bold (**): highest mean of each column.\n" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:ci_over='folds' with 2 fold")
+def test_the_report_says_when_the_intervals_are_over_fold_means(tmp_path: Path) -> None:
+    report.write_report(study_table(), tmp_path, ci_over="folds")
+    assert (
+        "## Table 1: mean ± 95% t confidence interval over fold means, per loss and class"
+        in (tmp_path / "report.md").read_text().splitlines()
+    )
+    assert r"mean $\pm$ 95\% CI over fold means}" in (tmp_path / "summary.tex").read_text()
 
 
 @pytest.mark.slow
