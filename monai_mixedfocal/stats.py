@@ -668,8 +668,7 @@ def _adjust(rows: pd.DataFrame, correction: str) -> pd.DataFrame:
         # the two-stage adjusted p-values hold for alpha = 0.05 only: mark what the procedure rejects at each level
         marks = pd.Series("", index=rows.index[finite])
         for threshold, mark in reversed(SIGNIFICANCE_MARKS):  # loosest first, stricter levels overwrite
-            with np.errstate(divide="ignore"):
-                rejected = multipletests(p, alpha=threshold, method=correction)[0]
+            rejected = multipletests(p, alpha=threshold, method=correction)[0]
             marks[rejected] = mark
         rows.loc[finite, "mark"] = marks
     return rows
