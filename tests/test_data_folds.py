@@ -152,6 +152,25 @@ def test_a_folder_of_the_same_name_on_the_other_side_of_the_link_is_not_taken_fo
         assert all(Path(item["image"]).is_file() for item in train + val), opened
 
 
+def test_an_earlier_version_s_record_of_the_same_root_is_not_refused_as_other_content(
+    kits_datalist: Datalist, tmp_path: Path
+) -> None:
+    """An earlier version recorded the root relative to a linked folder; writing the same datalist again (folds
+    protected) would otherwise refuse it for its dataset_root alone. Another root is still refused."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "runs").symlink_to(tmp_path / "real" / "sub")
+    shutil.copytree(kits_datalist.base_dir, tmp_path / "kits19")
+    moved = kits19_datalist(tmp_path / "kits19")
+    path = write_datalist(tmp_path / "runs" / "datalist.json", moved, num_folds=3)
+    earlier = {**json.loads(path.read_text()), "dataset_root": "../kits19"}  # from runs, not from real/sub
+    path.write_text(json.dumps(earlier))
+    write_datalist(path, moved, num_folds=3, overwrite=False)
+    assert json.loads(path.read_text()) == earlier  # left untouched
+    shutil.copytree(tmp_path / "kits19", tmp_path / "copy")
+    with pytest.raises(DataError, match="exists with other content"):
+        write_datalist(path, kits19_datalist(tmp_path / "copy"), num_folds=3, overwrite=False)
+
+
 def test_a_datalist_without_dataset_root_resolves_against_its_own_folder(tmp_path: Path) -> None:
     """A hand-written datalist in the MONAI layout, its paths relative to the JSON's folder."""
     (tmp_path / "imgs").mkdir()

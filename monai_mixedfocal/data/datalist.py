@@ -138,7 +138,8 @@ def write_datalist(
         seed: fold shuffling seed.
         overwrite: if ``False``, refuse to replace an existing file whose content differs in anything (cases, folds,
             seed, the recorded root, the paths; the message says what), so a study cannot silently change what its
-            runs train on; an identical file is left untouched.
+            runs train on; an identical file is left untouched, as is one that records the same root relative to a
+            linked folder (written by an earlier version).
 
     Returns:
         The path written.
@@ -153,13 +154,23 @@ def write_datalist(
             existing = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise DataError(f"{path}: exists but cannot be read as JSON ({err}); remove it or overwrite it") from err
-        if existing == content:
+        if existing == content or _same_but_for_the_root_s_form(path, existing, content, datalist.base_dir):
             return path
         raise DataError(
             f"{path}: exists with other content ({'; '.join(datalist_differences(existing, content))}); replace it "
             "explicitly (overwrite=True, --force on the command line) to change what its runs train on"
         )
     return atomic_write_json(path, content)
+
+
+def _same_but_for_the_root_s_form(
+    path: Path, existing: Mapping[str, Any], content: Mapping[str, Any], root: str | os.PathLike
+) -> bool:
+    """Whether ``existing`` records ``content`` and the same data set root in another form: an earlier version wrote
+    it relative to a linked folder, this one relative to the folder's real path (:func:`recorded_root`)."""
+    if {**existing, "dataset_root": ""} != {**content, "dataset_root": ""}:
+        return False
+    return os.path.realpath(recorded_root(path, existing)) == os.path.realpath(root)
 
 
 def datalist_differences(existing: Mapping[str, Any], content: Mapping[str, Any]) -> list[str]:
@@ -205,18 +216,20 @@ def recorded_root(path: str | os.PathLike, content: Mapping[str, Any]) -> Path:
     ``runs -> /scratch/u/runs``, ``runs/../data`` is ``data`` beside the link, ``/scratch/u/runs/../data`` another
     folder. A datalist written by this version records the root relative to the real path, one written into the link's
     folder by an earlier version relative to the link. The root is the first of the two that holds the first case's
-    image (a folder of the same name on the other side is not taken for it), else the first that is a folder.
+    image (a folder of the same name on the other side is not taken for it), else the first that is a folder; it is
+    returned absolute, with ``..`` resolved by name (``Path.resolve`` would follow the link first).
     """
     recorded = str(content.get("dataset_root", "."))
-    folder = Path(path).parent
-    candidates = list(dict.fromkeys([folder / recorded, Path(os.path.realpath(folder)) / recorded]))
+    folder = Path(path).absolute().parent
+    by_name = [Path(os.path.normpath(base / recorded)) for base in (folder, Path(os.path.realpath(folder)))]
+    candidates = list(dict.fromkeys(by_name))
     cases = content.get("training") or [{}]  # a list, as read_datalist checks
     first = cases[0].get("image") if isinstance(cases[0], Mapping) else None
     if isinstance(first, str):
-        holding = [c for c in candidates if Path(os.path.normpath(c.absolute() / first)).is_file()]
+        holding = [c for c in candidates if Path(os.path.normpath(c / first)).is_file()]
         if holding:
             return holding[0]
-    return next((c for c in candidates if Path(os.path.normpath(c.absolute())).is_dir()), candidates[0])
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def _resolve(item: dict[str, Any], base_dir: Path) -> dict[str, Any]:
