@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_mixedfocal.data import synthesize_brats20, synthesize_kits19
@@ -34,6 +35,13 @@ def make_data(dataset: str, root: Path, cases: int = 6, seed: int = 0) -> Path:
     else:
         synthesize_brats20(root, cases=cases, seed=seed, shape=(48, 48, 40))
     return root
+
+
+def write_model_file(bundle_root: Path) -> None:
+    """A readable ``models/model.pt`` (a small state dict), which the start-up of an evaluation or an inference requires
+    (only the evaluator's run loads it into the network)."""
+    (bundle_root / "models").mkdir(parents=True, exist_ok=True)
+    torch.save(torch.nn.Linear(2, 1).state_dict(), bundle_root / "models" / "model.pt")
 
 
 def bundle_workflow(name: str, files: list[str], workflow_type: str = "train", **override: object) -> ConfigWorkflow:

@@ -308,14 +308,17 @@ def test_a_damaged_label_ends_the_training_with_its_error_not_sigabrt(kits_data:
 
 
 def test_inference_checks_its_model_and_window_before_any_case(kits_data: Path, tmp_path: Path) -> None:
-    """A damaged models/model.pt is named (torch's own error did not name the file), and --sw_batch_size 0 is refused
-    (MONAI failed with "range() arg 3 must not be zero" once the first case was loaded)."""
+    """A missing models/model.pt is named with what writes it (MONAI's CheckpointLoader said "No such file" once the
+    data loader had started), a damaged one is named (torch's own error did not name the file), and --sw_batch_size 0
+    is refused (MONAI failed with "range() arg 3 must not be zero" once the first case was loaded)."""
     values = overrides("kits19", dataset_dir=str(kits_data), bundle_root=str(tmp_path))
     model = tmp_path / "models" / "model.pt"
+    args = cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})
+    missing = run_bundle(KITS, [*INFER, *args], check=False)
+    assert missing.returncode == 1 and f"{model}: no such model file" in missing.stderr
     model.parent.mkdir(parents=True)
     torch.save({"weight": torch.zeros(2)}, model)
     model.write_bytes(model.read_bytes()[:-100])  # cut short in a copy
-    args = cli_args({**_infer(values), "output_dir": str(tmp_path / "infer")})
     damaged = run_bundle(KITS, [*INFER, *args], check=False)
     assert damaged.returncode == 1 and f"{model}: not a readable checkpoint" in damaged.stderr
     window = run_bundle(KITS, [*INFER, *args, "--sw_batch_size", "0"], check=False)

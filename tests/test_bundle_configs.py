@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import BUNDLES, REPO, SCHEMA, bundle_workflow, make_data, overrides
+from bundle_utils import BUNDLES, REPO, SCHEMA, bundle_workflow, make_data, overrides, write_model_file
 from error_chain import error_chain
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.transforms import Compose
@@ -120,6 +120,7 @@ def test_inference_config_is_monai_label_ready(name: str) -> None:
 def test_workflow_properties(dataset: tuple[str, Path], tmp_path: Path) -> None:
     name, root = dataset
     train_override = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    write_model_file(tmp_path)  # a training's, read at the start of the evaluation and the inference
     for files in (["train.json"], ["train.json", "evaluate.json"]):  # multi_gpu_train.json: see test_bundle_cli
         workflow = bundle_workflow(name, files, "train", **train_override)
         workflow.initialize()
@@ -217,6 +218,7 @@ def test_an_interrupted_run_of_other_settings_stops_training_but_not_evaluation(
         bundle_workflow(name, ["train.json"], "train", **values, epochs=4).initialize()
     expected = "holds another run, interrupted after epoch 1 of 4 (loss: 'dice' -> 'mixed_focal')"
     assert expected in error_chain(info.value)
+    write_model_file(tmp_path)
     bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values, epochs=4).initialize()
 
 
@@ -245,6 +247,7 @@ def test_a_resume_or_an_evaluation_with_another_network_is_refused_at_start(
             bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values, **{change: value}).initialize()
         message = error_chain(info.value)
         assert "trained with another network (network: " in message and "--network_def" in message, message
+    write_model_file(tmp_path)
     bundle_workflow(name, ["train.json", "evaluate.json"], "train", **values).initialize()  # the same network
 
 

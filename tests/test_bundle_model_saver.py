@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import BUNDLES, bundle_workflow, make_data, overrides
+from bundle_utils import BUNDLES, bundle_workflow, make_data, overrides, write_model_file
 from error_chain import error_chain
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
@@ -201,7 +201,8 @@ def test_unreadable_checkpoints_are_named(tmp_path: Path, kind: str) -> None:
     with pytest.raises(ValueError, match=message + r".*\); remove it or start over with --resume False$"):
         load_checkpoint(path)
     if kind == "missing":
-        check_model_file(path)  # left to MONAI's CheckpointLoader, whose error names it
+        with pytest.raises(FileNotFoundError, match=re.escape(f"{path}: no such model file. A training writes it")):
+            check_model_file(path)
     else:
         with pytest.raises(ValueError, match=message + r".*\); train this bundle_root again"):
             check_model_file(path)
@@ -340,8 +341,7 @@ def test_unwritable_output_folders_stop_the_run_at_start(dataset: tuple[str, Pat
         bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
     assert f"cannot write to {tmp_path / 'eval'} (File exists)" in error_chain(info.value)
     (tmp_path / "eval").unlink()
-    (tmp_path / "models").rmdir()  # created by the training's check, before it reached checkpoints/
-    (tmp_path / "models").write_text("a file where the folder goes")
+    write_model_file(tmp_path)  # in models/, created by the training's check, before it reached checkpoints/
     (tmp_path / "checkpoints").write_text("a file where the folder goes")
     bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
 
@@ -356,12 +356,16 @@ def test_a_second_training_in_a_bundle_root_stops_at_start(
     with pytest.raises(Exception) as info:
         bundle_workflow(name, ["train.json"], **values).initialize()
     assert f"another training (pid {other.pid}) is running in {tmp_path}" in error_chain(info.value)
+    write_model_file(tmp_path)
     bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()  # evaluating it is allowed
 
 
 def test_the_evaluation_checks_model_pt_at_start(dataset: tuple[str, Path], tmp_path: Path) -> None:
     name, root = dataset
     values = overrides(name, dataset_dir=str(root), bundle_root=str(tmp_path))
+    with pytest.raises(Exception) as info:
+        bundle_workflow(name, ["train.json", "evaluate.json"], **values).initialize()
+    assert f"{tmp_path / 'models' / 'model.pt'}: no such model file. A training writes it" in error_chain(info.value)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(Exception) as info:

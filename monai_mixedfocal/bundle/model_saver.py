@@ -81,19 +81,23 @@ def load_checkpoint(
 
 
 def check_model_file(path: str | os.PathLike) -> None:
-    """At the start of an evaluation, before any case is inferred: the model file, when it exists, can be loaded.
-
-    A missing file is left to MONAI's ``CheckpointLoader``, whose error names it.
+    """At the start of an evaluation or inference, before any image is read: the model file exists and can be loaded.
 
     Args:
         path: the model to evaluate (``models/model.pt``).
 
     Raises:
+        FileNotFoundError: there is no such file (MONAI's ``CheckpointLoader`` would say so only after the evaluator's
+            data loader has started); the message says what writes it and how to point to another one.
         ValueError: the file cannot be loaded or holds no state dict; the message names it.
     """
     path = Path(path)
     if not os.path.lexists(path):
-        return
+        raise FileNotFoundError(
+            f"{path}: no such model file. A training writes it at its first validation (after --val_interval "
+            "epochs): train this bundle_root first (run training with the same --bundle_root), or point to a trained "
+            "model (--ckpt_dir for evaluate.json, --ckpt_path for inference.json)"
+        )
     hint = "train this bundle_root again to write it, or restore an intact copy"
     state = load_checkpoint(path, mmap=path.is_file(), hint=hint)
     if not isinstance(state, Mapping):
