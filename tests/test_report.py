@@ -222,7 +222,7 @@ def test_write_report_prints_user_text_as_written(tmp_path: Path) -> None:
     assert r"## Table 2 (kidney \*left\*): holm-adjusted p-values, ranksum test on HD95 \[mm\]/x" in lines
     assert r"![Per-case HD95 \[mm\]/x](boxplot_HD95_mm_x.png)" in lines
     assert any(line.startswith("- Table 2:") and line.endswith(r"on per-case HD95 \[mm\]/x.") for line in lines)
-    assert r"![Segmentations of case case\_\*7\*](overlays.png)" in lines
+    assert r"![Segmentations of case\_\*7\*](overlays.png)" in lines
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith("boxplot")} == {"boxplot_HD95_mm_x.png"}
     assert all(p.is_file() for p in tmp_path.iterdir())  # no sub-folder made from the "/" of the metric name
     tex = (tmp_path / "summary.tex").read_text()
@@ -464,3 +464,84 @@ def test_table1_groups_columns_by_class_whatever_the_order_of_the_summary() -> N
     df = study_table()[["case", "method", "class", "dsc", "recall"]]
     cells, _ = report.table1(stats.summary_table(df).sort_values("metric", kind="stable"))
     assert list(cells.columns) == ["DSC kidney", "Recall kidney", "DSC tumour & cyst", "Recall tumour & cyst"]
+
+
+def test_the_tables_and_figures_show_the_classes_in_one_order() -> None:
+    """Against the bug (the order of first appearance in the summary): a first method without class B put B last in
+    Table 1 and the precision-recall panels (A, C, B), while the box plots and Table 2 showed A, B, C."""
+    rows = [("m0", "A"), ("m1", "B"), ("m0", "C"), ("m1", "A"), ("m1", "C")]
+    df = pd.DataFrame(
+        [
+            {"case": f"c{i}", "method": m, "class": c, "dsc": 0.5 + 0.1 * i, "precision": 0.6, "recall": 0.4 + 0.1 * i}
+            for m, c in rows
+            for i in range(3)
+        ]
+    )
+    summary = stats.summary_table(df)
+    assert report.summary_classes(summary) == ["A", "B", "C"]
+    cells, _ = report.table1(summary)
+    assert [column.split()[-1] for column in cells.columns[::3]] == ["A", "B", "C"]
+    titles = [ax.get_title() for ax in report.precision_recall_figure(summary).axes if ax.get_title()]
+    assert titles == [f"Precision vs recall — {c}" for c in "ABC"]
+    titles = [ax.get_title() for ax in report.boxplot_figure(df).axes if ax.get_title()]
+    assert titles == [f"DSC — {c}" for c in "ABC"]
+    assert list(dict.fromkeys(stats.pairwise_tests(df)["class"])) == ["A", "B", "C"]
+
+
+def test_summary_classes_merges_each_methods_order() -> None:
+    summary = pd.DataFrame(
+        {"method": ["m0", "m0", "m1", "m1", "m2", "m2"], "class": ["B", "D", "A", "B", "C", "D"], "metric": "dsc"}
+    )
+    assert report.summary_classes(summary) == ["A", "B", "C", "D"]
+    assert report.summary_classes(summary.iloc[:0]) == []
+
+
+def test_figures_draw_names_with_dollar_signs_as_written(tmp_path: Path) -> None:
+    """Against the bug (names read as matplotlib mathtext): ``loss_$x^$`` stopped the report with a
+    ParseSyntaxException, ``cost $5 vs $10`` lost its spaces in italics."""
+    df = study_table()
+    df["method"] = df["method"].map(dict(zip(METHODS, ["loss_$x^$", "cost $5 vs $10", "plain", "$"])))
+    df["class"] = df["class"].replace({"kidney": "kidney $k$"})
+    report.write_report(df, tmp_path, overlays=overlay_inputs(), overlay_case="$7")
+    for name in ("boxplot_dsc.png", "precision_recall.png", "overlays.png"):
+        assert_png_not_blank(tmp_path / name)
+    figure = report.boxplot_figure(df)
+    ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert ticks[:2] == [r"loss_\$x^\$" + "\n(n=8)", r"cost \$5 vs \$10" + "\n(n=8)"]  # \$: a literal dollar sign
+    assert figure.axes[0].get_title() == r"DSC — kidney \$k\$"
+
+
+def test_the_precision_recall_axes_say_what_the_intervals_are_over() -> None:
+    """Against the bug (the axes said only "95% CI"): the PNG pasted into a paper loses the report's heading."""
+    with pytest.warns(UserWarning, match="interval over 2 fold means has 1 degree of freedom"):
+        summary = stats.summary_table(study_table(), ci_over="folds", confidence=0.9)
+    ax = report.precision_recall_figure(summary, 0.9, "folds").axes[0]
+    assert ax.get_xlabel() == "mean recall (± 90% CI over fold means)"
+    assert ax.get_ylabel() == "mean precision (± 90% CI over fold means)"
+    assert report.precision_recall_figure(summary).axes[0].get_xlabel() == "mean recall (± 95% CI over cases)"
+
+
+def test_a_plain_table_keeps_a_pipe_in_its_column() -> None:
+    cells = pd.DataFrame({"DSC": ["0.1", "0.2"]}, index=pd.Index(["a|b", "c_d *e*"], name="Method"))
+    lines = report.markdown_table(cells, escape=False).splitlines()
+    assert lines[2] == r"| a\|b    | 0.1 |" and lines[3] == "| c_d *e* | 0.2 |"  # nothing else escaped
+
+
+@pytest.mark.parametrize(
+    ("case", "title"),
+    [(None, "Segmentations"), ("case_00001", "Segmentations of case_00001"), ("7", "Segmentations of case 7"),
+     ("BraTS20_Training_001", "Segmentations of case BraTS20_Training_001")],
+)  # fmt: skip
+def test_overlay_title(case: str | None, title: str) -> None:
+    assert report.overlay_title(case) == title
+    assert report.overlay_figure(overlay_inputs(), ["kidney", "tumour"], case).get_suptitle() == title
+
+
+def test_radiological_view_puts_the_patients_right_on_the_left_and_anterior_at_the_top() -> None:
+    ras_slice = np.zeros((4, 3))  # x: to the patient's right, y: to anterior
+    ras_slice[3, 2] = 1  # right, anterior
+    ras_slice[0, 0] = 2  # left, posterior
+    view = report.radiological_view(ras_slice)
+    assert view.shape == (3, 4) and view[0, 0] == 1 and view[-1, -1] == 2
+    with pytest.raises(ValueError, match=r"expects a 2-D axial slice, got shape \(2, 2, 2\)"):
+        report.radiological_view(np.zeros((2, 2, 2)))

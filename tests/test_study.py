@@ -265,12 +265,56 @@ def test_the_overlays_show_a_case_of_the_fold_with_the_most_finished_runs_the_fi
 
     def overlay_fold() -> int:
         text = collect_and_report(spec, echo=lambda line: None).read_text()
-        (case,) = (case for case in fold_of if f"![Segmentations of case {case}]" in text)
+        (case,) = (case for case in fold_of if f"![Segmentations of {case}]" in text)
         return fold_of[case]
 
     assert overlay_fold() == 0
     next(run for run in runs if run.fold == 0).per_case_csv.unlink()
     assert overlay_fold() == 1
+
+
+@pytest.mark.parametrize("axes", [("R", "A", "S"), ("L", "P", "S"), ("I", "P", "L")], ids=["RAS", "LPS", "KiTS19"])
+def test_the_overlays_show_axial_slices_as_radiologists_do(tmp_path: Path, axes: tuple[str, str, str]) -> None:
+    """Against the bug (the view mirrored left to right): the patient's right on the viewer's left and anterior at the
+    top, whatever the files' orientation (KiTS19 stores slices x rows x columns, the slice spacing in the affine's
+    first column). Marker: the rarest class at the patient's right anterior corner of one slice."""
+    ras = np.zeros((6, 5, 4), dtype=np.uint8)  # x (to the patient's right), y (to anterior), z (to superior)
+    ras[1:5, 1:4, :] = 1
+    ras[-1, -1, 2] = 2  # right, anterior, slice 2
+    image = np.arange(ras.size, dtype=np.float32).reshape(ras.shape)
+    to_axes = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(axes))
+    paths = {}
+    for name, volume in {"imaging": image, "segmentation": ras}.items():
+        written = nib.Nifti1Image(volume, np.diag([0.8, 0.8, 5.0, 1.0])).as_reoriented(to_axes)
+        assert nib.aff2axcodes(written.affine) == axes
+        paths[name] = tmp_path / "case_00000" / f"{name}.nii.gz"
+        paths[name].parent.mkdir(exist_ok=True)
+        nib.save(written, paths[name])
+    run = Run("dice", 0, tmp_path / "run", BUNDLE, {})
+    (run.root / "eval").mkdir(parents=True)
+    nib.save(nib.load(paths["segmentation"]), run.root / "eval" / "imaging_seg.nii.gz")
+    slices = overlay_slices([run], paths["imaging"], paths["segmentation"])
+    assert slices is not None
+    shown_image, shown_label, shown_prediction = slices["dice"]
+    assert shown_label[0, 0] == 2 and (shown_label == 2).sum() == 1  # top left: the patient's right, anterior
+    np.testing.assert_array_equal(shown_prediction, shown_label)
+    np.testing.assert_array_equal(shown_image, image[::-1, ::-1, 2].T)  # rows: y falling, columns: x falling
+
+
+def test_the_study_says_when_it_draws_no_overlays(tmp_path: Path) -> None:
+    """Finished runs whose evaluation saved no segmentation: the report has no overlays.png, and the study says why
+    (it left the figure out without a word)."""
+    data = tmp_path / "data"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path / "out", losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    for run in spec.runs():
+        run.per_case_csv.parent.mkdir(parents=True)
+        run.per_case_csv.write_text(_per_case_rows(spec, run.fold))
+    lines: list[str] = []
+    collect_and_report(spec, echo=lines.append)
+    assert not (spec.out_dir / "overlays.png").exists()
+    assert lines[0].startswith("no overlays.png: no validation case has a saved segmentation") and len(lines) == 2
 
 
 def test_a_run_made_with_other_settings_is_flagged(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from monai_mixedfocal.report.tables import METRIC_LABELS, confidence_percent
+from monai_mixedfocal.report.tables import METRIC_LABELS, interval_description, summary_classes
 
 __all__ = [
     "OverlayInput",
@@ -30,8 +30,10 @@ __all__ = [
     "check_overlays",
     "figure_png",
     "overlay_figure",
+    "overlay_title",
     "pick_overlay_slice",
     "precision_recall_figure",
+    "radiological_view",
 ]
 
 #: one slice per method: (image_2d, label_2d, pred_2d)
@@ -39,6 +41,12 @@ OverlayInput = Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: label colours: the paper draws the first class (kidney) in red and the second (tumour) in blue
 _CLASS_COLOURS: tuple[str, ...] = ("red", "blue", "limegreen", "gold", "magenta", "cyan", "darkorange", "purple")
 _PNG_DPI = 120
+
+
+def _text(name: object) -> str:
+    """A name as figure text, drawn as written: matplotlib reads text between two ``$`` as mathtext (``cost $5 vs
+    $10`` lost its spaces, in italics) and stops at an invalid formula (``loss_$x^$``: ``ParseSyntaxException``)."""
+    return str(name).replace("$", r"\$")
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -85,27 +93,30 @@ def boxplot_figure(df: pd.DataFrame, metric: str = "dsc") -> Figure:
             ax.plot(k + rng.uniform(-0.15, 0.15, d.size), d, ".", color="0.35", alpha=0.5, markersize=4)
         ax.set_xticks(
             range(1, len(methods) + 1),
-            [f"{m}\n(n={d.size})" for m, d in zip(methods, data)],
+            [f"{_text(m)}\n(n={d.size})" for m, d in zip(methods, data)],
             rotation=30,
             ha="right",
             fontsize=8,
         )
-        ax.set_title(f"{label} — {cls}")
-        ax.set_ylabel(f"per-case {label}")
+        ax.set_title(_text(f"{label} — {cls}"))
+        ax.set_ylabel(_text(f"per-case {label}"))
         ax.grid(axis="y", alpha=0.3)
     caption = "box: quartiles, whiskers: 1.5 IQR, line: median, triangle: mean, dots: cases"
-    fig.suptitle(f"Per-case {label} per loss ({caption})", fontsize=10)
+    fig.suptitle(_text(f"Per-case {label} per loss ({caption})"), fontsize=10)
     return fig
 
 
-def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> Figure:
+def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95, ci_over: str = "cases") -> Figure:
     """Mean precision against mean recall per method (with CI error bars), one panel per class.
 
-    Points above the dashed diagonal favour precision, below it recall (the paper's recall-precision balance).
+    Points above the dashed diagonal favour precision, below it recall (the paper's recall-precision balance). The
+    panels follow the per-case table's class order (:func:`~monai_mixedfocal.report.tables.summary_classes`), as the
+    box plots and Table 1 do.
 
     Args:
         summary: output of :func:`~monai_mixedfocal.stats.summary_table` with ``precision`` and ``recall`` rows.
         confidence: the confidence level of ``summary`` (for the axis labels).
+        ci_over: what the intervals of ``summary`` are over, ``"cases"`` or ``"folds"`` (for the axis labels).
 
     Returns:
         The figure (caller closes it).
@@ -113,7 +124,7 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> 
     wide = summary[summary["metric"].isin(["precision", "recall"])].pivot_table(
         index=["class", "method"], columns="metric", values=["mean", "half_width"], sort=False, dropna=False
     )
-    classes = list(dict.fromkeys(wide.index.get_level_values("class")))
+    classes = [cls for cls in summary_classes(summary) if cls in wide.index.get_level_values("class")]
     methods = list(dict.fromkeys(wide.index.get_level_values("method")))
     colours = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     markers = "osD^vP*Xh<>"
@@ -131,7 +142,7 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> 
                 fmt=markers[k % len(markers)],
                 color=colours(k % colours.N),
                 capsize=3,
-                label=method,
+                label=_text(method),
             )
         lo, hi = ax.get_xlim()[0], ax.get_xlim()[1]
         lo, hi = min(lo, ax.get_ylim()[0]), max(hi, ax.get_ylim()[1])
@@ -139,9 +150,10 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95) -> 
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_xlabel(f"mean recall (± {confidence_percent(confidence)} CI)")
-        ax.set_ylabel(f"mean precision (± {confidence_percent(confidence)} CI)")
-        ax.set_title(f"Precision vs recall — {cls}")
+        interval = interval_description(confidence, ci_over, short=True)
+        ax.set_xlabel(f"mean recall (± {interval})")
+        ax.set_ylabel(f"mean precision (± {interval})")
+        ax.set_title(_text(f"Precision vs recall — {cls}"))
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", fontsize=8, title="loss")
@@ -205,11 +217,41 @@ def overlay_figure(
         ax.imshow(
             np.clip(np.asarray(lab, dtype=int), 0, n_labels), cmap=cmap, vmin=0, vmax=n_labels, interpolation="nearest"
         )
-        ax.set_title(f"({chr(ord('a') + k)}) {title}", fontsize=9)
-    legend = [Patch(color=colours[k], label=names.get(k, f"label {k}")) for k in range(1, n_labels + 1)]
+        ax.set_title(_text(f"({chr(ord('a') + k)}) {title}"), fontsize=9)
+    legend = [Patch(color=colours[k], label=_text(names.get(k, f"label {k}"))) for k in range(1, n_labels + 1)]
     fig.legend(handles=legend, loc="outside lower center", ncol=min(len(legend), 6), fontsize=8, frameon=False)
-    fig.suptitle("Segmentations" + (f" of case {case_name}" if case_name else ""), fontsize=10)
+    fig.suptitle(_text(overlay_title(case_name)), fontsize=10)
     return fig
+
+
+def overlay_title(case_name: str | None = None) -> str:
+    """The overlay figure's title: ``"Segmentations of case_00001"``, ``"Segmentations of case 7"`` for a name that
+    does not say it is a case, ``"Segmentations"`` without one."""
+    if not case_name:
+        return "Segmentations"
+    return f"Segmentations of {'' if str(case_name).lower().startswith('case') else 'case '}{case_name}"
+
+
+def radiological_view(axial_slice: Any) -> np.ndarray:
+    """An axial slice of a RAS-oriented volume (``volume[..., k]``, indexed ``(x, y)``) as radiologists display it:
+    anterior at the top and the patient's right on the viewer's left (as ITK-SNAP and 3D Slicer show axial slices).
+
+    Rows run from anterior to posterior (decreasing ``y``), columns from the patient's right to left (decreasing
+    ``x``). For a volume in another orientation, reorient it first (``nibabel.as_closest_canonical``).
+
+    Args:
+        axial_slice: 2-D array ``(x, y)``.
+
+    Returns:
+        The 2-D array ``(y, x)`` with both axes reversed, ready for ``imshow``.
+
+    Raises:
+        ValueError: if ``axial_slice`` is not 2-D.
+    """
+    view = np.asarray(axial_slice)
+    if view.ndim != 2:
+        raise ValueError(f"radiological_view expects a 2-D axial slice, got shape {view.shape}")
+    return view.T[::-1, ::-1]
 
 
 def pick_overlay_slice(label_volume: Any, axis: int = -1) -> int:

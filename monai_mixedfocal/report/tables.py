@@ -30,6 +30,7 @@ __all__ = [
     "markdown_table",
     "one_line",
     "pairwise_matrix",
+    "summary_classes",
     "table1",
 ]
 
@@ -89,6 +90,25 @@ def bold_rule(metrics: Sequence[str]) -> str:
     return rule + "."
 
 
+def summary_classes(summary: pd.DataFrame) -> list[str]:
+    """The classes of a :func:`~monai_mixedfocal.stats.summary_table` in the per-case table's order, as the box plots
+    and Table 2 show them.
+
+    The summary lists its rows method by method, each method's classes in the per-case table's order. A method without
+    some class leaves it out, so the order of first appearance can differ (classes A, C of a first method, then A, B, C
+    of a second, gave A, C, B): each method's classes are merged in, a class not yet placed going before the first of
+    the classes that follow it in that method.
+    """
+    order: list[str] = []
+    for _, rows in summary.groupby("method", sort=False):
+        listed = list(dict.fromkeys(rows["class"]))
+        for k, cls in enumerate(listed):
+            if cls not in order:
+                placed_after = [order.index(other) for other in listed[k + 1 :] if other in order]
+                order.insert(min(placed_after, default=len(order)), cls)
+    return order
+
+
 def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's Table 1 from :func:`monai_mixedfocal.stats.summary_table`: one row per method, one column per class
     and metric.
@@ -115,8 +135,7 @@ def table1(summary: pd.DataFrame, digits: int = 3, value: str = "ci") -> tuple[p
     methods = list(pd.unique(summary["method"]))
     columns = list(dict.fromkeys(zip(summary["class"], summary["metric"])))
     # order columns class by class, keeping the metric order within a class (DSC kidney, Precision kidney, ...)
-    classes = list(dict.fromkeys(c for c, _ in columns))
-    columns = [(c, m) for c in classes for (c2, m) in columns if c2 == c]
+    columns = [(c, m) for c in summary_classes(summary) for (c2, m) in columns if c2 == c]
     labels = [_metric_label(m, c) for c, m in columns]
     if len(set(labels)) < len(labels):
         clashing = sorted({f"{m!r} ({label})" for (c, m), label in zip(columns, labels) if labels.count(label) > 1})
@@ -213,6 +232,11 @@ def markdown_escape(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", one_line(text))
 
 
+def _plain_cell(text: object) -> str:
+    """A cell of a plain (unescaped) Markdown table: one line, ``|`` escaped so that it stays in its column."""
+    return one_line(text).replace("|", r"\|")
+
+
 def markdown_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, escape: bool = True) -> str:
     """Render a DataFrame of strings (index included) as a GitHub Markdown table with aligned columns.
 
@@ -221,12 +245,13 @@ def markdown_table(cells: pd.DataFrame, best: pd.DataFrame | None = None, escape
         best: optional boolean DataFrame of the same shape; True cells are set in bold.
         escape: escape the Markdown characters of every cell (:func:`markdown_escape`) so that significance marks
             print as asterisks and a name such as ``<loss>`` is not read as an HTML tag; use False for plain terminal
-            output. Either way each cell is put on one line (:func:`one_line`).
+            output, where only ``|`` is escaped (a name ``a|b`` would add a column). Either way each cell is put on one
+            line (:func:`one_line`).
 
     Returns:
         The table text, ending with a newline.
     """
-    esc: Callable[[object], str] = markdown_escape if escape else one_line
+    esc: Callable[[object], str] = markdown_escape if escape else _plain_cell
     header = [esc(cells.index.name or ""), *(esc(c) for c in cells.columns)]
     body = []
     for i, (name, row) in enumerate(cells.iterrows()):

@@ -40,6 +40,7 @@ from monai_mixedfocal.report.figures import (
     check_overlays,
     figure_png,
     overlay_figure,
+    overlay_title,
     precision_recall_figure,
 )
 from monai_mixedfocal.report.tables import (
@@ -246,15 +247,14 @@ def write_report(
     files[boxplot] = figure_png(boxplot_figure(df, test_metric))
     md += ["## Figures", "", f"![Per-case {markdown_escape(label)}]({boxplot})", ""]
     if {"precision", "recall"}.issubset(summary["metric"]):
-        files["precision_recall.png"] = figure_png(precision_recall_figure(summary, confidence))
+        files["precision_recall.png"] = figure_png(precision_recall_figure(summary, confidence, ci_over))
         md += ["![Precision versus recall](precision_recall.png)", ""]
     else:
         md += ["(No precision-recall plot: the table lacks precision or recall.)", ""]
     if overlays is not None:
         names = class_names if class_names is not None else list(pd.unique(df["class"]))
         files["overlays.png"] = figure_png(overlay_figure(overlays, names, overlay_case))
-        of_case = f" of case {markdown_escape(overlay_case)}" if overlay_case else ""
-        md += [f"![Segmentations{of_case}](overlays.png)", ""]
+        md += [f"![{markdown_escape(overlay_title(overlay_case))}](overlays.png)", ""]
     files["report.md"] = "\n".join(md).encode()
 
     out.mkdir(parents=True, exist_ok=True)

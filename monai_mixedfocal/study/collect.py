@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from monai_mixedfocal.report import pick_overlay_slice
+from monai_mixedfocal.report import pick_overlay_slice, radiological_view
 from monai_mixedfocal.study.per_case_csv import PER_CASE_METRICS
 from monai_mixedfocal.study.runs import Run
 
@@ -90,7 +90,6 @@ def overlay_slices(
         prediction = prediction[..., 0] if prediction.ndim == 4 else prediction
         if prediction.shape != label_volume.shape:
             return None
-        # RAS arrays index (x, y): rotate so that anterior is up, as radiologists display axial slices
         views = (image_volume[..., index], label_volume[..., index], prediction[..., index])
-        slices[loss] = tuple(np.rot90(view) for view in views)
+        slices[loss] = tuple(radiological_view(view) for view in views)
     return slices  # type: ignore[return-value]

@@ -298,6 +298,11 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         notes=[note for note in (_partial_note(runs, missing), _settings_note(runs)) if note],
     )
     finished = len(runs) - len(missing)
+    if overlay is None:
+        echo(
+            "no overlays.png: no validation case has a saved segmentation, in its label's grid, from every finished "
+            "loss of one fold (the evaluation saves them under each run's eval/)"
+        )
     echo(f"report: {report} ({finished}/{len(runs)} runs, {table['case'].nunique()} cases)")
     return report
 
