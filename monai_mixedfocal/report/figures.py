@@ -225,8 +225,15 @@ def overlay_figure(
 
 
 def overlay_title(case_name: str | None = None) -> str:
-    """The overlay figure's title: ``"Segmentations of case_00001"``, ``"Segmentations of case 7"`` for a name that
-    does not say it is a case, ``"Segmentations"`` without one."""
+    """The overlay figure's title, also the report's caption of it.
+
+    Args:
+        case_name: the case shown, or ``None``.
+
+    Returns:
+        ``"Segmentations of case_00001"``, ``"Segmentations of case 7"`` for a name that does not say it is a case,
+        ``"Segmentations"`` without one.
+    """
     if not case_name:
         return "Segmentations"
     return f"Segmentations of {'' if str(case_name).lower().startswith('case') else 'case '}{case_name}"

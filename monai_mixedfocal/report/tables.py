@@ -98,6 +98,12 @@ def summary_classes(summary: pd.DataFrame) -> list[str]:
     some class leaves it out, so the order of first appearance can differ (classes A, C of a first method, then A, B, C
     of a second, gave A, C, B): each method's classes are merged in, a class not yet placed going before the first of
     the classes that follow it in that method.
+
+    Args:
+        summary: output of :func:`~monai_mixedfocal.stats.summary_table` (or the same rows in another order).
+
+    Returns:
+        The class names, each once.
     """
     order: list[str] = []
     for _, rows in summary.groupby("method", sort=False):
