@@ -403,6 +403,26 @@ def test_dry_run_prints_one_line_per_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_dry_run_line_run_again_evaluates_without_training_again(tmp_path: Path) -> None:
+    """A cluster job requeued after its training ended (preempted during the evaluation, say): the printed line
+    evaluates the trained model; it trained the run over from scratch (the bundle starts over from a finished
+    last.pt)."""
+    printed = _study("--demo", "--losses", "dice", "--only-folds", "0", "--out", "s", "--dry-run", *TINY, cwd=tmp_path)
+    (line,) = printed.stdout.strip().splitlines()
+    root = tmp_path / "s" / "runs" / "dice" / "fold_0"
+    first = subprocess.run(["bash", "-c", line], cwd="/", capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (root / "trained.ok").is_file() and (root / "eval" / PER_CASE_CSV).is_file()
+    trained = (root / "checkpoints" / "last.pt").stat().st_mtime_ns
+    (root / "eval" / PER_CASE_CSV).unlink()
+    again = subprocess.run(["bash", "-c", line], cwd="/", capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (root / "checkpoints" / "last.pt").stat().st_mtime_ns == trained
+    assert not (root / "checkpoints" / "model_of_finished_run.pt").exists()
+    assert (root / "eval" / PER_CASE_CSV).is_file()
+
+
+@pytest.mark.slow
 def test_interrupted_study_resumes_and_reports_like_an_uninterrupted_one(tmp_path: Path) -> None:
     args = ["--demo", "--losses", "dice", *TINY]
     reference = _study(*args, "--out", str(tmp_path / "ref"), cwd=tmp_path)

@@ -249,3 +249,14 @@ def test_demo_overrides_give_way_to_the_user_s(tmp_path: Path, monkeypatch: pyte
     args = build_parser().parse_args(["study", "--demo", "--out", str(tmp_path / "s"), "-O", "epochs=3"])
     spec = _spec(args)
     assert spec.overrides["epochs"] == 3 and spec.overrides["iterations_per_epoch"] == 10
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [(["--folds", "0"], "--folds must be at least 2; got 0"), (["--only-folds", "1", "1"], "[1] given more than once")],
+)
+def test_fold_options_that_the_study_cannot_run_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, options: list[str], expected: str
+) -> None:
+    """Against the bugs: ``--folds 0`` ran the default 5 folds; ``--only-folds 1 1`` ran every run twice."""
+    assert expected in _refused_dry_run(capsys, tmp_path, data, "dice", *options)

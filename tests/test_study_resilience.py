@@ -305,10 +305,16 @@ def test_a_damaged_per_case_csv_leaves_the_run_unfinished(tmp_path: Path, damage
         collect_per_case([bad])
 
 
+def _mark_trained(run: Run) -> None:
+    """What the runner leaves after a training: ``trained.ok`` beside ``models/model.pt``."""
+    (run.root / "models").mkdir(parents=True)
+    (run.root / "models" / "model.pt").write_bytes(b"weights")
+    (run.root / TRAINED_MARKER).write_text("done\n")
+
+
 def test_a_damaged_per_case_csv_is_evaluated_again(tmp_path: Path, commands) -> None:
     run = _run(tmp_path)
-    run.root.mkdir(parents=True)
-    (run.root / TRAINED_MARKER).write_text("done\n")
+    _mark_trained(run)
     _write_per_case(run.per_case_csv, FOLD_CASES[0])
     _cut(run.per_case_csv, 0.6)
     _write_per_case(run.root / "ready.csv", FOLD_CASES[0])
@@ -321,8 +327,7 @@ def test_a_damaged_per_case_csv_is_evaluated_again(tmp_path: Path, commands) -> 
 
 def test_an_evaluation_that_writes_a_damaged_csv_fails_naming_it(tmp_path: Path, commands) -> None:
     run = _run(tmp_path)
-    run.root.mkdir(parents=True)
-    (run.root / TRAINED_MARKER).write_text("done\n")
+    _mark_trained(run)
     _write_per_case(run.root / "ready.csv", FOLD_CASES[1])  # the other fold's cases
     lines: list[str] = []
     progress = execute_runs([run], echo=lines.append)
@@ -435,3 +440,73 @@ def test_a_real_training_without_its_marker_counts_as_trained(tmp_path: Path) ->
     assert not (run.root / TRAINED_MARKER).exists() and run.model.is_file()
     assert run.recorded_training()["epoch"] == 1
     assert run.training_finished and run.is_trained and run.training_start() == "over"
+
+
+def test_a_marker_without_the_model_is_not_a_trained_run(tmp_path: Path) -> None:
+    """Against the bug (the marker trusted alone): trained.ok without models/model.pt (deleted, or lost in a copy)
+    was evaluated at every rerun, which failed every time (no such model file), and never trained again."""
+    run = _run(tmp_path)
+    run.root.mkdir(parents=True)
+    (run.root / TRAINED_MARKER).write_text("2026-11-30T00:00:00\n")
+    assert not run.is_trained and " run training " in run.shell_line()
+    _finish_training(run, model=False, seed=1)  # last.pt of the same run's finished training, the model lost
+    assert not run.is_trained
+    (run.root / "models" / "model.pt").write_bytes(b"weights")
+    assert run.is_trained and " run training " not in run.shell_line()
+
+
+def test_a_run_without_settings_json_is_checked_against_its_own_training_record(tmp_path: Path) -> None:
+    """Against the bug (no settings.json, no check): the commands of --dry-run do not write settings.json, so a run
+    trained by them with another schedule or seed was collected without a word. Its last.pt record is compared."""
+    run = _run(tmp_path)
+    _finish_training(run)
+    assert run.settings_changes() == [] and run.settings_warning is None
+    longer = Run(run.loss, run.fold, run.root, BUNDLE, {**run.overrides, "epochs": 3})
+    assert longer.settings_changes() == ["epochs: 2 -> 3"]
+    _finish_training(run, seed=1)
+    assert run.settings_changes() == ["seed: '1' -> '0'"]
+    assert "WARNING: made with other settings (seed: '1' -> '0')" in str(run.settings_warning)
+    run.record_settings()  # the runner's record, when there is one, decides
+    assert run.settings_changes() == []
+
+
+def test_the_dry_run_line_guards_the_training_as_the_runner_does(tmp_path: Path) -> None:
+    """Against the bug (a fixed ``train && evaluate`` line): a job run again after its training ended (requeued after
+    a preemption during the evaluation) trained the run over from scratch."""
+    run = _run(tmp_path)
+    line = run.shell_line()
+    marker, model = run.root / TRAINED_MARKER, run.root / "models" / "model.pt"
+    assert line.startswith(f"{{ [ -f {marker} ] && [ -f {model} ] || {{ {sys.executable} -m monai.bundle run training ")
+    assert f" && touch {marker}; }}; }} && {sys.executable} -m monai.bundle run run " in line
+
+
+def test_study_spec_refuses_a_repeated_fold_and_names_its_bundle_absolutely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the bugs: ``--only-folds 0 0`` ran and collected every run twice, then failed on duplicate rows after
+    all the training; a relative ``--bundle`` gave commands that ran only from the folder they were printed in."""
+    with pytest.raises(ValueError, match=r"fold\(s\) \[0\] given more than once in --only-folds"):
+        StudySpec(dataset="kits19", data_root=tmp_path, out_dir=tmp_path / "out", losses=["dice"], folds=[0, 1, 0])
+    monkeypatch.chdir(BUNDLE.parent)
+    spec = StudySpec(
+        dataset="kits19", data_root=tmp_path, out_dir=tmp_path / "out", losses=["dice"], bundle_dir=BUNDLE.name
+    )
+    assert spec.bundle_dir == BUNDLE and spec.bundle_dir.is_absolute()
+
+
+def test_a_refused_collection_leaves_the_last_per_case_csv(tmp_path: Path) -> None:
+    """Against the bug (per_case.csv written before the report was made): a collection that failed, e.g. without
+    the study's datalist.json, replaced the last good per_case.csv."""
+    synthesize_kits19(tmp_path / "data", cases=4, seed=0, shape=(16, 16, 16))
+    out = tmp_path / "out"
+    spec = StudySpec(dataset="kits19", data_root=tmp_path / "data", out_dir=out, losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    for run in spec.runs():
+        cases = [item["case"] for item in read_datalist(spec.datalist_path)["training"] if item["fold"] == run.fold]
+        _write_per_case(run.per_case_csv, cases)
+    collect_and_report(spec, echo=lambda line: None)
+    (spec.out_dir / "per_case.csv").write_text("the last good table\n")
+    spec.datalist_path.unlink()
+    with pytest.raises(ValueError, match="datalist"):
+        collect_and_report(spec, echo=lambda line: None)
+    assert (spec.out_dir / "per_case.csv").read_text() == "the last good table\n"

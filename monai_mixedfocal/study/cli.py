@@ -83,7 +83,7 @@ def _spec(args: argparse.Namespace):
     changes: dict[str, Any] = {"test": args.test, "ci_over": args.ci_over, "seed": args.seed}
     if args.losses is not None:
         changes["losses"] = parse_losses(args.losses)
-    if args.folds:
+    if args.folds is not None:  # --folds 0 is refused by StudySpec, not taken for the default
         changes["num_folds"] = args.folds
     if args.only_folds is not None:
         changes["folds"] = args.only_folds

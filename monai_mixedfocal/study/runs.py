@@ -161,9 +161,10 @@ class Run:
 
     @property
     def is_trained(self) -> bool:
-        """The training has finished: the runner's ``trained.ok`` marker, or (a training finished elsewhere, or whose
-        marker was never written) :attr:`training_finished`."""
-        return (self.root / TRAINED_MARKER).is_file() or self.training_finished
+        """The training has finished: the runner's ``trained.ok`` marker beside ``models/model.pt``, or (a training
+        finished elsewhere, or whose marker was never written) :attr:`training_finished`. A marker without the model
+        (deleted, or lost in a copy) is not trained: its evaluation would fail at every rerun."""
+        return ((self.root / TRAINED_MARKER).is_file() and self.model.is_file()) or self.training_finished
 
     def recorded_training(self) -> dict[str, Any] | None:
         """What the resume checkpoint records (inside ``checkpoints/last.pt``, else in ``last.json`` beside it, see
@@ -240,14 +241,26 @@ class Run:
 
     def settings_changes(self) -> list[str]:
         """How :attr:`settings` differ from those recorded when the run's training started (``settings.json``):
-        ``"key: recorded -> now"`` lines; empty when they agree or nothing was recorded (a run made elsewhere)."""
+        ``"key: recorded -> now"`` lines; empty when they agree.
+
+        A run trained by ``--dry-run``'s commands has no ``settings.json`` (only the study's runner writes it): its
+        training's own record in ``checkpoints/last.pt`` (:meth:`recorded_training`) is compared instead with what its
+        training command would record now (:meth:`bundle_run_settings`), the number of epochs included. Empty when
+        neither is recorded (a run made elsewhere).
+        """
         try:
             recorded = json.loads((self.root / SETTINGS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):
+            return changed_entries(recorded, self.settings)
+        record, expected = self.recorded_training(), self.bundle_run_settings()
+        if record is None or record["run_settings"] is None or expected is None:
             return []
-        if not isinstance(recorded, dict):
-            return []
-        return changed_entries(recorded, self.settings)
+        settings, epochs = expected
+        trained = {**record["run_settings"], "epochs": record["max_epochs"]}
+        keys = [*(key for key in settings if key in trained), "epochs"]
+        return changed_entries(trained, {**settings, "epochs": epochs}, keys)
 
     @property
     def settings_warning(self) -> str | None:
@@ -286,9 +299,18 @@ class Run:
 
     def shell_line(self) -> str:
         """The commands left to run as one shell line (``--dry-run`` output, e.g. one cluster job per run): training
-        and evaluation, or only the evaluation of a trained run (training it again would start over)."""
-        commands = [self.evaluate_command()] if self.is_trained else [self.train_command(), self.evaluate_command()]
-        return " && ".join(shlex.join(cmd) for cmd in commands)
+        and evaluation, or only the evaluation of a trained run (training it again would start over).
+
+        The training is guarded as the study's runner guards it: it writes ``trained.ok`` when it ends, and is skipped
+        while ``trained.ok`` and ``models/model.pt`` exist. A job run again (requeued after a preemption during the
+        evaluation, say) evaluates the trained model instead of training it over.
+        """
+        evaluate = shlex.join(self.evaluate_command())
+        if self.is_trained:
+            return evaluate
+        marker, model = shlex.quote(str(self.root / TRAINED_MARKER)), shlex.quote(str(self.model))
+        train = shlex.join(self.train_command())
+        return f"{{ [ -f {marker} ] && [ -f {model} ] || {{ {train} && touch {marker}; }}; }} && {evaluate}"
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int]:

@@ -9,6 +9,7 @@ and Table 2, CSV, LaTeX and PNG figures) into the output folder.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,8 +168,13 @@ class StudySpec:
         bad = [k for k in self.folds or [] if not 0 <= k < self.num_folds]
         if bad:
             raise ValueError(f"fold(s) {bad} out of range for {self.num_folds} folds (0..{self.num_folds - 1}).")
+        repeated = sorted({k for k in self.folds or [] if list(self.folds or []).count(k) > 1})
+        if repeated:  # each run would be listed, run and collected twice
+            raise ValueError(f"fold(s) {repeated} given more than once in --only-folds.")
         self.data_root, self.out_dir = Path(self.data_root), Path(self.out_dir)
-        self.bundle_dir = Path(self.bundle_dir) if self.bundle_dir else default_bundle_dir(self.dataset)
+        # absolute (a link kept as such): the printed commands and settings.json name it, run or read elsewhere
+        bundle = os.path.abspath(self.bundle_dir) if self.bundle_dir else default_bundle_dir(self.dataset)
+        self.bundle_dir = Path(bundle)
         if not (self.bundle_dir / "configs" / "train.json").is_file():
             raise ValueError(f"{self.bundle_dir} is not a bundle (no configs/train.json); pass --bundle DIR.")
         check_overrides(self.bundle_dir, self.overrides)
@@ -283,7 +289,6 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
     runs = spec.runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(spec.out_dir / "per_case.csv", table.to_csv(index=False).encode())
     overlay = _overlay_case(spec, runs)
     missing = [run for run in runs if not run.is_finished]
     report = write_report(
@@ -297,6 +302,8 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         title=f"Loss study on {spec.dataset}: {len(set(table['method']))} loss(es), {table['fold'].nunique()} fold(s)",
         notes=[note for note in (_partial_note(runs, missing), _settings_note(runs)) if note],
     )
+    # after the report, which validates the table: a table it refuses does not replace the last good per_case.csv
+    atomic_write_bytes(spec.out_dir / "per_case.csv", table.to_csv(index=False).encode())
     finished = len(runs) - len(missing)
     if overlay is None:
         echo(
