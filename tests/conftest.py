@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +38,29 @@ def _fresh_compiled_losses() -> Iterator[None]:
     finally:
         _fused_loss._compiled_losses.clear()
         _fused_runner._compile_state["failed"] = None
+
+
+@pytest.fixture
+def lock_holder() -> Iterator:
+    """Start another process that holds the training lock of a checkpoint folder, as a running training does."""
+    children: list[subprocess.Popen] = []
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+
+    def hold(folder: Path) -> subprocess.Popen:
+        folder.mkdir(parents=True, exist_ok=True)
+        child = subprocess.Popen([sys.executable, "-c", code, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+        children.append(child)
+        assert child.stdout.readline().strip() == "locked"
+        return child
+
+    yield hold
+    for child in children:
+        child.kill()
+        child.wait(30)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -230,32 +229,6 @@ def test_check_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(OSError, match=r"^cannot write to .*/c \(Read-only file system\)$"):
         check_writable([tmp_path / "c"])
-
-
-@pytest.fixture
-def lock_holder() -> Iterator:
-    """Start another process that holds the training lock of a checkpoint folder, as a running training does."""
-    children: list[subprocess.Popen] = []
-    code = (
-        "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-
-    def hold(folder: Path) -> subprocess.Popen:
-        folder.mkdir(parents=True, exist_ok=True)
-        child = subprocess.Popen([sys.executable, "-c", code, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
-        children.append(child)
-        assert child.stdout.readline().strip() == "locked"
-        return child
-
-    yield hold
-    for child in children:
-        child.kill()
-        child.wait(30)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")

@@ -510,3 +510,24 @@ def test_a_refused_collection_leaves_the_last_per_case_csv(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="datalist"):
         collect_and_report(spec, echo=lambda line: None)
     assert (spec.out_dir / "per_case.csv").read_text() == "the last good table\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_a_run_another_process_trains_is_skipped_untouched(tmp_path: Path, commands, lock_holder) -> None:
+    """Against the bug (settings.json written before the bundle's lock was tried): a second study command on the same
+    --out replaced the settings.json of a run the first was training, so the first one's report flagged it."""
+    run = _run(tmp_path)
+    other = lock_holder(run.resume_checkpoint.parent)
+    lines: list[str] = []
+    progress = execute_runs([run], echo=lines.append)
+    assert progress.failed == [run] and progress.done == 0
+    (line,) = lines
+    lock = run.resume_checkpoint.parent / ".lock"
+    assert line == f"[1/1] dice/fold_0: skipped: another training (pid {other.pid}) is running in {run.root} " + (
+        f"(it holds {lock}): wait for it to end or stop it, or use another --bundle_root"
+    )
+    assert not (run.root / "settings.json").exists() and not (run.root / "trained_by_test").exists()
+    other.kill()
+    other.wait(30)
+    _write_per_case(run.root / "ready.csv", FOLD_CASES[0])
+    assert execute_runs([run], echo=lines.append).done == 1 and (run.root / "settings.json").is_file()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monai_mixedfocal.bundle.output_dirs import lock_training, release_training_lock
 from monai_mixedfocal.study.runs import FAILED_MARKER, TRAINED_MARKER, Run
 
 # MONAI's StatsHandler iteration log: "Epoch: 3/10, Iter: 7/12 -- train_loss: 0.4321"
@@ -162,6 +163,20 @@ def run_logged(
     return process.returncode
 
 
+def _another_training(run: Run) -> str | None:
+    """The bundle's refusal (``another training (pid N) is running in ...``) when another process trains ``run`` (it
+    holds ``checkpoints/.lock``, :func:`~monai_mixedfocal.bundle.output_dirs.lock_training`), else ``None``. The lock
+    is taken and released at once: the bundle's training takes it again."""
+    try:
+        lock_training(run.resume_checkpoint, run.root)
+    except RuntimeError as err:
+        return str(err)
+    except OSError:  # a lock file that cannot be made: the bundle's own check names it
+        return None
+    release_training_lock(run.resume_checkpoint)
+    return None
+
+
 def _record_failure(run: Run, step: str, returncode: int, log: Path) -> None:
     marker = run.root / FAILED_MARKER
     marker.write_text(json.dumps({"run": run.name, "step": step, "returncode": returncode, "log": str(log)}, indent=2))
@@ -209,6 +224,11 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
         if problem is not None:
             again = "evaluated again" if trained else "run again"
             echo(f"{tag}: WARNING: {problem}; the run is not counted as finished and is {again}")
+        busy = None if trained else _another_training(run)
+        if busy is not None:  # another study command trains it: its files, settings.json included, are left alone
+            progress.failed.append(run)
+            echo(f"{tag}: skipped: {busy}")
+            continue
         run.root.mkdir(parents=True, exist_ok=True)
         (run.root / FAILED_MARKER).unlink(missing_ok=True)
         start_kind = "trained" if trained else run.training_start()
