@@ -121,10 +121,11 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95, ci_
     Returns:
         The figure (caller closes it).
     """
-    wide = summary[summary["metric"].isin(["precision", "recall"])].pivot_table(
+    rows = summary[summary["metric"].isin(["precision", "recall"])]
+    wide = rows.pivot_table(
         index=["class", "method"], columns="metric", values=["mean", "half_width"], sort=False, dropna=False
     )
-    classes = [cls for cls in summary_classes(summary) if cls in wide.index.get_level_values("class")]
+    classes = summary_classes(rows)
     methods = list(dict.fromkeys(wide.index.get_level_values("method")))
     colours = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     markers = "osD^vP*Xh<>"

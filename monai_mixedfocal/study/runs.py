@@ -191,16 +191,28 @@ class Run:
         """The resume checkpoint (:meth:`recorded_training`) records the last epoch of this run's schedule (and of the
         schedule the training was started with), with the settings this run's training command would have, and
         ``models/model.pt`` exists: training again would only start over (the bundle does not extend a finished run)."""
-        record = self.recorded_training()
-        if record is None or record["run_settings"] is None or not self.model.is_file():
+        if not self.model.is_file():
             return False
+        compared = self._compared_training_record()
+        if compared is None:
+            return False
+        record, changes, epochs = compared
+        return not changes and record["epoch"] >= max(record["max_epochs"], epochs)
+
+    def _compared_training_record(self) -> tuple[dict[str, Any], list[str], int] | None:
+        """The resume checkpoint's record (:meth:`recorded_training`), how its run settings differ from those this
+        run's training command would record now (:meth:`bundle_run_settings`, on the keys the record holds) and that
+        command's number of epochs; ``None`` when the record has no run settings or the command's cannot be worked
+        out."""
+        record = self.recorded_training()
+        if record is None or record["run_settings"] is None:
+            return None
         expected = self.bundle_run_settings()
         if expected is None:
-            return False
+            return None
         settings, epochs = expected
         recorded = record["run_settings"]
-        same = not changed_entries(recorded, settings, tuple(key for key in settings if key in recorded))
-        return same and record["epoch"] >= max(record["max_epochs"], epochs)
+        return record, changed_entries(recorded, settings, [key for key in settings if key in recorded]), epochs
 
     def training_start(self) -> str:
         """How the next training command of an untrained run starts: ``"new"`` (no ``last.pt``), ``"resume"`` (it
@@ -254,13 +266,11 @@ class Run:
             recorded = None
         if isinstance(recorded, dict):
             return changed_entries(recorded, self.settings)
-        record, expected = self.recorded_training(), self.bundle_run_settings()
-        if record is None or record["run_settings"] is None or expected is None:
+        compared = self._compared_training_record()
+        if compared is None:
             return []
-        settings, epochs = expected
-        trained = {**record["run_settings"], "epochs": record["max_epochs"]}
-        keys = [*(key for key in settings if key in trained), "epochs"]
-        return changed_entries(trained, {**settings, "epochs": epochs}, keys)
+        record, changes, epochs = compared
+        return changes + changed_entries({"epochs": record["max_epochs"]}, {"epochs": epochs})
 
     @property
     def settings_warning(self) -> str | None:

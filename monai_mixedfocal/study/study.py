@@ -70,6 +70,11 @@ def paper_losses(dataset: str) -> list[str]:
     return list(PAPER_BRATS20_LOSSES if dataset == "brats20" else PAPER_LOSSES)
 
 
+def _repeated(values: Sequence[Any]) -> list[Any]:
+    """The values given more than once, sorted."""
+    return sorted(value for value, count in Counter(values).items() if count > 1)
+
+
 def parse_losses(losses: str | Sequence[str]) -> list[str]:
     """``"all"`` (the paper's seven), ``"every"`` (the whole registry), or names separated by commas."""
     names = losses.split(",") if isinstance(losses, str) else list(losses)
@@ -83,7 +88,7 @@ def parse_losses(losses: str | Sequence[str]) -> list[str]:
     unknown = [n for n in names if n not in LOSS_NAMES]
     if unknown:
         raise ValueError(f"unknown loss name(s) {unknown}; use 'all', 'every' or names from: {', '.join(LOSS_NAMES)}.")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = _repeated(names)
     if repeated:
         raise ValueError(f"loss name(s) {repeated} given more than once in {losses!r}: name each loss once.")
     return names
@@ -168,7 +173,7 @@ class StudySpec:
         bad = [k for k in self.folds or [] if not 0 <= k < self.num_folds]
         if bad:
             raise ValueError(f"fold(s) {bad} out of range for {self.num_folds} folds (0..{self.num_folds - 1}).")
-        repeated = sorted({k for k in self.folds or [] if list(self.folds or []).count(k) > 1})
+        repeated = _repeated(self.folds or [])
         if repeated:  # each run would be listed, run and collected twice
             raise ValueError(f"fold(s) {repeated} given more than once in --only-folds.")
         self.data_root, self.out_dir = Path(self.data_root), Path(self.out_dir)
