@@ -284,6 +284,8 @@ def test_a_resume_with_other_training_options_or_loss_settings_is_refused(tmp_pa
     check_resume(tmp_path / "last.pt", True, {**first, "aug_prob": "0.5"}, epochs=4)  # not recorded then: resumes
     with pytest.raises(ValueError, match=r"options \['fold'\] clash"):
         run_settings("/data/kits19", None, 0, 5, 0, "dice", options={"fold": 1})
+    with pytest.raises(ValueError, match=r"options \['recorded_in'\] clash .* the folder that a resume checkpoint"):
+        run_settings("/data/kits19", None, 0, 5, 0, "dice", options={"recorded_in": "/elsewhere"})
 
 
 def test_evaluation_on_training_cases_is_refused_however_the_data_are_named(tmp_path: Path) -> None:
@@ -312,6 +314,53 @@ def test_evaluation_on_training_cases_is_refused_however_the_data_are_named(tmp_
     (tmp_path / "run" / "last.pt").unlink()  # last.json records them too
     with pytest.raises(ValueError, match=r"1 of the 2 evaluation case\(s\) are training cases"):
         check_evaluation_split(tmp_path / "run" / "last.pt", other_names, via_link)
+
+
+def test_a_run_folder_moved_with_its_datalist_resumes_there(tmp_path: Path) -> None:
+    """Against the bug (absolute paths compared as they were recorded): a study folder moved or copied elsewhere
+    (from scratch space to a project folder, say) held an interrupted run that refused to resume there, its datalist
+    named at the new path. A data set that stayed where it was, and a datalist that did not move along, decide as
+    before."""
+    data, old = tmp_path / "data", tmp_path / "scratch" / "study"
+    recorded = run_settings(str(data), str(old / "datalist.json"), 0, 5, 0, "dice", seed=0)
+    _Run(old / "runs" / "dice" / "fold_0", max_epochs=4, stop_after=2, settings=recorded).run()
+    new = tmp_path / "home" / "me" / "study"
+    new.parent.mkdir(parents=True)
+    shutil.move(old, new)
+    checkpoint = new / "runs" / "dice" / "fold_0" / "last.pt"
+    moved = run_settings(str(data), str(new / "datalist.json"), 0, 5, 0, "dice", seed=0)
+    check_resume(checkpoint, True, moved, epochs=4)
+    again = _Run(checkpoint.parent, max_epochs=4, settings=moved)
+    again.run()
+    assert again.epochs_run == [3, 4]  # resumed
+    _Run(checkpoint.parent, max_epochs=4, stop_after=2, settings=moved, resume=False).run()
+    for dataset_dir, datalist, shown in [
+        (data, tmp_path / "home" / "datalist.json", "datalist: "),  # another datalist, not the moved one
+        (tmp_path / "home" / "me" / "data", new / "datalist.json", "dataset_dir: "),  # the data did not move along
+    ]:
+        other = run_settings(str(dataset_dir), str(datalist), 0, 5, 0, "dice", seed=0)
+        with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(" + shown):
+            check_resume(checkpoint, True, other, epochs=4)
+
+
+def test_a_copied_run_folder_still_refuses_its_training_cases(tmp_path: Path) -> None:
+    """Against the bug (recorded image paths compared as they were): in a copy of a study folder holding its data,
+    the model's training cases, at their new paths, were evaluated as if unseen."""
+    old = tmp_path / "scratch" / "study"
+    images = [old / "data" / f"case_{i:05d}" / "imaging.nii.gz" for i in range(4)]
+    for image in images:
+        image.parent.mkdir(parents=True)
+        image.write_bytes(b"")
+    settings = run_settings(str(old / "data"), str(old / "datalist.json"), 0, 2, 0, "dice")
+    trained = [{"image": str(image)} for image in images[:2]]
+    _Run(old / "run", max_epochs=1, settings=settings, training_data=trained).run()
+    new = tmp_path / "copy"
+    shutil.copytree(tmp_path / "scratch", new)
+    copied = [str(new / image.relative_to(tmp_path / "scratch")) for image in images]
+    settings = run_settings(str(new / "study" / "data"), str(new / "study" / "datalist.json"), 1, 2, 0, "dice")
+    with pytest.raises(ValueError, match=rf"1 of the 2 evaluation case\(s\) are training cases .* e\.g\. {copied[1]}:"):
+        check_evaluation_split(new / "study" / "run" / "last.pt", settings, [{"image": p} for p in copied[1:3]])
+    check_evaluation_split(new / "study" / "run" / "last.pt", settings, [{"image": p} for p in copied[2:]])
 
 
 FOLD0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {"softmax": True})
@@ -355,9 +404,11 @@ def test_a_missing_best_model_does_not_fail_the_next_better_validation(
 
 
 def test_the_run_settings_are_kept_inside_last_pt(tmp_path: Path) -> None:
+    """With the folder they were written in, which tells a moved run folder from another run."""
     _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
-    assert torch.load(tmp_path / "last.pt", weights_only=True)["run_settings"] == FOLD0
-    assert json.loads((tmp_path / "last.json").read_text())["run_settings"] == FOLD0  # the copy to read
+    recorded = {**FOLD0, "recorded_in": str(tmp_path)}
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["run_settings"] == recorded
+    assert json.loads((tmp_path / "last.json").read_text())["run_settings"] == recorded  # the copy to read
 
 
 @pytest.mark.parametrize("last_json", ["missing", "garbage", "truncated", "a folder"])
@@ -387,9 +438,10 @@ def test_the_progress_is_read_from_last_pt_first(tmp_path: Path) -> None:
     finished run would look interrupted. An older last.pt (no settings inside) or an unreadable one defers to it."""
     _Run(tmp_path, max_epochs=3, settings=FOLD0).run()
     record = tmp_path / "last.json"
-    assert checkpoint_progress(tmp_path / "last.pt") == recorded_progress(tmp_path / "last.pt") == (3, 3, FOLD0)
+    recorded = {**FOLD0, "recorded_in": str(tmp_path)}
+    assert checkpoint_progress(tmp_path / "last.pt") == recorded_progress(tmp_path / "last.pt") == (3, 3, recorded)
     record.write_text(json.dumps({"run_settings": FOLD0, "epoch": 2, "max_epochs": 3}))  # the kill window
-    assert checkpoint_progress(tmp_path / "last.pt") == (3, 3, FOLD0)
+    assert checkpoint_progress(tmp_path / "last.pt") == (3, 3, recorded)
     _written_before_settings_were_kept_inside(tmp_path / "last.pt")
     assert checkpoint_progress(tmp_path / "last.pt") == (2, 3, FOLD0)
     (tmp_path / "last.pt").write_bytes(b"damaged")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 import monai_mixedfocal.study.runner as runner_module
+from monai_mixedfocal.bundle.run_settings import checkpoint_progress
 from monai_mixedfocal.data import read_datalist, synthesize_brats20, synthesize_kits19
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import _last_epoch, execute_runs, format_seconds, run_logged
@@ -251,6 +253,39 @@ def test_report_of_a_partial_study_says_what_is_missing(tmp_path: Path) -> None:
     assert prepare_datalist(same) == spec.datalist_path  # the repository's data/ folder is the same data set
 
 
+def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Path) -> None:
+    """Against the bugs: a study folder moved or copied elsewhere (from scratch space to a project folder), its data
+    set left where it was, was refused ("lists the data set in <nowhere>, not --data ...": datalist.json records the
+    data set relative to itself), and its runs were flagged as made with other settings (settings.json records
+    absolute paths). Another data set is still refused, and a setting changed otherwise still flagged."""
+    data = tmp_path / "kits19"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    spec = StudySpec(
+        dataset="kits19", data_root=data, out_dir=tmp_path / "scratch" / "study", losses=["dice"], num_folds=2
+    )
+    prepare_datalist(spec)
+    for run in spec.runs():
+        run.root.mkdir(parents=True)
+        run.record_settings()
+        _finish_with_labels_as_predictions(spec, run)
+    moved = tmp_path / "home" / "me" / "study"
+    moved.parent.mkdir(parents=True)
+    shutil.move(spec.out_dir, moved)
+    there = StudySpec(dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2)
+    assert prepare_datalist(there) == moved / "datalist.json"
+    assert [run.settings_changes() for run in there.runs()] == [[], []]
+    text = collect_and_report(there, echo=lambda line: None).read_text()
+    assert "incomplete study" not in text and "mixed settings" not in text and (moved / "overlays.png").is_file()
+    changed = StudySpec(
+        dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2, overrides={"epochs": 3}
+    )
+    assert changed.runs()[0].settings_changes() == ["epochs: (unset) -> '3'"]
+    other = tmp_path / "home" / "kits19"  # where datalist.json's relative root points now: another data set
+    synthesize_kits19(other, cases=4, seed=1, shape=(16, 16, 16))
+    with pytest.raises(ValueError, match=r"lists the data set in .*home/kits19, not --data .*/kits19"):
+        prepare_datalist(StudySpec(dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2))
+
+
 def test_the_overlays_show_a_case_of_the_fold_with_the_most_finished_runs_the_first_on_a_tie(tmp_path: Path) -> None:
     """As ``_overlay_case`` says: against the bug (tie broken to the highest fold), which no test saw. Both folds
     finished: a fold 0 case; fold 0 with one run fewer: a fold 1 case."""
@@ -448,6 +483,36 @@ def test_interrupted_study_resumes_and_reports_like_an_uninterrupted_one(tmp_pat
     expected = pd.read_csv(tmp_path / "ref" / "per_case.csv")
     pd.testing.assert_frame_equal(pd.read_csv(out / "per_case.csv"), expected)
     assert (out / "summary.csv").read_text() == (tmp_path / "ref" / "summary.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_moved_while_interrupted_resumes_where_it_lies_now(tmp_path: Path) -> None:
+    """Against the bug (paths compared as recorded): a study interrupted during a training and moved to another path,
+    its data set left where it was, could not resume there (the bundle took its own interrupted run for another's,
+    its datalist at a new path; the study refused the datalist, whose data set root is relative to it)."""
+    data = tmp_path / "kits19"
+    synthesize_kits19(data, cases=4, seed=0, shape=(32, 64, 64))
+    two_epochs = [value.replace("epochs=1", "epochs=2") if value.startswith("epochs=") else value for value in TINY]
+    args = ["--dataset", "kits19", "--data", str(data), "--losses", "dice", "--folds", "2", *two_epochs]
+    out = tmp_path / "scratch" / "study"
+    checkpoint = out / "runs" / "dice" / "fold_1" / "checkpoints" / "last.pt"
+    cmd = [sys.executable, "-m", "monai_mixedfocal", "study", *args, "--out", str(out)]
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # killed after the second run's first epoch
+    process.wait()
+    assert checkpoint_progress(checkpoint)[:2] == (1, 2), "the training was not interrupted mid-way"
+    moved = tmp_path / "home" / "me" / "study"
+    moved.parent.mkdir(parents=True)
+    shutil.move(out, moved)
+    resumed = _study(*args, "--out", str(moved), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "[1/2] dice/fold_0: finished earlier, skipped" in resumed.stdout and "WARNING" not in resumed.stdout
+    log = (moved / "runs" / "dice" / "fold_1" / "train.log").read_text()
+    assert f"resumed from {moved}/runs/dice/fold_1/checkpoints/last.pt at epoch 1 of 2" in log
+    assert pd.read_csv(moved / "per_case.csv")["case"].nunique() == 4
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ short or damaged, a study killed while its bundle command runs, and how a killed
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def _finish_training(
         "seed": 0,
         **changed,
     }
-    record = {"run_settings": run_settings(**args), "epoch": epoch, "max_epochs": max_epochs}
+    settings = {**run_settings(**args), "recorded_in": str(run.resume_checkpoint.parent)}  # as ResumeCheckpoint does
+    record = {"run_settings": settings, "epoch": epoch, "max_epochs": max_epochs}
     atomic_write_json(run.resume_checkpoint.with_suffix(".json"), record)
     if checkpoint_epoch is None:
         run.resume_checkpoint.write_bytes(b"checkpoint")
@@ -468,6 +470,21 @@ def test_a_run_without_settings_json_is_checked_against_its_own_training_record(
     assert "WARNING: made with other settings (seed: '1' -> '0')" in str(run.settings_warning)
     run.record_settings()  # the runner's record, when there is one, decides
     assert run.settings_changes() == []
+
+
+def test_a_run_copied_with_its_study_folder_is_checked_where_it_lies_now(tmp_path: Path) -> None:
+    """Against the bug (absolute paths compared as recorded): a run trained by the --dry-run commands (no
+    settings.json) in a study folder copied elsewhere counted as made with other settings (its datalist and data set
+    at the new paths), so it was neither finished nor collected without a warning."""
+    run = _run(tmp_path / "scratch")
+    _finish_training(run)
+    shutil.copytree(tmp_path / "scratch", tmp_path / "home" / "study")
+    copied = _run(tmp_path / "home" / "study")
+    assert copied.settings_changes() == [] and copied.training_finished and copied.is_trained
+    elsewhere = Run(copied.loss, copied.fold, copied.root, BUNDLE, {**copied.overrides, "dataset_dir": str(tmp_path)})
+    (change,) = elsewhere.settings_changes()  # the data set did not move along: another data set
+    assert change.startswith("dataset_dir: ")
+    assert not elsewhere.training_finished
 
 
 def test_the_dry_run_line_guards_the_training_as_the_runner_does(tmp_path: Path) -> None:

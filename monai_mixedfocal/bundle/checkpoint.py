@@ -50,6 +50,7 @@ from monai.handlers import CheckpointSaver
 from monai_mixedfocal.bundle.model_saver import load_checkpoint
 from monai_mixedfocal.bundle.output_dirs import lock_training
 from monai_mixedfocal.bundle.run_settings import (
+    RECORDED_IN_KEY,
     SETTINGS_KEY,
     TRAINING_IMAGES_KEY,
     refuse_another_run,
@@ -179,9 +180,11 @@ class ResumeCheckpoint:
         resume: load ``path`` at start when it holds an unfinished run.
         map_location: passed to ``torch.load``.
         run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written into
-            the checkpoint (under ``"run_settings"``) and beside it (``last.json``) at every save. An interrupted run
-            recorded with other settings (another fold, loss or data set started in the same ``bundle_root``) is not
-            resumed: loading raises instead.
+            the checkpoint (under ``"run_settings"``) and beside it (``last.json``) at every save, with the folder
+            they were written in (``"recorded_in"``). An interrupted run recorded with other settings (another fold,
+            loss or data set started in the same ``bundle_root``) is not resumed: loading raises instead. A run folder
+            moved or copied with its data set and datalist resumes there (their paths relative to the checkpoint's
+            folder are the same).
         lock: hold the lock of the checkpoint's folder from :meth:`attach` on
             (:func:`~monai_mixedfocal.bundle.output_dirs.lock_training`).
         training_data: the run's training items (all ranks'); the real paths of their images are recorded with the
@@ -252,17 +255,20 @@ class ResumeCheckpoint:
         if idist.get_rank() != 0:
             return
         content = {key: obj.state_dict() for key, obj in self._objects(engine).items()}
-        if self.run_settings is not None:
-            content[SETTINGS_KEY] = dict(self.run_settings)  # the single atomic record; last.json is a copy
+        # and where it is written: a run folder moved or copied with its data is then told from another run
+        folder = os.path.abspath(self.path.parent)
+        settings = None if self.run_settings is None else {**self.run_settings, RECORDED_IN_KEY: folder}
+        if settings is not None:
+            content[SETTINGS_KEY] = settings  # the single atomic record; last.json is a copy
         if self.training_images is not None:
             content[TRAINING_IMAGES_KEY] = list(self.training_images)
         buffer = io.BytesIO()
         torch.save(content, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
-        if self.run_settings is not None:
+        if settings is not None:
             state = engine.state
             record: dict[str, Any] = {
-                "run_settings": self.run_settings,
+                "run_settings": settings,
                 "epoch": state.epoch,
                 "max_epochs": state.max_epochs,
             }

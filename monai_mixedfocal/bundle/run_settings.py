@@ -24,6 +24,8 @@ from monai_mixedfocal.utils import changed_entries
 
 __all__ = [
     "NETWORK_KEY",
+    "PATH_SETTINGS",
+    "RECORDED_IN_KEY",
     "SETTINGS_KEY",
     "SPLIT_KEYS",
     "TRAINING_IMAGES_KEY",
@@ -32,12 +34,14 @@ __all__ = [
     "checkpoint_progress",
     "describe_loss",
     "describe_network",
+    "moved_along",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
     "run_settings",
     "run_settings_file",
     "settings_in",
+    "settings_moved_with",
     "trainer_epochs",
     "training_images",
 ]
@@ -53,6 +57,14 @@ NETWORK_KEY = "network"
 
 #: the settings that choose a run's training and validation cases
 SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "fold_seed")
+
+#: the run settings that are absolute paths: a run folder moved or copied with them still matches them
+PATH_SETTINGS: tuple[str, ...] = ("dataset_dir", "datalist")
+
+#: the key, among the settings recorded in a resume checkpoint, of the folder it was written in (absolute): it tells
+#: a run folder that was moved or copied, with the files it names, from another run (:func:`settings_moved_with`).
+#: A run's own :func:`run_settings` lack it, so the checks that compare the settings they hold do not compare it.
+RECORDED_IN_KEY = "recorded_in"
 
 
 def run_settings(
@@ -96,9 +108,12 @@ def run_settings(
         "loss_kwargs": json.dumps(dict(loss_kwargs or {}), sort_keys=True, default=str),
         "seed": "" if seed is None else str(seed),
     }
-    clash = sorted(set(options or {}) & set(settings))
+    clash = sorted(set(options or {}) & {*settings, RECORDED_IN_KEY})
     if clash:
-        raise ValueError(f"run_settings options {clash} clash with the settings of the same name")
+        raise ValueError(
+            f"run_settings options {clash} clash with the settings of the same name (or {RECORDED_IN_KEY!r}, the "
+            "folder that a resume checkpoint records them in)"
+        )
     settings.update({str(k): json.dumps(v, sort_keys=True, default=str) for k, v in dict(options or {}).items()})
     return settings
 
@@ -328,16 +343,66 @@ def _recorded_run(checkpoint: str | os.PathLike, hint: str) -> tuple[dict[str, s
     return settings, [str(image) for image in images] if isinstance(images, list) else None
 
 
+def moved_along(
+    recorded: Mapping[str, str],
+    current: Mapping[str, str],
+    recorded_in: str | os.PathLike,
+    current_in: str | os.PathLike,
+    keys: Iterable[str] = PATH_SETTINGS,
+) -> dict[str, str]:
+    """``recorded`` with each path setting of ``keys`` that differs from ``current``'s only because it moved along with
+    the folder the settings were recorded in replaced by ``current``'s.
+
+    A path names the same place after the move when it is the same relative to the folder: the record of a study moved
+    from ``/scratch/study`` to ``/home/study`` names ``/scratch/study/datalist.json``, its folder's
+    ``../../../datalist.json``, as ``/home/study/datalist.json`` is ``current_in``'s. A path that stayed where it was
+    (a data set outside the moved folder) is equal as it is; one that changed otherwise still differs.
+
+    Args:
+        recorded: settings recorded in folder ``recorded_in``.
+        current: settings of the same kind, made now for folder ``current_in``.
+        recorded_in: the folder (absolute) that the record was written in.
+        current_in: the folder that it lies in now.
+        keys: the settings that are absolute paths.
+
+    Example:
+        >>> moved_along({"datalist": "/a/s/datalist.json"}, {"datalist": "/b/s/datalist.json"}, "/a/s/r", "/b/s/r")
+        {'datalist': '/b/s/datalist.json'}
+    """
+    moved = dict(recorded)
+    old, new = os.path.abspath(recorded_in), os.path.abspath(current_in)
+    for key in keys:
+        before, now = recorded.get(key), current.get(key)
+        if before and now and before != now and os.path.relpath(before, old) == os.path.relpath(now, new):
+            moved[key] = now
+    return moved
+
+
+def settings_moved_with(
+    checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str]
+) -> dict[str, str]:
+    """The ``recorded`` settings of the resume ``checkpoint`` as :func:`moved_along` makes them, from the folder they
+    were recorded in (:data:`RECORDED_IN_KEY`) to the checkpoint's folder now: a run folder moved or copied with its
+    data set and datalist is the same run. A record that predates the key (or names no folder) is returned as it is.
+    """
+    recorded_in = recorded.get(RECORDED_IN_KEY)
+    if not recorded_in:
+        return dict(recorded)
+    return moved_along(recorded, current, recorded_in, Path(checkpoint).absolute().parent)
+
+
 def refuse_another_run(
     checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str], done: int, planned: int
 ) -> None:
     """Raise when the interrupted run of ``checkpoint`` (epoch ``done`` of ``planned``) was recorded with other
-    settings than the run about to resume it.
+    settings than the run about to resume it. Paths that moved along with the checkpoint's folder (a run folder moved
+    or copied with its data, :func:`settings_moved_with`) are the same.
 
     Raises:
         ValueError: the settings differ; the message names them and the ways out.
     """
     # a setting that the record predates (e.g. the seed, which older records lack) does not block resuming
+    recorded = settings_moved_with(checkpoint, recorded, current)
     changed = changed_entries(recorded, current, tuple(key for key in current if key in recorded))
     if changed:
         raise ValueError(
@@ -398,7 +463,8 @@ def check_evaluation_split(
 
     A training run records the real paths of its training images (:func:`training_images`) in its resume checkpoint
     and in ``last.json`` beside it. With ``cases``, an evaluation case whose image is among them is refused, however
-    the data set was named (another path to the same folder, a link, a ``--datalist`` instead of the folder).
+    the data set was named (another path to the same folder, a link, a ``--datalist`` instead of the folder), and in
+    a run folder moved or copied with its data set (:func:`settings_moved_with`).
     A checkpoint written before the images were recorded is checked by its settings (:func:`read_run_settings`):
     the same data set and datalist with another fold, fold count or fold seed is refused. Another data set (e.g. an
     external test set) and a model without recorded settings are evaluated as asked. A network other than the one
@@ -426,7 +492,7 @@ def check_evaluation_split(
         )
     if cases is not None and trained is not None:
         cases = list(cases)
-        overlap = sorted(set(training_images(cases)) & set(trained))
+        overlap = sorted(set(training_images(cases)) & set(_moved_images(checkpoint, recorded, trained)))
         if overlap:
             raise ValueError(
                 f"{len(overlap)} of the {len(cases)} evaluation case(s) are training cases of the model in this "
@@ -434,7 +500,10 @@ def check_evaluation_split(
                 "it was trained on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
             )
         return
-    if recorded is None or any(recorded.get(k) != settings.get(k) for k in ("dataset_dir", "datalist")):
+    if recorded is None:
+        return
+    recorded = settings_moved_with(checkpoint, recorded, settings)
+    if any(recorded.get(k) != settings.get(k) for k in PATH_SETTINGS):
         return
     changed = changed_entries(recorded, settings, SPLIT_KEYS)
     if changed:
@@ -443,3 +512,14 @@ def check_evaluation_split(
             f"recorded in {checkpoint}): this evaluation would score it on cases it was trained "
             "on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
         )
+
+
+def _moved_images(checkpoint: str | os.PathLike, recorded: Mapping[str, str] | None, images: list[str]) -> list[str]:
+    """The recorded training ``images`` and, when the settings name the folder they were recorded in
+    (:data:`RECORDED_IN_KEY`) and it is not the checkpoint's folder now, where they lie after moving along with it:
+    a run folder moved or copied with its data still refuses its training cases."""
+    recorded_in = (recorded or {}).get(RECORDED_IN_KEY)
+    folder = os.path.abspath(Path(checkpoint).parent)
+    if not recorded_in or recorded_in == folder:
+        return images
+    return images + [os.path.realpath(os.path.join(folder, os.path.relpath(image, recorded_in))) for image in images]

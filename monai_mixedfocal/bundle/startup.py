@@ -22,7 +22,7 @@ import torch
 from monai.data.utils import create_file_basename
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
-from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist
+from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist, source_files
 from monai_mixedfocal.data.io import check_image_ndim, check_pair, is_macos_metadata, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
@@ -188,7 +188,7 @@ def _split_under_a_root(
     tried = []
     for root in roots:
         train, val = split_datalist(datalist, fold, base_dir=root)
-        missing = next((path for item in train + val for path in _files_of(item) if not os.path.isfile(path)), None)
+        missing = next((path for item in train + val for path in source_files(item) if not os.path.isfile(path)), None)
         if missing is None:
             for item in train + val:  # the files may have changed since the datalist was written
                 _check_item(item)
@@ -231,16 +231,6 @@ def prediction_root(
         if all(os.path.commonpath([root, image]) == root for image in images):
             return root
     return os.path.commonpath([os.path.dirname(os.path.dirname(image)) for image in images])
-
-
-def _files_of(item: dict[str, Any]) -> list[str]:
-    """The source files of a datalist entry: image and label, or image and segmentation for a BraTS20 entry (whose
-    binary mask ``label`` is derived data, rebuilt when missing or stale); an image may be a list of files."""
-    paths = []
-    for key in ("image", "seg" if "seg" in item else "label"):
-        value = item.get(key)
-        paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
-    return paths
 
 
 def _check_item(item: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "datalist_to_json",
     "read_datalist",
     "recorded_root",
+    "source_files",
     "split_datalist",
     "write_datalist",
 ]
@@ -230,6 +231,22 @@ def recorded_root(path: str | os.PathLike, content: Mapping[str, Any]) -> Path:
         if holding:
             return holding[0]
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def source_files(item: Mapping[str, Any]) -> list[str]:
+    """The source files of a datalist entry, as it names them: image and label, or image and segmentation for a
+    BraTS20 entry (whose binary mask ``label`` is derived data, rebuilt when missing or stale); an image may be a list
+    of files.
+
+    Example:
+        >>> source_files({"image": ["t1.nii.gz", "t2.nii.gz"], "label": "et.nii.gz", "seg": "seg.nii.gz"})
+        ['t1.nii.gz', 't2.nii.gz', 'seg.nii.gz']
+    """
+    paths = []
+    for key in ("image", "seg" if "seg" in item else "label"):
+        value = item.get(key)
+        paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
+    return paths
 
 
 def _resolve(item: dict[str, Any], base_dir: Path) -> dict[str, Any]:

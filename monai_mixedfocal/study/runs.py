@@ -47,6 +47,9 @@ FAILED_MARKER = "failed.json"
 #: the run's settings (bundle, loss, fold, overrides) recorded when its training starts from scratch
 SETTINGS_FILE = "settings.json"
 
+#: the settings of a run (:attr:`Run.settings`) that are absolute paths: they may move along with the study folder
+STUDY_PATH_SETTINGS: tuple[str, ...] = ("bundle_dir", "dataset_dir", "datalist")
+
 
 def default_bundle_dir(dataset: str) -> Path:
     """The bundle of ``dataset`` shipped with the package (``bundles/<dataset>_mixedfocal_segmentation``)."""
@@ -210,8 +213,10 @@ class Run:
         expected = self.bundle_run_settings()
         if expected is None:
             return None
+        from monai_mixedfocal.bundle.run_settings import settings_moved_with
+
         settings, epochs = expected
-        recorded = record["run_settings"]
+        recorded = settings_moved_with(self.resume_checkpoint, record["run_settings"], settings)
         return record, changed_entries(recorded, settings, [key for key in settings if key in recorded]), epochs
 
     def training_start(self) -> str:
@@ -265,12 +270,23 @@ class Run:
         except (OSError, ValueError):
             recorded = None
         if isinstance(recorded, dict):
-            return changed_entries(recorded, self.settings)
+            return changed_entries(self._moved_along(recorded), self.settings)
         compared = self._compared_training_record()
         if compared is None:
             return []
         record, changes, epochs = compared
         return changes + changed_entries({"epochs": record["max_epochs"]}, {"epochs": epochs})
+
+    def _moved_along(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """The ``settings.json`` record with the paths that moved along with the study folder (a study moved or copied
+        with its data, or with its bundle) as they are now (:func:`~monai_mixedfocal.bundle.run_settings.moved_along`).
+        The study folder is the datalist's, which every run records (``OUT/datalist.json``)."""
+        from monai_mixedfocal.bundle.run_settings import moved_along
+
+        before, now = recorded.get("datalist"), self.settings.get("datalist")
+        if not isinstance(before, str) or not before or not now:
+            return recorded
+        return moved_along(recorded, self.settings, Path(before).parent, Path(now).parent, STUDY_PATH_SETTINGS)
 
     @property
     def settings_warning(self) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
-from monai_mixedfocal.data.datalist import recorded_root
+from monai_mixedfocal.data.datalist import recorded_root, source_files
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
@@ -236,7 +236,7 @@ def check_datalist(spec: StudySpec) -> bool:
                 f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
                 f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
             )
-        recorded = recorded_root(spec.datalist_path, content)
+        recorded = cases_root(spec, content)
         if data_set_folder(spec.dataset, recorded) != data_set_folder(spec.dataset, spec.data_root):
             raise ValueError(
                 f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
@@ -245,6 +245,23 @@ def check_datalist(spec: StudySpec) -> bool:
             )
         return True
     return False
+
+
+def cases_root(spec: StudySpec, content: Mapping[str, Any]) -> Path:
+    """The folder that the study's datalist (its ``content``) names its cases' files from: the data set root it records
+    (relative to ``datalist.json``), or, when that holds none of them (the study folder was moved or copied away from
+    its data set) and ``--data`` holds them all, ``--data`` (for KiTS19 also its repository, when it is the ``data/``
+    folder), as the bundle resolves them (:func:`~monai_mixedfocal.bundle.load_split`)."""
+    recorded = recorded_root(spec.datalist_path, content)
+    items = content["training"]  # a list of dicts with an image, as read_datalist checks
+
+    def holds(root: Path, cases: Sequence[Mapping[str, Any]]) -> bool:
+        return all(os.path.isfile(root / path) for item in cases for path in source_files(item))
+
+    if holds(recorded, items[:1]):
+        return recorded
+    given = Path(os.path.abspath(spec.data_root))
+    return next((root for root in (given, data_set_folder(spec.dataset, given)) if holds(root, items)), recorded)
 
 
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
@@ -257,7 +274,7 @@ def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | No
     fold = max(counts, key=lambda k: (counts[k], -k))
     fold_runs = [run for run in finished if run.fold == fold]
     content = read_datalist(spec.datalist_path)
-    base = recorded_root(spec.datalist_path, content)
+    base = cases_root(spec, content)
     for item in content["training"]:
         if item.get("fold") != fold:
             continue
