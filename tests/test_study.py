@@ -155,6 +155,10 @@ def test_failed_run_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
     assert progress.failed == [bad] and progress.done == 1
     assert bad.has_failed and not bad.is_finished and "training FAILED" in "\n".join(lines)
     assert "finished earlier, skipped" in "\n".join(lines)
+    # the bundle's own message, which the end of its log buries under MONAI's "Failed to evaluate" traceback
+    error = f"monai_mixedfocal.data.errors.DataError: {tmp_path / 'missing'}: KiTS19 root does not exist"
+    assert f"[1/2] dice/fold_1: training FAILED (exit code 1): {error}; see {bad.train_log}" in lines
+    assert bad.failure_error == error and bad.failure_log == bad.train_log
 
 
 def test_collect_per_case_and_overlays(tmp_path: Path) -> None:

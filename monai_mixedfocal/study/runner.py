@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monai_mixedfocal.bundle.output_dirs import lock_training, release_training_lock
+from monai_mixedfocal.study.log_error import log_error
 from monai_mixedfocal.study.runs import FAILED_MARKER, TRAINED_MARKER, Run
 
 # MONAI's StatsHandler iteration log: "Epoch: 3/10, Iter: 7/12 -- train_loss: 0.4321"
@@ -177,9 +178,9 @@ def _another_training(run: Run) -> str | None:
     return None
 
 
-def _record_failure(run: Run, step: str, returncode: int, log: Path) -> None:
-    marker = run.root / FAILED_MARKER
-    marker.write_text(json.dumps({"run": run.name, "step": step, "returncode": returncode, "log": str(log)}, indent=2))
+def _record_failure(run: Run, step: str, returncode: int, log: Path, error: str | None = None) -> None:
+    record = {"run": run.name, "step": step, "returncode": returncode, "log": str(log), "error": error}
+    (run.root / FAILED_MARKER).write_text(json.dumps(record, indent=2))
 
 
 def _start_message(run: Run, kind: str) -> str:
@@ -254,11 +255,12 @@ def execute_runs(runs: Sequence[Run], echo: Callable[[str], None] = print) -> St
         for step, cmd, log, on_progress in steps:
             code = run_logged(cmd, log, on_progress, env)
             if code != 0:
-                _record_failure(run, step, code, log)
+                error = log_error(log)  # the bundle's own message, which the end of the log buries
+                _record_failure(run, step, code, log, error)
                 progress.failed.append(run)
                 why = describe_returncode(code)
                 why = f" ({why})" if code > 0 else f": {why}, exit code {code}"
-                echo(f"{tag}: {step} FAILED{why}; see {log}")
+                echo(f"{tag}: {step} FAILED{why}{f': {error}' if error else ''}; see {log}")
                 break
             if step == "training":
                 (run.root / TRAINED_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))

@@ -240,11 +240,21 @@ class Run:
     @property
     def failure_log(self) -> Path | None:
         """The log of the command that failed (from ``failed.json``), or ``None``."""
-        try:
-            log = json.loads((self.root / FAILED_MARKER).read_text(encoding="utf-8")).get("log")
-        except (OSError, ValueError, AttributeError):
-            return None
+        log = self._failure_record().get("log")
         return Path(log) if isinstance(log, str) else None
+
+    @property
+    def failure_error(self) -> str | None:
+        """The error that ended the command that failed, as its log shows it (from ``failed.json``), or ``None``."""
+        error = self._failure_record().get("error")
+        return error if isinstance(error, str) else None
+
+    def _failure_record(self) -> dict[str, Any]:
+        try:
+            record = json.loads((self.root / FAILED_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
     @property
     def settings(self) -> dict[str, str]:

@@ -379,7 +379,8 @@ def run_study(spec: StudySpec, echo: Callable[[str], None] = print) -> tuple[Stu
     echo(f"study: {len(spec.losses)} loss(es) x {folds} fold(s) = {len(runs)} runs in {spec.out_dir}")
     progress = execute_runs(runs, echo=echo)
     for run in progress.failed:
-        echo(f"FAILED: {run.name} (log: {run.failure_log or run.root})")
+        error = run.failure_error
+        echo(f"FAILED: {run.name}{f': {error}' if error else ''} (log: {run.failure_log or run.root})")
     if not any(run.is_finished for run in runs):
         return progress, None
     return progress, collect_and_report(spec, echo=echo)
