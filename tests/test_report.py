@@ -521,6 +521,23 @@ def test_the_precision_recall_axes_say_what_the_intervals_are_over() -> None:
     assert report.precision_recall_figure(summary).axes[0].get_xlabel() == "mean recall (± 95% CI over cases)"
 
 
+def test_the_precision_recall_points_of_equal_methods_stay_visible_within_the_possible_range() -> None:
+    """Against the cosmetic bugs: a filled marker hid another method's at the same means, and panels whose values were
+    all 0 (or whose error bars crossed 0 or 1) had axes from -0.05, where no precision or recall can lie."""
+    df = study_table()
+    df.loc[df["method"] == METHODS[1], ["precision", "recall"]] = 0.0
+    df.loc[df["method"] == METHODS[0], ["precision", "recall"]] = 0.0
+    summary = stats.summary_table(df[df["method"].isin(METHODS[:2])])
+    for ax in report.precision_recall_figure(summary).axes:
+        points = [container.lines[0] for container in ax.containers]  # each method's marker (without error bars)
+        assert len(points) == 2 and {line.get_markerfacecolor() for line in points} == {"none"}
+        assert len({line.get_marker() for line in points}) == 2
+        assert ax.get_xlim()[0] >= -0.02 and ax.get_ylim()[0] >= -0.02
+    wide = stats.summary_table(study_table())
+    for ax in report.precision_recall_figure(wide).axes:
+        assert ax.get_xlim()[0] >= -0.02 and ax.get_xlim()[1] <= 1.02 and ax.get_xlim() == ax.get_ylim()
+
+
 def test_a_plain_table_keeps_a_pipe_in_its_column() -> None:
     cells = pd.DataFrame({"DSC": ["0.1", "0.2"]}, index=pd.Index(["a|b", "c_d *e*"], name="Method"))
     lines = report.markdown_table(cells, escape=False).splitlines()

@@ -106,12 +106,18 @@ def boxplot_figure(df: pd.DataFrame, metric: str = "dsc") -> Figure:
     return fig
 
 
+#: how far the precision-recall axes may reach beyond [0, 1]
+_RATIO_MARGIN = 0.02
+
+
 def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95, ci_over: str = "cases") -> Figure:
     """Mean precision against mean recall per method (with CI error bars), one panel per class.
 
     Points above the dashed diagonal favour precision, below it recall (the paper's recall-precision balance). The
     panels follow the per-case table's class order (:func:`~monai_mixedfocal.report.tables.summary_classes`), as the
-    box plots and Table 1 do.
+    box plots and Table 1 do. The markers are hollow, each method's of another shape, so that methods with the same
+    means stay visible on top of each other; the axes stay within the values precision and recall can take (a small
+    margin around ``[0, 1]``), whatever the error bars.
 
     Args:
         summary: output of :func:`~monai_mixedfocal.stats.summary_table` with ``precision`` and ``recall`` rows.
@@ -142,11 +148,13 @@ def precision_recall_figure(summary: pd.DataFrame, confidence: float = 0.95, ci_
                 yerr=np.nan_to_num(row[("half_width", "precision")]),
                 fmt=markers[k % len(markers)],
                 color=colours(k % colours.N),
+                markerfacecolor="none",
+                markeredgewidth=1.5,
                 capsize=3,
                 label=_text(method),
             )
-        lo, hi = ax.get_xlim()[0], ax.get_xlim()[1]
-        lo, hi = min(lo, ax.get_ylim()[0]), max(hi, ax.get_ylim()[1])
+        lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+        lo, hi = max(lo, -_RATIO_MARGIN), min(hi, 1 + _RATIO_MARGIN)
         ax.plot([lo, hi], [lo, hi], "--", color="0.6", linewidth=1, label="precision = recall")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
