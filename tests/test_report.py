@@ -169,6 +169,8 @@ def test_markdown_escape_puts_text_on_one_line_as_written() -> None:
     )
     # "_" is emphasis only at a word's edge (CommonMark, GFM): "_x_", "a_ b", "__init__", "γ_1" kept within a word
     assert report.markdown_escape("_x_ a_ b __init__ γ_1 a__b") == r"\_x\_ a\_ b \_\_init\_\_ γ_1 a\_\_b"
+    # GitHub's strikethrough, HTML entities and math (``~~x~~``, ``&lt;``, ``$x$``) were read as such
+    assert report.markdown_escape("a~~b~~ &lt; &#60; $x^2$ & c") == r"a\~\~b\~\~ \&lt; \&\#60; \$x^2\$ & c"
     cells = pd.DataFrame({"col\numn": ["a\nb"]}, index=pd.Index(["m\n1"], name="Method"))
     assert report.markdown_table(cells).splitlines()[2] == "| m 1    | a b     |"  # one row, not three lines
     assert report.markdown_table(cells, escape=False).splitlines()[0] == "| Method | col umn |"

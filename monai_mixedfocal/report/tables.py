@@ -222,14 +222,15 @@ def one_line(text: object) -> str:
 
 #: what Markdown could read as markup anywhere in a line, to escape with a backslash: the characters below, and ``_``
 #: except between two letters or digits (``mixed_focal``), where CommonMark and GFM never read it as emphasis
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>#|]|(?<![^\W_])_|_(?![^\W_])")
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>#|~$]|&(?=#?\w+;)|(?<![^\W_])_|_(?![^\W_])")
 
 
 def markdown_escape(text: object) -> str:
     r"""``text`` on one line (:func:`one_line`) with a backslash before each Markdown character (``\``, ```` ` ````,
-    ``*``, ``[``, ``]``, ``<``, ``>``, ``#``, ``|``, and ``_`` but within a word), so that it prints as written:
-    ``0.01*`` keeps its asterisk, ``<loss>`` is not read as an HTML tag and a title ending in ``#`` keeps it, while
-    names such as ``mixed_focal/fold_0`` stay readable in the Markdown text.
+    ``*``, ``[``, ``]``, ``<``, ``>``, ``#``, ``|``, ``~``, ``$``, ``&`` that starts an entity, and ``_`` but within a
+    word), so that it prints as written: ``0.01*`` keeps its asterisk, ``<loss>`` is not read as an HTML tag,
+    ``a~~b~~`` is not struck through, ``&lt;`` is not an entity, ``$x$`` is not GitHub's math and a title ending in
+    ``#`` keeps it, while names such as ``mixed_focal/fold_0`` or ``tumour & cyst`` stay readable in the Markdown text.
 
     Example:
         >>> print(markdown_escape("focal_tversky *v2*   run #3 _x_"))
