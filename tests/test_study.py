@@ -257,6 +257,28 @@ def test_report_of_a_partial_study_says_what_is_missing(tmp_path: Path) -> None:
     assert prepare_datalist(same) == spec.datalist_path  # the repository's data/ folder is the same data set
 
 
+def test_a_command_with_only_folds_reports_every_fold_of_the_study(tmp_path: Path) -> None:
+    """Against the bug (the report of the folds given): ``--only-folds 1`` run again to redo one fold, or on one node
+    of a cluster, replaced the complete report and per_case.csv with that fold's."""
+    data = tmp_path / "data"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path / "study", losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    for run in spec.runs():
+        run.root.mkdir(parents=True)
+        _finish_with_labels_as_predictions(spec, run)
+    one_fold = StudySpec(
+        dataset="kits19", data_root=data, out_dir=spec.out_dir, losses=["dice"], num_folds=2, folds=[1]
+    )
+    lines: list[str] = []
+    text = collect_and_report(one_fold, echo=lines.append).read_text()
+    assert set(pd.read_csv(spec.out_dir / "per_case.csv")["fold"]) == {0, 1} and "incomplete study" not in text
+    assert lines[-1].endswith("(2/2 runs, 4 cases)")
+    shutil.rmtree(spec.runs()[0].root)  # fold 0 not run yet: named as missing, not left out without a word
+    text = collect_and_report(one_fold, echo=lines.append).read_text()
+    assert "incomplete study: 1 of 2 runs have finished; missing: dice/fold_0 (not finished)" in text
+
+
 def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Path) -> None:
     """Against the bugs: a study folder moved or copied elsewhere (from scratch space to a project folder), its data
     set left where it was, was refused ("lists the data set in <nowhere>, not --data ...": datalist.json records the

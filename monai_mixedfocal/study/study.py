@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,14 +301,17 @@ def run_warnings(runs: Sequence[Run]) -> list[str]:
 def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> Path:
     """Collect the finished runs into ``per_case.csv`` and write the report; returns the path of ``report.md``.
 
-    The report notes the runs that have not finished (with why) and those made with other settings than ``spec``'s.
+    The report covers every fold of the study, whatever ``spec.folds`` (``--only-folds`` chooses the runs to run, not
+    those to report: a command that runs one fold, say on one node of a cluster, does not replace a complete report
+    with that fold's). It notes the runs that have not finished (with why) and those made with other settings than
+    ``spec``'s.
 
     Raises:
         ValueError: the study folder's ``datalist.json`` does not match ``spec`` (:func:`check_datalist`); no run has
             finished.
     """
     check_datalist(spec)
-    runs = spec.runs()
+    runs = replace(spec, folds=None).runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     overlay = _overlay_case(spec, runs)
