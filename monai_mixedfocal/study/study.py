@@ -205,6 +205,10 @@ class StudySpec:
         folds = self.folds if self.folds is not None else list(range(self.num_folds))
         return plan_runs(self.losses, folds, self.out_dir.resolve() / "runs", self.bundle_dir, overrides)
 
+    def reported_runs(self) -> list[Run]:
+        """The runs of every fold, whatever :attr:`folds` (which chooses the runs to run): those the report covers."""
+        return replace(self, folds=None).runs()
+
 
 def prepare_datalist(spec: StudySpec) -> Path:
     """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds).
@@ -311,7 +315,7 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
             finished.
     """
     check_datalist(spec)
-    runs = replace(spec, folds=None).runs()
+    runs = spec.reported_runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     overlay = _overlay_case(spec, runs)
@@ -384,6 +388,6 @@ def run_study(spec: StudySpec, echo: Callable[[str], None] = print) -> tuple[Stu
     for run in progress.failed:
         error = run.failure_error
         echo(f"FAILED: {run.name}{f': {error}' if error else ''} (log: {run.failure_log or run.root})")
-    if not any(run.is_finished for run in runs):
+    if not any(run.is_finished for run in spec.reported_runs()):
         return progress, None
     return progress, collect_and_report(spec, echo=echo)
