@@ -320,7 +320,7 @@ def test_a_run_folder_moved_with_its_datalist_resumes_there(tmp_path: Path) -> N
     """Against the bug (absolute paths compared as they were recorded): a study folder moved or copied elsewhere
     (from scratch space to a project folder, say) held an interrupted run that refused to resume there, its datalist
     named at the new path. A data set that stayed where it was, and a datalist that did not move along, decide as
-    before."""
+    before; so does another data set at the old one's place relative to the run (the study copied beside it)."""
     data, old = tmp_path / "data", tmp_path / "scratch" / "study"
     recorded = run_settings(str(data), str(old / "datalist.json"), 0, 5, 0, "dice", seed=0)
     _Run(old / "runs" / "dice" / "fold_0", max_epochs=4, stop_after=2, settings=recorded).run()
@@ -328,24 +328,29 @@ def test_a_run_folder_moved_with_its_datalist_resumes_there(tmp_path: Path) -> N
     new.parent.mkdir(parents=True)
     shutil.move(old, new)
     checkpoint = new / "runs" / "dice" / "fold_0" / "last.pt"
+    for dataset_dir, datalist, shown in [
+        (data, tmp_path / "home" / "datalist.json", "datalist: "),  # another datalist, not the moved one
+        (tmp_path / "home" / "me" / "data", new / "datalist.json", "dataset_dir: "),  # the data did not move along
+        (tmp_path / "home" / "data", new / "datalist.json", "dataset_dir: "),  # at the same place relative to the run
+    ]:
+        other = run_settings(str(dataset_dir), str(datalist), 0, 5, 0, "dice", seed=0)
+        with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(" + shown):
+            check_resume(checkpoint, True, other, epochs=4)
     moved = run_settings(str(data), str(new / "datalist.json"), 0, 5, 0, "dice", seed=0)
     check_resume(checkpoint, True, moved, epochs=4)
     again = _Run(checkpoint.parent, max_epochs=4, settings=moved)
     again.run()
     assert again.epochs_run == [3, 4]  # resumed
-    _Run(checkpoint.parent, max_epochs=4, stop_after=2, settings=moved, resume=False).run()
-    for dataset_dir, datalist, shown in [
-        (data, tmp_path / "home" / "datalist.json", "datalist: "),  # another datalist, not the moved one
-        (tmp_path / "home" / "me" / "data", new / "datalist.json", "dataset_dir: "),  # the data did not move along
-    ]:
-        other = run_settings(str(dataset_dir), str(datalist), 0, 5, 0, "dice", seed=0)
-        with pytest.raises(ValueError, match=r"interrupted after epoch 2 of 4 \(" + shown):
-            check_resume(checkpoint, True, other, epochs=4)
 
 
-def test_a_copied_run_folder_still_refuses_its_training_cases(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_copied_run_folder_still_refuses_its_training_cases(tmp_path: Path, through_a_link: bool) -> None:
     """Against the bug (recorded image paths compared as they were): in a copy of a study folder holding its data,
-    the model's training cases, at their new paths, were evaluated as if unseen."""
+    the model's training cases, at their new paths, were evaluated as if unseen; also when the study was reached
+    through a link (the images are recorded by their real paths, so is the folder they were recorded in)."""
+    if through_a_link:
+        (tmp_path / "real").mkdir()
+        (tmp_path / "scratch").symlink_to(tmp_path / "real")
     old = tmp_path / "scratch" / "study"
     images = [old / "data" / f"case_{i:05d}" / "imaging.nii.gz" for i in range(4)]
     for image in images:
@@ -356,11 +361,29 @@ def test_a_copied_run_folder_still_refuses_its_training_cases(tmp_path: Path) ->
     _Run(old / "run", max_epochs=1, settings=settings, training_data=trained).run()
     new = tmp_path / "copy"
     shutil.copytree(tmp_path / "scratch", new)
+    shutil.rmtree(tmp_path / ("real" if through_a_link else "scratch"))
     copied = [str(new / image.relative_to(tmp_path / "scratch")) for image in images]
     settings = run_settings(str(new / "study" / "data"), str(new / "study" / "datalist.json"), 1, 2, 0, "dice")
     with pytest.raises(ValueError, match=rf"1 of the 2 evaluation case\(s\) are training cases .* e\.g\. {copied[1]}:"):
         check_evaluation_split(new / "study" / "run" / "last.pt", settings, [{"image": p} for p in copied[1:3]])
     check_evaluation_split(new / "study" / "run" / "last.pt", settings, [{"image": p} for p in copied[2:]])
+
+
+def test_a_moved_run_folder_does_not_refuse_cases_outside_what_moved(tmp_path: Path) -> None:
+    """Against the false refusal: a study moved from scratch/study to home/me/study, its data set left in data/: an
+    external set at home/data (the old data's place relative to the run) held no training case of the model."""
+    data, old = tmp_path / "data", tmp_path / "scratch" / "study"
+    trained = [{"image": str(data / f"case_{i:05d}" / "imaging.nii.gz")} for i in range(2)]
+    settings = run_settings(str(data), str(old / "datalist.json"), 0, 2, 0, "dice")
+    _Run(old / "runs" / "dice" / "fold_0", max_epochs=1, settings=settings, training_data=trained).run()
+    new = tmp_path / "home" / "me" / "study"
+    new.parent.mkdir(parents=True)
+    shutil.move(old, new)
+    checkpoint = new / "runs" / "dice" / "fold_0" / "last.pt"
+    external = [{"image": str(tmp_path / "home" / "data" / f"case_{i:05d}" / "imaging.nii.gz")} for i in range(2)]
+    check_evaluation_split(checkpoint, run_settings(str(tmp_path / "home" / "data"), None, 0, 2, 0, "dice"), external)
+    with pytest.raises(ValueError, match=r"2 of the 2 evaluation case\(s\) are training cases"):
+        check_evaluation_split(checkpoint, run_settings(str(data), None, 1, 2, 0, "dice"), trained)
 
 
 FOLD0 = run_settings("/data/kits19", None, 0, 5, 0, "dice", {"softmax": True})

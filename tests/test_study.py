@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -283,13 +284,15 @@ def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Pa
     """Against the bugs: a study folder moved or copied elsewhere (from scratch space to a project folder), its data
     set left where it was, was refused ("lists the data set in <nowhere>, not --data ...": datalist.json records the
     data set relative to itself), and its runs were flagged as made with other settings (settings.json records
-    absolute paths). Another data set is still refused, and a setting changed otherwise still flagged."""
+    absolute paths). datalist.json is written again for the data's place; another data set is still refused, a
+    --data that does not hold the cases is named as such, and a setting changed otherwise is still flagged."""
     data = tmp_path / "kits19"
     synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
     spec = StudySpec(
         dataset="kits19", data_root=data, out_dir=tmp_path / "scratch" / "study", losses=["dice"], num_folds=2
     )
     prepare_datalist(spec)
+    before = read_datalist(spec.datalist_path)
     for run in spec.runs():
         run.root.mkdir(parents=True)
         run.record_settings()
@@ -298,7 +301,14 @@ def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Pa
     moved.parent.mkdir(parents=True)
     shutil.move(spec.out_dir, moved)
     there = StudySpec(dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2)
+    elsewhere = StudySpec(dataset="kits19", data_root=tmp_path / "nowhere", out_dir=moved, losses=["dice"], num_folds=2)
+    with pytest.raises(
+        ValueError, match=r"under .*/home/kits19, which does not hold them \(was the study folder moved"
+    ):
+        prepare_datalist(elsewhere)
     assert prepare_datalist(there) == moved / "datalist.json"
+    after = read_datalist(there.datalist_path)
+    assert after["dataset_root"] == "../../../kits19" and after["training"] == before["training"]
     assert [run.settings_changes() for run in there.runs()] == [[], []]
     text = collect_and_report(there, echo=lambda line: None).read_text()
     assert "incomplete study" not in text and "mixed settings" not in text and (moved / "overlays.png").is_file()
@@ -306,10 +316,32 @@ def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Pa
         dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2, overrides={"epochs": 3}
     )
     assert changed.runs()[0].settings_changes() == ["epochs: (unset) -> '3'"]
-    other = tmp_path / "home" / "kits19"  # where datalist.json's relative root points now: another data set
+    other = tmp_path / "home" / "kits19"  # another data set
     synthesize_kits19(other, cases=4, seed=1, shape=(16, 16, 16))
-    with pytest.raises(ValueError, match=r"lists the data set in .*home/kits19, not --data .*/kits19"):
-        prepare_datalist(StudySpec(dataset="kits19", data_root=data, out_dir=moved, losses=["dice"], num_folds=2))
+    with pytest.raises(ValueError, match=r"lists the data set in .*/kits19, not --data .*home/kits19"):
+        prepare_datalist(StudySpec(dataset="kits19", data_root=other, out_dir=moved, losses=["dice"], num_folds=2))
+
+
+def test_a_brats20_study_moved_away_from_its_data_keeps_its_masks_in_the_study_folder(tmp_path: Path) -> None:
+    """Against the bug: the enhancing-tumour masks, written into the study folder, are named in datalist.json relative
+    to the data set; a study moved away from its data read (and wrote) them in the old study folder, and its report
+    failed once that was deleted."""
+    data = tmp_path / "BraTS2020"
+    synthesize_brats20(data, cases=4, seed=0, shape=(16, 16, 16))
+    scratch = tmp_path / "scratch" / "study"
+    spec = StudySpec(dataset="brats20", data_root=data, out_dir=scratch, losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    moved = tmp_path / "home" / "me" / "study"
+    moved.parent.mkdir(parents=True)
+    shutil.copytree(spec.out_dir, moved)
+    shutil.rmtree(tmp_path / "scratch")  # the scratch space purged
+    there = replace(spec, out_dir=moved)
+    prepare_datalist(there)
+    content = read_datalist(there.datalist_path)
+    base = there.datalist_path.parent / content["dataset_root"]
+    labels = [Path(os.path.normpath(base / item["label"])) for item in content["training"]]
+    assert all(label.parent == moved / "labels_et" and label.is_file() for label in labels)
+    assert not (tmp_path / "scratch").exists()
 
 
 def test_the_overlays_show_a_case_of_the_fold_with_the_most_finished_runs_the_first_on_a_tie(tmp_path: Path) -> None:

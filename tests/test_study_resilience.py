@@ -487,6 +487,34 @@ def test_a_run_copied_with_its_study_folder_is_checked_where_it_lies_now(tmp_pat
     assert not elsewhere.training_finished
 
 
+def test_a_copied_study_beside_another_data_set_or_bundle_is_flagged(tmp_path: Path) -> None:
+    """Against the false "same run": a study copied from clone1/results/study to clone2/results/study, where clone2
+    holds another bundle (other configs) and a data set beside it at the place relative to the study where clone1's was
+    (data outside the copied folder), counted as the same settings. The data set inside what moved is the same."""
+    old, new = tmp_path / "clone1" / "results" / "study", tmp_path / "clone2" / "results" / "study"
+
+    def run_in(study: Path, bundle: Path, data: Path) -> Run:
+        overrides = {"dataset_dir": str(data), "datalist": str(study / "datalist.json"), "num_folds": 2}
+        return Run("dice", 0, study / "runs" / "dice" / "fold_0", bundle, overrides)
+
+    recorded = run_in(old, tmp_path / "clone1" / "bundles" / "kits19", tmp_path / "clone1" / "data")
+    recorded.root.mkdir(parents=True)
+    recorded.record_settings()
+    shutil.copytree(tmp_path / "clone1" / "results", tmp_path / "clone2" / "results")
+    assert run_in(new, recorded.bundle_dir, tmp_path / "clone2" / "data").settings_changes() == []
+    (change,) = run_in(new, tmp_path / "clone2" / "bundles" / "kits19", tmp_path / "clone2" / "data").settings_changes()
+    assert change.startswith("bundle_dir: ")
+    beside = tmp_path / "scratch" / "study"
+    recorded = run_in(beside, recorded.bundle_dir, tmp_path / "data")
+    recorded.root.mkdir(parents=True)
+    recorded.record_settings()
+    copy = tmp_path / "proj" / "sub" / "study"
+    shutil.copytree(beside, copy)
+    (change,) = run_in(copy, recorded.bundle_dir, tmp_path / "proj" / "data").settings_changes()
+    assert change.startswith("dataset_dir: ")
+    assert run_in(copy, recorded.bundle_dir, tmp_path / "data").settings_changes() == []
+
+
 def test_the_dry_run_line_guards_the_training_as_the_runner_does(tmp_path: Path) -> None:
     """Against the bug (a fixed ``train && evaluate`` line): a job run again after its training ended (requeued after
     a preemption during the evaluation) trained the run over from scratch."""

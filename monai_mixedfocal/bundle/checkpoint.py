@@ -256,7 +256,7 @@ class ResumeCheckpoint:
             return
         content = {key: obj.state_dict() for key, obj in self._objects(engine).items()}
         # and where it is written: a run folder moved or copied with its data is then told from another run
-        folder = os.path.abspath(self.path.parent)
+        folder = os.path.realpath(self.path.parent)  # as the training images are recorded
         settings = None if self.run_settings is None else {**self.run_settings, RECORDED_IN_KEY: folder}
         if settings is not None:
             content[SETTINGS_KEY] = settings  # the single atomic record; last.json is a copy

@@ -34,7 +34,9 @@ __all__ = [
     "checkpoint_progress",
     "describe_loss",
     "describe_network",
+    "folder_move",
     "moved_along",
+    "moved_path",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
@@ -61,8 +63,8 @@ SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "
 #: the run settings that are absolute paths: a run folder moved or copied with them still matches them
 PATH_SETTINGS: tuple[str, ...] = ("dataset_dir", "datalist")
 
-#: the key, among the settings recorded in a resume checkpoint, of the folder it was written in (absolute): it tells
-#: a run folder that was moved or copied, with the files it names, from another run (:func:`settings_moved_with`).
+#: the key, among the settings recorded in a resume checkpoint, of the folder it was written in (its real path): it
+#: tells a run folder that was moved or copied, with the files it names, from another run (:func:`settings_moved_with`).
 #: A run's own :func:`run_settings` lack it, so the checks that compare the settings they hold do not compare it.
 RECORDED_IN_KEY = "recorded_in"
 
@@ -343,6 +345,40 @@ def _recorded_run(checkpoint: str | os.PathLike, hint: str) -> tuple[dict[str, s
     return settings, [str(image) for image in images] if isinstance(images, list) else None
 
 
+def folder_move(recorded_in: str | os.PathLike, current_in: str | os.PathLike) -> tuple[str, str]:
+    """The move that took folder ``recorded_in`` to ``current_in``: the two without the trailing names they share.
+
+    ``/scratch/study/runs/dice/fold_0`` now at ``/home/me/study/runs/dice/fold_0`` is ``/scratch`` moved to
+    ``/home/me`` (with everything in it); a study folder renamed from ``/a/demo`` to ``/b/demo2`` is ``/a/demo``
+    moved to ``/b/demo2``. Both are made absolute (``..`` resolved by name) first.
+
+    Example:
+        >>> folder_move("/scratch/study/runs/fold_0", "/home/me/study/runs/fold_0")
+        ('/scratch', '/home/me')
+    """
+    old, new = Path(os.path.abspath(recorded_in)).parts, Path(os.path.abspath(current_in)).parts
+    shared = 0
+    while shared < min(len(old), len(new)) - 1 and old[-1 - shared] == new[-1 - shared]:
+        shared += 1
+    return str(Path(*old[: len(old) - shared])), str(Path(*new[: len(new) - shared]))
+
+
+def moved_path(path: str, move: tuple[str, str]) -> str:
+    """Where ``path`` lies after ``move`` (:func:`folder_move`): moved with the folder when it lay inside it, else as
+    it is.
+
+    Example:
+        >>> moved_path("/scratch/study/datalist.json", ("/scratch", "/home/me")), moved_path("/data/x", ("/a", "/b"))
+        ('/home/me/study/datalist.json', '/data/x')
+    """
+    old, new = move
+    try:
+        inside = os.path.commonpath([old, path]) == old
+    except ValueError:  # another drive (Windows), or a relative path: not inside
+        return path
+    return os.path.normpath(os.path.join(new, os.path.relpath(path, old))) if inside else path
+
+
 def moved_along(
     recorded: Mapping[str, str],
     current: Mapping[str, str],
@@ -350,18 +386,20 @@ def moved_along(
     current_in: str | os.PathLike,
     keys: Iterable[str] = PATH_SETTINGS,
 ) -> dict[str, str]:
-    """``recorded`` with each path setting of ``keys`` that differs from ``current``'s only because it moved along with
-    the folder the settings were recorded in replaced by ``current``'s.
+    """``recorded`` with each path setting of ``keys`` that is ``current``'s after the move of the folder the settings
+    were recorded in (:func:`folder_move`, :func:`moved_path`) replaced by ``current``'s.
 
-    A path names the same place after the move when it is the same relative to the folder: the record of a study moved
-    from ``/scratch/study`` to ``/home/study`` names ``/scratch/study/datalist.json``, its folder's
-    ``../../../datalist.json``, as ``/home/study/datalist.json`` is ``current_in``'s. A path that stayed where it was
-    (a data set outside the moved folder) is equal as it is; one that changed otherwise still differs.
+    A study moved from ``/scratch/study`` to ``/home/me/study`` (``/scratch`` -> ``/home/me``) names its datalist
+    ``/home/me/study/datalist.json``: the same. A data set that stayed where it was is equal as it is. A path that
+    changed otherwise still differs, even at the same place relative to the folder: a copy of the study beside another
+    data set of the same name (``/scratch/study`` copied to ``/proj/sub/study``, ``/data/kits19`` now
+    ``/proj/kits19``) was not moved with it. Paths are compared, not contents: a data set replaced by another at the
+    place it moved to counts as the same.
 
     Args:
         recorded: settings recorded in folder ``recorded_in``.
         current: settings of the same kind, made now for folder ``current_in``.
-        recorded_in: the folder (absolute) that the record was written in.
+        recorded_in: the folder that the record was written in.
         current_in: the folder that it lies in now.
         keys: the settings that are absolute paths.
 
@@ -370,10 +408,10 @@ def moved_along(
         {'datalist': '/b/s/datalist.json'}
     """
     moved = dict(recorded)
-    old, new = os.path.abspath(recorded_in), os.path.abspath(current_in)
+    move = folder_move(recorded_in, current_in)
     for key in keys:
         before, now = recorded.get(key), current.get(key)
-        if before and now and before != now and os.path.relpath(before, old) == os.path.relpath(now, new):
+        if before and now and before != now and moved_path(before, move) == os.path.normpath(now):
             moved[key] = now
     return moved
 
@@ -382,13 +420,14 @@ def settings_moved_with(
     checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str]
 ) -> dict[str, str]:
     """The ``recorded`` settings of the resume ``checkpoint`` as :func:`moved_along` makes them, from the folder they
-    were recorded in (:data:`RECORDED_IN_KEY`) to the checkpoint's folder now: a run folder moved or copied with its
-    data set and datalist is the same run. A record that predates the key (or names no folder) is returned as it is.
+    were recorded in (:data:`RECORDED_IN_KEY`, its real path) to the checkpoint's folder now (its real path): a run
+    folder moved or copied with its data set and datalist is the same run. A record that predates the key (or names
+    no folder) is returned as it is.
     """
     recorded_in = recorded.get(RECORDED_IN_KEY)
     if not recorded_in:
         return dict(recorded)
-    return moved_along(recorded, current, recorded_in, Path(checkpoint).absolute().parent)
+    return moved_along(recorded, current, recorded_in, os.path.realpath(Path(checkpoint).parent))
 
 
 def refuse_another_run(
@@ -519,7 +558,8 @@ def _moved_images(checkpoint: str | os.PathLike, recorded: Mapping[str, str] | N
     (:data:`RECORDED_IN_KEY`) and it is not the checkpoint's folder now, where they lie after moving along with it:
     a run folder moved or copied with its data still refuses its training cases."""
     recorded_in = (recorded or {}).get(RECORDED_IN_KEY)
-    folder = os.path.abspath(Path(checkpoint).parent)
+    folder = os.path.realpath(Path(checkpoint).parent)
     if not recorded_in or recorded_in == folder:
         return images
-    return images + [os.path.realpath(os.path.join(folder, os.path.relpath(image, recorded_in))) for image in images]
+    move = folder_move(recorded_in, folder)
+    return list(dict.fromkeys([*images, *(moved_path(image, move) for image in images)]))

@@ -47,8 +47,9 @@ FAILED_MARKER = "failed.json"
 #: the run's settings (bundle, loss, fold, overrides) recorded when its training starts from scratch
 SETTINGS_FILE = "settings.json"
 
-#: the settings of a run (:attr:`Run.settings`) that are absolute paths: they may move along with the study folder
-STUDY_PATH_SETTINGS: tuple[str, ...] = ("bundle_dir", "dataset_dir", "datalist")
+#: the settings of a run (:attr:`Run.settings`) that are data paths: they may move along with the study folder (the
+#: bundle's folder is compared as it is: a copy of the study into another installation runs that one's configs)
+STUDY_PATH_SETTINGS: tuple[str, ...] = ("dataset_dir", "datalist")
 
 
 def default_bundle_dir(dataset: str) -> Path:
@@ -288,8 +289,8 @@ class Run:
         return changes + changed_entries({"epochs": record["max_epochs"]}, {"epochs": epochs})
 
     def _moved_along(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """The ``settings.json`` record with the paths that moved along with the study folder (a study moved or copied
-        with its data, or with its bundle) as they are now (:func:`~monai_mixedfocal.bundle.run_settings.moved_along`).
+        """The ``settings.json`` record with the data paths that moved along with the study folder (a study moved or
+        copied with its data set inside it) as they are now (:func:`~monai_mixedfocal.bundle.run_settings.moved_along`).
         The study folder is the datalist's, which every run records (``OUT/datalist.json``)."""
         from monai_mixedfocal.bundle.run_settings import moved_along
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
-from monai_mixedfocal.data.datalist import recorded_root, source_files
+from monai_mixedfocal.data.datalist import datalist_to_json, recorded_root, source_files
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
@@ -211,61 +211,109 @@ class StudySpec:
 
 
 def prepare_datalist(spec: StudySpec) -> Path:
-    """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds).
+    """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds), and
+    written again with its data set's new place when the study folder has moved away from it
+    (:func:`follow_the_data`).
 
     Raises:
         ValueError: if an existing ``datalist.json`` was made with another number of folds or seed, or for another
             data set folder (see :func:`check_datalist`).
     """
     if check_datalist(spec):
+        follow_the_data(spec)
         return spec.datalist_path
-    kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
-    datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
-    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    write_datalist(spec.datalist_path, _list_the_data(spec), num_folds=spec.num_folds, seed=spec.seed)
     return spec.datalist_path
+
+
+def _list_the_data(spec: StudySpec) -> Any:
+    """The cases under ``--data`` (BraTS20's enhancing-tumour masks written into the study folder)."""
+    kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
+    return _DATALISTS[spec.dataset](spec.data_root, **kwargs)
 
 
 def check_datalist(spec: StudySpec) -> bool:
     """Whether the study folder holds its fold assignment (``datalist.json``), checked against ``spec``.
 
+    A study folder moved or copied away from its data set (``datalist.json`` records the data set's root relative to
+    itself, which then holds none of its cases) is accepted when ``--data`` holds every case it lists.
+
     Raises:
         ValueError: if ``datalist.json`` was made with another number of folds or seed, or lists another data set
-            folder: the study folder's runs were made on other folds or data (use another ``--out`` folder).
+            folder: the study folder's runs were made on other folds or data (use another ``--out`` folder); or its
+            recorded root holds none of its cases and ``--data`` not all of them.
     """
-    if spec.datalist_path.is_file():
-        content = read_datalist(spec.datalist_path)
-        if content.get("num_folds") != spec.num_folds or content.get("seed") != spec.seed:
-            raise ValueError(
-                f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
-                f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
-            )
-        recorded = cases_root(spec, content)
-        if data_set_folder(spec.dataset, recorded) != data_set_folder(spec.dataset, spec.data_root):
-            raise ValueError(
-                f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
-                "finished runs were trained on that data. Use another --out folder for this data set (or the same "
-                "--data to resume)."
-            )
+    if not spec.datalist_path.is_file():
+        return False
+    content = read_datalist(spec.datalist_path)
+    if content.get("num_folds") != spec.num_folds or content.get("seed") != spec.seed:
+        raise ValueError(
+            f"{spec.datalist_path} holds a {content.get('num_folds')}-fold assignment with seed "
+            f"{content.get('seed')}, not {spec.num_folds} folds with seed {spec.seed}: use another --out folder."
+        )
+    if _moved_data_root(spec, content) is not None:
         return True
-    return False
-
-
-def cases_root(spec: StudySpec, content: Mapping[str, Any]) -> Path:
-    """The folder that the study's datalist (its ``content``) names its cases' files from: the data set root it records
-    (relative to ``datalist.json``), or, when that holds none of them (the study folder was moved or copied away from
-    its data set) and ``--data`` holds them all, ``--data`` (for KiTS19 also its repository, when it is the ``data/``
-    folder), as the bundle resolves them (:func:`~monai_mixedfocal.bundle.load_split`)."""
     recorded = recorded_root(spec.datalist_path, content)
+    if data_set_folder(spec.dataset, recorded) == data_set_folder(spec.dataset, spec.data_root):
+        return True
+    if _first_missing(recorded, content["training"][:1]) is not None:
+        missing = _first_missing(Path(os.path.abspath(spec.data_root)), content["training"])
+        raise ValueError(
+            f"{spec.datalist_path} lists its cases under {recorded}, which does not hold them (was the study folder "
+            f"moved?), and --data {spec.data_root} does not hold them all either (no {missing}): pass the folder of "
+            "the data set the study was made on as --data."
+        )
+    raise ValueError(
+        f"{spec.datalist_path} lists the data set in {recorded.resolve()}, not --data {spec.data_root}: its "
+        "finished runs were trained on that data. Use another --out folder for this data set (or the same "
+        "--data to resume)."
+    )
+
+
+def follow_the_data(spec: StudySpec) -> bool:
+    """Write ``datalist.json`` again, with the same cases and folds, for a study folder moved or copied away from its
+    data set (the data set root it records relative to itself holds none of its cases, ``--data`` holds them all), so
+    that its paths name the data where it is (and BraTS20's masks in this study folder); returns whether it did.
+
+    Raises:
+        ValueError: ``--data`` lists other cases or folds than ``datalist.json`` (nothing is written).
+    """
+    content = read_datalist(spec.datalist_path)
+    if _moved_data_root(spec, content) is None:
+        return False
+    datalist = _list_the_data(spec)
+    fresh = datalist_to_json(datalist, spec.out_dir, num_folds=spec.num_folds, seed=spec.seed)
+
+    def folds(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+        return [(str(item.get("case")), int(item["fold"])) for item in items]
+
+    if folds(fresh["training"]) != folds(content["training"]):
+        raise ValueError(
+            f"--data {spec.data_root} lists other cases or folds than {spec.datalist_path}, made on the data set this "
+            "study folder was moved away from: pass that data set as --data, or use another --out folder."
+        )
+    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    return True
+
+
+def _moved_data_root(spec: StudySpec, content: Mapping[str, Any]) -> Path | None:
+    """``--data`` (or, for KiTS19, its repository) when it holds every case of the study's datalist (``content``)
+    while the root the datalist records holds none (the study folder was moved or copied away from its data set);
+    ``None`` otherwise."""
     items = content["training"]  # a list of dicts with an image, as read_datalist checks
-
-    def holds(root: Path, cases: Sequence[Mapping[str, Any]]) -> bool:
-        return all(os.path.isfile(root / path) for item in cases for path in source_files(item))
-
-    if holds(recorded, items[:1]):
-        return recorded
+    if _first_missing(recorded_root(spec.datalist_path, content), items[:1]) is None:
+        return None
     given = Path(os.path.abspath(spec.data_root))
-    return next((root for root in (given, data_set_folder(spec.dataset, given)) if holds(root, items)), recorded)
+    return next(
+        (root for root in (given, data_set_folder(spec.dataset, given)) if not _first_missing(root, items)), None
+    )
+
+
+def _first_missing(root: Path, items: Sequence[Mapping[str, Any]]) -> Path | None:
+    """The first source file of ``items`` (:func:`~monai_mixedfocal.data.datalist.source_files`) missing under
+    ``root``, or ``None``."""
+    return next((root / path for item in items for path in source_files(item) if not (root / path).is_file()), None)
 
 
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
@@ -278,7 +326,7 @@ def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | No
     fold = max(counts, key=lambda k: (counts[k], -k))
     fold_runs = [run for run in finished if run.fold == fold]
     content = read_datalist(spec.datalist_path)
-    base = cases_root(spec, content)
+    base = recorded_root(spec.datalist_path, content)
     for item in content["training"]:
         if item.get("fold") != fold:
             continue
@@ -314,7 +362,8 @@ def collect_and_report(spec: StudySpec, echo: Callable[[str], None] = print) -> 
         ValueError: the study folder's ``datalist.json`` does not match ``spec`` (:func:`check_datalist`); no run has
             finished.
     """
-    check_datalist(spec)
+    if check_datalist(spec):
+        follow_the_data(spec)
     runs = spec.reported_runs()
     table = collect_per_case(runs)
     spec.out_dir.mkdir(parents=True, exist_ok=True)
