@@ -316,17 +316,23 @@ def test_evaluation_on_training_cases_is_refused_however_the_data_are_named(tmp_
         check_evaluation_split(tmp_path / "run" / "last.pt", other_names, via_link)
 
 
-def test_a_run_folder_moved_with_its_datalist_resumes_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_run_folder_moved_with_its_datalist_resumes_there(tmp_path: Path, through_a_link: bool) -> None:
     """Against the bug (absolute paths compared as they were recorded): a study folder moved or copied elsewhere
     (from scratch space to a project folder, say) held an interrupted run that refused to resume there, its datalist
-    named at the new path. A data set that stayed where it was, and a datalist that did not move along, decide as
-    before; so does another data set at the old one's place relative to the run (the study copied beside it)."""
+    named at the new path; also when it was reached through a link (its paths recorded by name). A data set that
+    stayed where it was, and a datalist that did not move along, decide as before; so does another data set at the
+    old one's place relative to the run (the study copied beside it)."""
+    if through_a_link:
+        (tmp_path / "real").mkdir()
+        (tmp_path / "scratch").symlink_to(tmp_path / "real")
     data, old = tmp_path / "data", tmp_path / "scratch" / "study"
+    data.mkdir()
     recorded = run_settings(str(data), str(old / "datalist.json"), 0, 5, 0, "dice", seed=0)
     _Run(old / "runs" / "dice" / "fold_0", max_epochs=4, stop_after=2, settings=recorded).run()
     new = tmp_path / "home" / "me" / "study"
     new.parent.mkdir(parents=True)
-    shutil.move(old, new)
+    shutil.move(tmp_path / ("real" if through_a_link else "scratch") / "study", new)
     checkpoint = new / "runs" / "dice" / "fold_0" / "last.pt"
     for dataset_dir, datalist, shown in [
         (data, tmp_path / "home" / "datalist.json", "datalist: "),  # another datalist, not the moved one
@@ -429,7 +435,7 @@ def test_a_missing_best_model_does_not_fail_the_next_better_validation(
 def test_the_run_settings_are_kept_inside_last_pt(tmp_path: Path) -> None:
     """With the folder they were written in, which tells a moved run folder from another run."""
     _Run(tmp_path, max_epochs=4, stop_after=2, settings=FOLD0).run()
-    recorded = {**FOLD0, "recorded_in": str(tmp_path)}
+    recorded = {**FOLD0, "recorded_in": str(tmp_path), "recorded_in_real": str(tmp_path)}
     assert torch.load(tmp_path / "last.pt", weights_only=True)["run_settings"] == recorded
     assert json.loads((tmp_path / "last.json").read_text())["run_settings"] == recorded  # the copy to read
 
@@ -461,7 +467,7 @@ def test_the_progress_is_read_from_last_pt_first(tmp_path: Path) -> None:
     finished run would look interrupted. An older last.pt (no settings inside) or an unreadable one defers to it."""
     _Run(tmp_path, max_epochs=3, settings=FOLD0).run()
     record = tmp_path / "last.json"
-    recorded = {**FOLD0, "recorded_in": str(tmp_path)}
+    recorded = {**FOLD0, "recorded_in": str(tmp_path), "recorded_in_real": str(tmp_path)}
     assert checkpoint_progress(tmp_path / "last.pt") == recorded_progress(tmp_path / "last.pt") == (3, 3, recorded)
     record.write_text(json.dumps({"run_settings": FOLD0, "epoch": 2, "max_epochs": 3}))  # the kill window
     assert checkpoint_progress(tmp_path / "last.pt") == (3, 3, recorded)

@@ -21,6 +21,7 @@ import pytest
 
 import monai_mixedfocal.study.runner as runner_module
 from monai_mixedfocal.bundle.run_settings import checkpoint_progress
+from monai_mixedfocal.bundle.startup import load_split
 from monai_mixedfocal.data import read_datalist, synthesize_brats20, synthesize_kits19
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import _last_epoch, execute_runs, format_seconds, run_logged
@@ -322,16 +323,20 @@ def test_a_study_folder_moved_away_from_its_data_is_collected_there(tmp_path: Pa
         prepare_datalist(StudySpec(dataset="kits19", data_root=other, out_dir=moved, losses=["dice"], num_folds=2))
 
 
-def test_a_brats20_study_moved_away_from_its_data_keeps_its_masks_in_the_study_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("place", ["deeper", "same depth"])
+def test_a_brats20_study_moved_away_from_its_data_keeps_its_masks_in_the_study_folder(
+    tmp_path: Path, place: str
+) -> None:
     """Against the bug: the enhancing-tumour masks, written into the study folder, are named in datalist.json relative
     to the data set; a study moved away from its data read (and wrote) them in the old study folder, and its report
-    failed once that was deleted."""
+    failed once that was deleted. Also when the move keeps the data set's root valid (the same depth)."""
     data = tmp_path / "BraTS2020"
     synthesize_brats20(data, cases=4, seed=0, shape=(16, 16, 16))
     scratch = tmp_path / "scratch" / "study"
     spec = StudySpec(dataset="brats20", data_root=data, out_dir=scratch, losses=["dice"], num_folds=2)
     prepare_datalist(spec)
-    moved = tmp_path / "home" / "me" / "study"
+    before = read_datalist(spec.datalist_path)
+    moved = tmp_path / "home" / "me" / "study" if place == "deeper" else tmp_path / "home" / "study"
     moved.parent.mkdir(parents=True)
     shutil.copytree(spec.out_dir, moved)
     shutil.rmtree(tmp_path / "scratch")  # the scratch space purged
@@ -341,7 +346,41 @@ def test_a_brats20_study_moved_away_from_its_data_keeps_its_masks_in_the_study_f
     base = there.datalist_path.parent / content["dataset_root"]
     labels = [Path(os.path.normpath(base / item["label"])) for item in content["training"]]
     assert all(label.parent == moved / "labels_et" and label.is_file() for label in labels)
+    assert [(item["case"], item["fold"], item["image"]) for item in content["training"]] == [
+        (item["case"], item["fold"], item["image"]) for item in before["training"]
+    ]
+    train, _ = load_split("brats20", str(data), 0, datalist=str(there.datalist_path), num_folds=2)
+    assert all(Path(item["label"]).parent == moved / "labels_et" for item in train)
     assert not (tmp_path / "scratch").exists()
+
+
+def test_a_study_whose_data_lost_a_file_is_not_taken_for_moved(tmp_path: Path) -> None:
+    """Against the rewrite of an unmoved study's datalist: the data set missing one file, a backup given as --data
+    was taken for the data's new place and datalist.json pointed at it. It is refused, as another data set."""
+    data, backup = tmp_path / "d" / "kits19", tmp_path / "backup" / "deep" / "kits19"
+    synthesize_kits19(data, cases=4, seed=0, shape=(16, 16, 16))
+    shutil.copytree(data, backup)
+    spec = StudySpec(dataset="kits19", data_root=data, out_dir=tmp_path / "s" / "study", losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    written = spec.datalist_path.read_bytes()
+    first = read_datalist(spec.datalist_path)["training"][0]["image"]
+    (data / first).unlink()
+    with pytest.raises(ValueError, match=r"lists the data set in .*/d/kits19, not --data .*backup"):
+        prepare_datalist(replace(spec, data_root=backup))
+    assert spec.datalist_path.read_bytes() == written
+
+
+def test_a_kits19_study_made_on_the_data_folder_follows_the_repository(tmp_path: Path) -> None:
+    """A study made with --data kits19/data, moved away from it, then run with --data kits19 (the repository, the
+    same data set): it was refused, saying that --data did not hold the cases."""
+    synthesize_kits19(tmp_path / "kits19", cases=4, seed=0, shape=(16, 16, 16))
+    made = {"dataset": "kits19", "data_root": tmp_path / "kits19" / "data", "out_dir": tmp_path / "a" / "study"}
+    spec = StudySpec(**made, losses=["dice"], num_folds=2)
+    prepare_datalist(spec)
+    shutil.move(tmp_path / "a", tmp_path / "b" / "c")
+    there = replace(spec, data_root=tmp_path / "kits19", out_dir=tmp_path / "b" / "c" / "study")
+    assert prepare_datalist(there) == there.datalist_path
+    assert read_datalist(there.datalist_path)["dataset_root"] == "../../../kits19/data"
 
 
 def test_the_overlays_show_a_case_of_the_fold_with_the_most_finished_runs_the_first_on_a_tie(tmp_path: Path) -> None:

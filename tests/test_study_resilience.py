@@ -20,6 +20,7 @@ import torch
 from monai.networks.nets import BasicUNet
 
 import monai_mixedfocal.study.runner as runner_module
+from monai_mixedfocal.bundle.moved_runs import recorded_folders
 from monai_mixedfocal.bundle.run_settings import describe_network, run_settings
 from monai_mixedfocal.data import read_datalist, synthesize_kits19
 from monai_mixedfocal.metrics import per_case_table, write_csv_atomic
@@ -92,7 +93,7 @@ def _finish_training(
         "seed": 0,
         **changed,
     }
-    settings = {**run_settings(**args), "recorded_in": str(run.resume_checkpoint.parent)}  # as ResumeCheckpoint does
+    settings = {**run_settings(**args), **recorded_folders(run.resume_checkpoint)}  # as ResumeCheckpoint records it
     record = {"run_settings": settings, "epoch": epoch, "max_epochs": max_epochs}
     atomic_write_json(run.resume_checkpoint.with_suffix(".json"), record)
     if checkpoint_epoch is None:
@@ -489,30 +490,33 @@ def test_a_run_copied_with_its_study_folder_is_checked_where_it_lies_now(tmp_pat
 
 def test_a_copied_study_beside_another_data_set_or_bundle_is_flagged(tmp_path: Path) -> None:
     """Against the false "same run": a study copied from clone1/results/study to clone2/results/study, where clone2
-    holds another bundle (other configs) and a data set beside it at the place relative to the study where clone1's was
-    (data outside the copied folder), counted as the same settings. The data set inside what moved is the same."""
+    holds another bundle (other configs) and another data set at the place relative to the study where clone1's is
+    (data outside the copied folder), counted as the same settings. The same tree moved whole (clone1 gone) is the
+    same; so is a data set that stayed where it was, and one inside the copied study folder."""
     old, new = tmp_path / "clone1" / "results" / "study", tmp_path / "clone2" / "results" / "study"
 
     def run_in(study: Path, bundle: Path, data: Path) -> Run:
         overrides = {"dataset_dir": str(data), "datalist": str(study / "datalist.json"), "num_folds": 2}
         return Run("dice", 0, study / "runs" / "dice" / "fold_0", bundle, overrides)
 
+    (tmp_path / "clone1" / "data").mkdir(parents=True)
     recorded = run_in(old, tmp_path / "clone1" / "bundles" / "kits19", tmp_path / "clone1" / "data")
     recorded.root.mkdir(parents=True)
     recorded.record_settings()
     shutil.copytree(tmp_path / "clone1" / "results", tmp_path / "clone2" / "results")
-    assert run_in(new, recorded.bundle_dir, tmp_path / "clone2" / "data").settings_changes() == []
-    (change,) = run_in(new, tmp_path / "clone2" / "bundles" / "kits19", tmp_path / "clone2" / "data").settings_changes()
+    (change,) = run_in(new, recorded.bundle_dir, tmp_path / "clone2" / "data").settings_changes()
+    assert change.startswith("dataset_dir: ")  # clone1/data is still there: not moved with the study
+    assert run_in(new, recorded.bundle_dir, tmp_path / "clone1" / "data").settings_changes() == []
+    (change,) = run_in(new, tmp_path / "clone2" / "bundles" / "kits19", tmp_path / "clone1" / "data").settings_changes()
     assert change.startswith("bundle_dir: ")
-    beside = tmp_path / "scratch" / "study"
-    recorded = run_in(beside, recorded.bundle_dir, tmp_path / "data")
-    recorded.root.mkdir(parents=True)
-    recorded.record_settings()
-    copy = tmp_path / "proj" / "sub" / "study"
-    shutil.copytree(beside, copy)
-    (change,) = run_in(copy, recorded.bundle_dir, tmp_path / "proj" / "data").settings_changes()
-    assert change.startswith("dataset_dir: ")
-    assert run_in(copy, recorded.bundle_dir, tmp_path / "data").settings_changes() == []
+    shutil.rmtree(tmp_path / "clone2")
+    shutil.move(tmp_path / "clone1", tmp_path / "clone2")  # the whole tree moved: its data set with it
+    assert run_in(new, recorded.bundle_dir, tmp_path / "clone2" / "data").settings_changes() == []
+    inside = run_in(old, recorded.bundle_dir, old / "data")
+    inside.root.mkdir(parents=True)
+    inside.record_settings()
+    shutil.copytree(old, tmp_path / "copy")
+    assert run_in(tmp_path / "copy", recorded.bundle_dir, tmp_path / "copy" / "data").settings_changes() == []
 
 
 def test_the_dry_run_line_guards_the_training_as_the_runner_does(tmp_path: Path) -> None:

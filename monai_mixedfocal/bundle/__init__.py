@@ -24,7 +24,8 @@
   errors that name them.
 - :func:`run_settings`, :func:`describe_network`, :func:`check_resume`, :func:`check_evaluation_split`: a run's data
   split, loss and network, recorded in ``last.pt`` (and ``last.json`` beside it), so that another run never resumes it
-  and an evaluation never scores a model on its own training cases or with another network.
+  and an evaluation never scores a model on its own training cases or with another network;
+  :mod:`~monai_mixedfocal.bundle.moved_runs`: which of those paths moved with a run folder moved or copied elsewhere.
 - :func:`check_writable`, :func:`lock_training`: at start, the output folders can be written and no other training
   runs in them.
 - :class:`PerCaseMetricsWriter`: the per-case, per-class metrics CSV of an evaluation.

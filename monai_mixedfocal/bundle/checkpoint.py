@@ -48,9 +48,9 @@ from monai.engines import Workflow
 from monai.handlers import CheckpointSaver
 
 from monai_mixedfocal.bundle.model_saver import load_checkpoint
+from monai_mixedfocal.bundle.moved_runs import recorded_folders
 from monai_mixedfocal.bundle.output_dirs import lock_training
 from monai_mixedfocal.bundle.run_settings import (
-    RECORDED_IN_KEY,
     SETTINGS_KEY,
     TRAINING_IMAGES_KEY,
     refuse_another_run,
@@ -181,10 +181,10 @@ class ResumeCheckpoint:
         map_location: passed to ``torch.load``.
         run_settings: the run's identity (:func:`~monai_mixedfocal.bundle.run_settings.run_settings`), written into
             the checkpoint (under ``"run_settings"``) and beside it (``last.json``) at every save, with the folder
-            they were written in (``"recorded_in"``). An interrupted run recorded with other settings (another fold,
-            loss or data set started in the same ``bundle_root``) is not resumed: loading raises instead. A run folder
-            moved or copied with its data set and datalist resumes there (their paths relative to the checkpoint's
-            folder are the same).
+            they were written in (:func:`~monai_mixedfocal.bundle.moved_runs.recorded_folders`). An interrupted run
+            recorded with other settings (another fold, loss or data set started in the same ``bundle_root``) is not
+            resumed: loading raises instead. A run folder moved or copied with its data set and datalist resumes
+            there (:mod:`~monai_mixedfocal.bundle.moved_runs`).
         lock: hold the lock of the checkpoint's folder from :meth:`attach` on
             (:func:`~monai_mixedfocal.bundle.output_dirs.lock_training`).
         training_data: the run's training items (all ranks'); the real paths of their images are recorded with the
@@ -256,8 +256,7 @@ class ResumeCheckpoint:
             return
         content = {key: obj.state_dict() for key, obj in self._objects(engine).items()}
         # and where it is written: a run folder moved or copied with its data is then told from another run
-        folder = os.path.realpath(self.path.parent)  # as the training images are recorded
-        settings = None if self.run_settings is None else {**self.run_settings, RECORDED_IN_KEY: folder}
+        settings = None if self.run_settings is None else {**self.run_settings, **recorded_folders(self.path)}
         if settings is not None:
             content[SETTINGS_KEY] = settings  # the single atomic record; last.json is a copy
         if self.training_images is not None:

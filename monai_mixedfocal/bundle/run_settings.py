@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from monai_mixedfocal.bundle.model_saver import load_checkpoint
+from monai_mixedfocal.bundle.moved_runs import RECORDED_IN_KEY, RECORDED_IN_REAL_KEY, moved_images, settings_moved_with
 from monai_mixedfocal.utils import changed_entries
 
 __all__ = [
     "NETWORK_KEY",
     "PATH_SETTINGS",
-    "RECORDED_IN_KEY",
     "SETTINGS_KEY",
     "SPLIT_KEYS",
     "TRAINING_IMAGES_KEY",
@@ -34,16 +34,12 @@ __all__ = [
     "checkpoint_progress",
     "describe_loss",
     "describe_network",
-    "folder_move",
-    "moved_along",
-    "moved_path",
     "read_run_settings",
     "recorded_progress",
     "refuse_another_run",
     "run_settings",
     "run_settings_file",
     "settings_in",
-    "settings_moved_with",
     "trainer_epochs",
     "training_images",
 ]
@@ -62,11 +58,6 @@ SPLIT_KEYS: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "num_folds", "
 
 #: the run settings that are absolute paths: a run folder moved or copied with them still matches them
 PATH_SETTINGS: tuple[str, ...] = ("dataset_dir", "datalist")
-
-#: the key, among the settings recorded in a resume checkpoint, of the folder it was written in (its real path): it
-#: tells a run folder that was moved or copied, with the files it names, from another run (:func:`settings_moved_with`).
-#: A run's own :func:`run_settings` lack it, so the checks that compare the settings they hold do not compare it.
-RECORDED_IN_KEY = "recorded_in"
 
 
 def run_settings(
@@ -110,11 +101,11 @@ def run_settings(
         "loss_kwargs": json.dumps(dict(loss_kwargs or {}), sort_keys=True, default=str),
         "seed": "" if seed is None else str(seed),
     }
-    clash = sorted(set(options or {}) & {*settings, RECORDED_IN_KEY})
+    clash = sorted(set(options or {}) & {*settings, RECORDED_IN_KEY, RECORDED_IN_REAL_KEY})
     if clash:
         raise ValueError(
-            f"run_settings options {clash} clash with the settings of the same name (or {RECORDED_IN_KEY!r}, the "
-            "folder that a resume checkpoint records them in)"
+            f"run_settings options {clash} clash with the settings of the same name (or with the folder that a resume "
+            f"checkpoint records them in, {RECORDED_IN_KEY!r} and {RECORDED_IN_REAL_KEY!r})"
         )
     settings.update({str(k): json.dumps(v, sort_keys=True, default=str) for k, v in dict(options or {}).items()})
     return settings
@@ -345,103 +336,18 @@ def _recorded_run(checkpoint: str | os.PathLike, hint: str) -> tuple[dict[str, s
     return settings, [str(image) for image in images] if isinstance(images, list) else None
 
 
-def folder_move(recorded_in: str | os.PathLike, current_in: str | os.PathLike) -> tuple[str, str]:
-    """The move that took folder ``recorded_in`` to ``current_in``: the two without the trailing names they share.
-
-    ``/scratch/study/runs/dice/fold_0`` now at ``/home/me/study/runs/dice/fold_0`` is ``/scratch`` moved to
-    ``/home/me`` (with everything in it); a study folder renamed from ``/a/demo`` to ``/b/demo2`` is ``/a/demo``
-    moved to ``/b/demo2``. Both are made absolute (``..`` resolved by name) first.
-
-    Example:
-        >>> folder_move("/scratch/study/runs/fold_0", "/home/me/study/runs/fold_0")
-        ('/scratch', '/home/me')
-    """
-    old, new = Path(os.path.abspath(recorded_in)).parts, Path(os.path.abspath(current_in)).parts
-    shared = 0
-    while shared < min(len(old), len(new)) - 1 and old[-1 - shared] == new[-1 - shared]:
-        shared += 1
-    return str(Path(*old[: len(old) - shared])), str(Path(*new[: len(new) - shared]))
-
-
-def moved_path(path: str, move: tuple[str, str]) -> str:
-    """Where ``path`` lies after ``move`` (:func:`folder_move`): moved with the folder when it lay inside it, else as
-    it is.
-
-    Example:
-        >>> moved_path("/scratch/study/datalist.json", ("/scratch", "/home/me")), moved_path("/data/x", ("/a", "/b"))
-        ('/home/me/study/datalist.json', '/data/x')
-    """
-    old, new = move
-    try:
-        inside = os.path.commonpath([old, path]) == old
-    except ValueError:  # another drive (Windows), or a relative path: not inside
-        return path
-    return os.path.normpath(os.path.join(new, os.path.relpath(path, old))) if inside else path
-
-
-def moved_along(
-    recorded: Mapping[str, str],
-    current: Mapping[str, str],
-    recorded_in: str | os.PathLike,
-    current_in: str | os.PathLike,
-    keys: Iterable[str] = PATH_SETTINGS,
-) -> dict[str, str]:
-    """``recorded`` with each path setting of ``keys`` that is ``current``'s after the move of the folder the settings
-    were recorded in (:func:`folder_move`, :func:`moved_path`) replaced by ``current``'s.
-
-    A study moved from ``/scratch/study`` to ``/home/me/study`` (``/scratch`` -> ``/home/me``) names its datalist
-    ``/home/me/study/datalist.json``: the same. A data set that stayed where it was is equal as it is. A path that
-    changed otherwise still differs, even at the same place relative to the folder: a copy of the study beside another
-    data set of the same name (``/scratch/study`` copied to ``/proj/sub/study``, ``/data/kits19`` now
-    ``/proj/kits19``) was not moved with it. Paths are compared, not contents: a data set replaced by another at the
-    place it moved to counts as the same.
-
-    Args:
-        recorded: settings recorded in folder ``recorded_in``.
-        current: settings of the same kind, made now for folder ``current_in``.
-        recorded_in: the folder that the record was written in.
-        current_in: the folder that it lies in now.
-        keys: the settings that are absolute paths.
-
-    Example:
-        >>> moved_along({"datalist": "/a/s/datalist.json"}, {"datalist": "/b/s/datalist.json"}, "/a/s/r", "/b/s/r")
-        {'datalist': '/b/s/datalist.json'}
-    """
-    moved = dict(recorded)
-    move = folder_move(recorded_in, current_in)
-    for key in keys:
-        before, now = recorded.get(key), current.get(key)
-        if before and now and before != now and moved_path(before, move) == os.path.normpath(now):
-            moved[key] = now
-    return moved
-
-
-def settings_moved_with(
-    checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str]
-) -> dict[str, str]:
-    """The ``recorded`` settings of the resume ``checkpoint`` as :func:`moved_along` makes them, from the folder they
-    were recorded in (:data:`RECORDED_IN_KEY`, its real path) to the checkpoint's folder now (its real path): a run
-    folder moved or copied with its data set and datalist is the same run. A record that predates the key (or names
-    no folder) is returned as it is.
-    """
-    recorded_in = recorded.get(RECORDED_IN_KEY)
-    if not recorded_in:
-        return dict(recorded)
-    return moved_along(recorded, current, recorded_in, os.path.realpath(Path(checkpoint).parent))
-
-
 def refuse_another_run(
     checkpoint: str | os.PathLike, recorded: Mapping[str, str], current: Mapping[str, str], done: int, planned: int
 ) -> None:
     """Raise when the interrupted run of ``checkpoint`` (epoch ``done`` of ``planned``) was recorded with other
     settings than the run about to resume it. Paths that moved along with the checkpoint's folder (a run folder moved
-    or copied with its data, :func:`settings_moved_with`) are the same.
+    or copied with its data, :func:`~monai_mixedfocal.bundle.moved_runs.settings_moved_with`) are the same.
 
     Raises:
         ValueError: the settings differ; the message names them and the ways out.
     """
     # a setting that the record predates (e.g. the seed, which older records lack) does not block resuming
-    recorded = settings_moved_with(checkpoint, recorded, current)
+    recorded = settings_moved_with(checkpoint, recorded, current, PATH_SETTINGS)
     changed = changed_entries(recorded, current, tuple(key for key in current if key in recorded))
     if changed:
         raise ValueError(
@@ -503,7 +409,7 @@ def check_evaluation_split(
     A training run records the real paths of its training images (:func:`training_images`) in its resume checkpoint
     and in ``last.json`` beside it. With ``cases``, an evaluation case whose image is among them is refused, however
     the data set was named (another path to the same folder, a link, a ``--datalist`` instead of the folder), and in
-    a run folder moved or copied with its data set (:func:`settings_moved_with`).
+    a run folder moved or copied with its data set (:func:`~monai_mixedfocal.bundle.moved_runs.moved_images`).
     A checkpoint written before the images were recorded is checked by its settings (:func:`read_run_settings`):
     the same data set and datalist with another fold, fold count or fold seed is refused. Another data set (e.g. an
     external test set) and a model without recorded settings are evaluated as asked. A network other than the one
@@ -531,7 +437,7 @@ def check_evaluation_split(
         )
     if cases is not None and trained is not None:
         cases = list(cases)
-        overlap = sorted(set(training_images(cases)) & set(_moved_images(checkpoint, recorded, trained)))
+        overlap = sorted(set(training_images(cases)) & set(moved_images(checkpoint, recorded, trained)))
         if overlap:
             raise ValueError(
                 f"{len(overlap)} of the {len(cases)} evaluation case(s) are training cases of the model in this "
@@ -541,7 +447,7 @@ def check_evaluation_split(
         return
     if recorded is None:
         return
-    recorded = settings_moved_with(checkpoint, recorded, settings)
+    recorded = settings_moved_with(checkpoint, recorded, settings, PATH_SETTINGS)
     if any(recorded.get(k) != settings.get(k) for k in PATH_SETTINGS):
         return
     changed = changed_entries(recorded, settings, SPLIT_KEYS)
@@ -551,15 +457,3 @@ def check_evaluation_split(
             f"recorded in {checkpoint}): this evaluation would score it on cases it was trained "
             "on. Pass the training's --fold, --num_folds, --fold_seed and --datalist."
         )
-
-
-def _moved_images(checkpoint: str | os.PathLike, recorded: Mapping[str, str] | None, images: list[str]) -> list[str]:
-    """The recorded training ``images`` and, when the settings name the folder they were recorded in
-    (:data:`RECORDED_IN_KEY`) and it is not the checkpoint's folder now, where they lie after moving along with it:
-    a run folder moved or copied with its data still refuses its training cases."""
-    recorded_in = (recorded or {}).get(RECORDED_IN_KEY)
-    folder = os.path.realpath(Path(checkpoint).parent)
-    if not recorded_in or recorded_in == folder:
-        return images
-    move = folder_move(recorded_in, folder)
-    return list(dict.fromkeys([*images, *(moved_path(image, move) for image in images)]))

@@ -214,10 +214,8 @@ class Run:
         expected = self.bundle_run_settings()
         if expected is None:
             return None
-        from monai_mixedfocal.bundle.run_settings import settings_moved_with
-
         settings, epochs = expected
-        recorded = settings_moved_with(self.resume_checkpoint, record["run_settings"], settings)
+        recorded = self._moved_along(record["run_settings"], settings)
         return record, changed_entries(recorded, settings, [key for key in settings if key in recorded]), epochs
 
     def training_start(self) -> str:
@@ -281,23 +279,24 @@ class Run:
         except (OSError, ValueError):
             recorded = None
         if isinstance(recorded, dict):
-            return changed_entries(self._moved_along(recorded), self.settings)
+            return changed_entries(self._moved_along(recorded, self.settings), self.settings)
         compared = self._compared_training_record()
         if compared is None:
             return []
         record, changes, epochs = compared
         return changes + changed_entries({"epochs": record["max_epochs"]}, {"epochs": epochs})
 
-    def _moved_along(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """The ``settings.json`` record with the data paths that moved along with the study folder (a study moved or
-        copied with its data set inside it) as they are now (:func:`~monai_mixedfocal.bundle.run_settings.moved_along`).
-        The study folder is the datalist's, which every run records (``OUT/datalist.json``)."""
-        from monai_mixedfocal.bundle.run_settings import moved_along
+    def _moved_along(self, recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+        """A record of the run (``settings.json``, or the run settings in ``last.pt``) with the data paths that moved
+        along with the study folder (a study moved or copied with its data set inside it, or moved away from it) as
+        they are in ``current`` (:func:`~monai_mixedfocal.bundle.moved_runs.moved_along`). The study folder is the
+        datalist's, which every run records (``OUT/datalist.json``)."""
+        from monai_mixedfocal.bundle.moved_runs import moved_along
 
-        before, now = recorded.get("datalist"), self.settings.get("datalist")
-        if not isinstance(before, str) or not before or not now:
-            return recorded
-        return moved_along(recorded, self.settings, Path(before).parent, Path(now).parent, STUDY_PATH_SETTINGS)
+        before, now = recorded.get("datalist"), current.get("datalist")
+        if not isinstance(before, str) or not before or not isinstance(now, str) or not now:
+            return dict(recorded)
+        return moved_along(recorded, current, Path(before).parent, Path(now).parent, STUDY_PATH_SETTINGS)
 
     @property
     def settings_warning(self) -> str | None:

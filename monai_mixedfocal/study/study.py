@@ -18,14 +18,14 @@ from typing import Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
-from monai_mixedfocal.data.datalist import datalist_to_json, recorded_root, source_files
+from monai_mixedfocal.data.datalist import recorded_root, source_files
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
 from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import StudyProgress, execute_runs
 from monai_mixedfocal.study.runs import Run, default_bundle_dir, plan_runs
-from monai_mixedfocal.utils import atomic_write_bytes
+from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
 
 #: the paper's seven losses, in the order of its Table 1 (KiTS19; Section III-D: no plain cross entropy)
 PAPER_LOSSES: tuple[str, ...] = (
@@ -211,9 +211,8 @@ class StudySpec:
 
 
 def prepare_datalist(spec: StudySpec) -> Path:
-    """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds), and
-    written again with its data set's new place when the study folder has moved away from it
-    (:func:`follow_the_data`).
+    """Write the shared fold assignment once; an existing one is reused (so every loss keeps the same folds), its
+    paths written again for a study folder that was moved or copied (:func:`follow_the_data`).
 
     Raises:
         ValueError: if an existing ``datalist.json`` was made with another number of folds or seed, or for another
@@ -222,15 +221,11 @@ def prepare_datalist(spec: StudySpec) -> Path:
     if check_datalist(spec):
         follow_the_data(spec)
         return spec.datalist_path
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
-    write_datalist(spec.datalist_path, _list_the_data(spec), num_folds=spec.num_folds, seed=spec.seed)
-    return spec.datalist_path
-
-
-def _list_the_data(spec: StudySpec) -> Any:
-    """The cases under ``--data`` (BraTS20's enhancing-tumour masks written into the study folder)."""
     kwargs = {"labels_dir": spec.out_dir / "labels_et"} if spec.dataset == "brats20" else {}
-    return _DATALISTS[spec.dataset](spec.data_root, **kwargs)
+    datalist = _DATALISTS[spec.dataset](spec.data_root, **kwargs)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    return spec.datalist_path
 
 
 def check_datalist(spec: StudySpec) -> bool:
@@ -257,8 +252,8 @@ def check_datalist(spec: StudySpec) -> bool:
     recorded = recorded_root(spec.datalist_path, content)
     if data_set_folder(spec.dataset, recorded) == data_set_folder(spec.dataset, spec.data_root):
         return True
-    if _first_missing(recorded, content["training"][:1]) is not None:
-        missing = _first_missing(Path(os.path.abspath(spec.data_root)), content["training"])
+    missing = _first_missing(Path(os.path.abspath(spec.data_root)), content["training"])
+    if missing is not None and _first_missing(recorded, content["training"][:1]) is not None:
         raise ValueError(
             f"{spec.datalist_path} lists its cases under {recorded}, which does not hold them (was the study folder "
             f"moved?), and --data {spec.data_root} does not hold them all either (no {missing}): pass the folder of "
@@ -272,42 +267,52 @@ def check_datalist(spec: StudySpec) -> bool:
 
 
 def follow_the_data(spec: StudySpec) -> bool:
-    """Write ``datalist.json`` again, with the same cases and folds, for a study folder moved or copied away from its
-    data set (the data set root it records relative to itself holds none of its cases, ``--data`` holds them all), so
-    that its paths name the data where it is (and BraTS20's masks in this study folder); returns whether it did.
-
-    Raises:
-        ValueError: ``--data`` lists other cases or folds than ``datalist.json`` (nothing is written).
-    """
+    """Write ``datalist.json`` again, its cases and folds as they are, for a study folder that was moved or copied:
+    with the data set's root where the data are (:func:`_moved_data_root`) when the study moved away from them, and
+    with BraTS20's masks in this study folder's ``labels_et/`` (the study writes them there; a moved study read and
+    wrote them in the old folder) when the datalist names them elsewhere. Returns whether it wrote."""
     content = read_datalist(spec.datalist_path)
-    if _moved_data_root(spec, content) is None:
+    moved_root = _moved_data_root(spec, content)
+    root = moved_root or recorded_root(spec.datalist_path, content)
+    labels_dir = spec.out_dir.absolute() / "labels_et"
+    items = [_with_own_mask(item, root, labels_dir) for item in content["training"]]
+    if moved_root is None and items == content["training"]:
         return False
-    datalist = _list_the_data(spec)
-    fresh = datalist_to_json(datalist, spec.out_dir, num_folds=spec.num_folds, seed=spec.seed)
-
-    def folds(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
-        return [(str(item.get("case")), int(item["fold"])) for item in items]
-
-    if folds(fresh["training"]) != folds(content["training"]):
-        raise ValueError(
-            f"--data {spec.data_root} lists other cases or folds than {spec.datalist_path}, made on the data set this "
-            "study folder was moved away from: pass that data set as --data, or use another --out folder."
-        )
-    write_datalist(spec.datalist_path, datalist, num_folds=spec.num_folds, seed=spec.seed)
+    # relative to the folder's real path, as datalist_to_json records it
+    dataset_root = os.path.relpath(root, os.path.realpath(spec.datalist_path.parent))
+    updated = {**content, "training": items}
+    if moved_root is not None:
+        updated["dataset_root"] = Path(dataset_root).as_posix()
+    atomic_write_json(spec.datalist_path, updated)
     return True
 
 
+def _with_own_mask(item: Mapping[str, Any], root: Path, labels_dir: Path) -> Mapping[str, Any]:
+    """A BraTS20 datalist item (it has ``seg``, from which its ``label`` mask is made) with the mask named in
+    ``labels_dir`` (relative to the data set ``root``) when it names it in another folder; any other item as it is."""
+    label = item.get("label")
+    if "seg" not in item or not isinstance(label, str):
+        return item
+    mask = Path(os.path.normpath(root / label))
+    if os.path.realpath(mask.parent) == os.path.realpath(labels_dir):
+        return item
+    return {**item, "label": Path(os.path.relpath(labels_dir / mask.name, root)).as_posix()}
+
+
 def _moved_data_root(spec: StudySpec, content: Mapping[str, Any]) -> Path | None:
-    """``--data`` (or, for KiTS19, its repository) when it holds every case of the study's datalist (``content``)
-    while the root the datalist records holds none (the study folder was moved or copied away from its data set);
-    ``None`` otherwise."""
+    """``--data`` (for KiTS19 also its repository, or the repository's ``data/`` folder) when it holds every case of
+    the study's datalist (``content``) while the root the datalist records holds none of them: the study folder was
+    moved or copied away from its data set. ``None`` otherwise (a data set missing some files is not taken for
+    moved)."""
     items = content["training"]  # a list of dicts with an image, as read_datalist checks
-    if _first_missing(recorded_root(spec.datalist_path, content), items[:1]) is None:
+    recorded = recorded_root(spec.datalist_path, content)
+    if any((recorded / source_files(item)[0]).is_file() for item in items):
         return None
     given = Path(os.path.abspath(spec.data_root))
-    return next(
-        (root for root in (given, data_set_folder(spec.dataset, given)) if not _first_missing(root, items)), None
-    )
+    roots = [given, data_set_folder(spec.dataset, given)]
+    if spec.dataset == "kits19":
+        roots.append(roots[-1] / "data")
+    return next((root for root in dict.fromkeys(roots) if not _first_missing(root, items)), None)
 
 
 def _first_missing(root: Path, items: Sequence[Mapping[str, Any]]) -> Path | None:
