@@ -110,6 +110,34 @@ def test_unknown_override_ids_are_refused_with_the_closest_ids(
     assert expected in stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("learning_rate=-1", "--learning_rate must be a number > 0, got -1."),
+        ("amp=maybe", "--amp must be true or false, got 'maybe'."),
+        ("sw_overlap=1.5", "--sw_overlap must be in [0, 1)"),
+        ("num_workers=-2", "--num_workers must be an integer >= 0, got -2."),
+    ],
+)
+def test_bad_override_values_are_refused_before_any_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path, override: str, expected: str
+) -> None:
+    """Against the waste: a bad value passed the dry run and failed every run (every cluster job, after its wait in
+    the queue) at its start, about 7 s each; the bundle's check of option values now runs once, before any run."""
+    stderr = _refused_dry_run(capsys, tmp_path, data, "dice,focal", "-O", override)
+    assert stderr.startswith(f"error: -O: {expected}") and "before any run" in stderr
+
+
+def test_values_that_depend_on_the_machine_are_left_to_the_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path
+) -> None:
+    """The commands of a dry run may run on other machines (GPU nodes, printed on a login node without one)."""
+    args = ["--dataset", "kits19", "--data", str(data), "--folds", "2", "--losses", "dice", "--out", str(tmp_path)]
+    code, stdout, stderr = _study(capsys, *args, "-O", "device=cuda:7", "-O", "amp=True", "--dry-run")
+    assert code == 0, stderr
+    assert "--device cuda:7" in stdout
+
+
 def test_override_ids_of_either_config_are_accepted(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path
 ) -> None:

@@ -131,6 +131,27 @@ def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"-O {key}: no such id in {where}{hint}; an override must name an id of the bundle's configs."
             )
+    _check_override_values(parser, overrides)
+
+
+def _check_override_values(parser: Any, overrides: Mapping[str, Any]) -> None:
+    """Run the bundle's checks of option values (its ``check_options`` id: values alone, not the machine, the data or
+    the outputs) with ``overrides``, as every run's start would, so that a bad value is refused once, before any run
+    or printed command, instead of failing every run (or cluster job) at its start.
+
+    Raises:
+        ValueError: the bundle's own message (``--learning_rate must be a number > 0, got -1.``).
+    """
+    if "check_options" not in parser:
+        return  # a bundle without the id: its runs check their values at start
+    parser.update(dict(overrides))
+    try:
+        parser.get_parsed_content("check_options")
+    except Exception as err:  # MONAI wraps the check's error in "Failed to evaluate ...", once per reference
+        cause: BaseException = err
+        while str(cause).startswith("Failed to evaluate") and cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ValueError(f"-O: {cause} (the bundle's check of option values, before any run)") from err
 
 
 @dataclass
