@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
@@ -26,6 +26,9 @@ from monai_mixedfocal.study.collect import collect_per_case, overlay_slices
 from monai_mixedfocal.study.runner import StudyProgress, execute_runs
 from monai_mixedfocal.study.runs import Run, default_bundle_dir, plan_runs
 from monai_mixedfocal.utils import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
 
 #: the paper's seven losses, in the order of its Table 1 (KiTS19; Section III-D: no plain cross entropy)
 PAPER_LOSSES: tuple[str, ...] = (
@@ -104,7 +107,8 @@ def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
         overrides: the study's overrides, ``{id: value}``; nested ids are joined with ``#`` (or ``::``).
 
     Raises:
-        ValueError: naming the first bad id, with the reserved ids or the closest existing ones.
+        ValueError: naming the first bad id, with the reserved ids or the closest existing ones; or a value that the
+            bundle's check of option values refuses (:func:`_check_override_values`).
     """
     if not overrides:
         return
@@ -134,7 +138,7 @@ def check_overrides(bundle_dir: Path, overrides: Mapping[str, Any]) -> None:
     _check_override_values(parser, overrides)
 
 
-def _check_override_values(parser: Any, overrides: Mapping[str, Any]) -> None:
+def _check_override_values(parser: ConfigParser, overrides: Mapping[str, Any]) -> None:
     """Run the bundle's checks of option values (its ``check_options`` id: values alone, not the machine, the data or
     the outputs) with ``overrides``, as every run's start would, so that a bad value is refused once, before any run
     or printed command, instead of failing every run (or cluster job) at its start.
