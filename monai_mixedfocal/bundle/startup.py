@@ -22,7 +22,7 @@ import torch
 from monai.data.utils import create_file_basename
 
 from monai_mixedfocal.data import DataError, brats20_datalist, kits19_datalist, refresh_et_masks, split_datalist
-from monai_mixedfocal.data.datalist import datalist_to_json, read_datalist, source_files
+from monai_mixedfocal.data.datalist import datalist_to_json, first_missing_file, read_datalist
 from monai_mixedfocal.data.io import check_image_ndim, check_pair, is_macos_metadata, is_nifti, read_nifti_header
 from monai_mixedfocal.data.kits19 import kits19_repository
 from monai_mixedfocal.losses import get_loss, loss_class
@@ -188,7 +188,7 @@ def _split_under_a_root(
     tried = []
     for root in roots:
         train, val = split_datalist(datalist, fold, base_dir=root)
-        missing = next((path for item in train + val for path in source_files(item) if not os.path.isfile(path)), None)
+        missing = first_missing_file(train + val)
         if missing is None:
             for item in train + val:  # the files may have changed since the datalist was written
                 _check_item(item)

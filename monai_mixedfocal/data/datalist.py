@@ -34,6 +34,8 @@ __all__ = [
     "Datalist",
     "datalist_differences",
     "datalist_to_json",
+    "dataset_root_entry",
+    "first_missing_file",
     "read_datalist",
     "recorded_root",
     "source_files",
@@ -109,20 +111,29 @@ def datalist_to_json(
     except ValueError as err:
         raise DataError(f"{datalist.base_dir}: cannot assign {num_folds} folds: {err}") from err
     training = [{**case, "fold": folds[str(case["case"])]} for case in sorted(datalist.cases, key=lambda c: c["case"])]
-    # relative to the folder's real path: a datalist written into a linked folder (runs -> /scratch/runs) is then also
-    # found when opened by its real path; recorded_root reads it either way
-    root = os.path.relpath(datalist.base_dir.absolute(), os.path.realpath(json_dir))
     return {
         "name": datalist.name,
         "source": datalist.source,
         "num_folds": num_folds,
         "seed": seed,
-        "dataset_root": Path(root).as_posix(),
+        "dataset_root": dataset_root_entry(datalist.base_dir, json_dir),
         "labels": dict(datalist.labels),
         "numTraining": len(training),
         "excluded": list(datalist.excluded),
         "training": training,
     }
+
+
+def dataset_root_entry(base_dir: str | os.PathLike, json_dir: str | os.PathLike) -> str:
+    """The ``dataset_root`` that a datalist JSON in folder ``json_dir`` records for the data set root ``base_dir``:
+    relative to the folder's real path (a datalist written into a linked folder, ``runs -> /scratch/runs``, is then
+    also found when opened by its real path; :func:`recorded_root` reads it either way), with ``/`` separators.
+
+    Example:
+        >>> dataset_root_entry("/data/kits19", "/data/study")
+        '../kits19'
+    """
+    return Path(os.path.relpath(Path(base_dir).absolute(), os.path.realpath(json_dir))).as_posix()
 
 
 def write_datalist(
@@ -247,6 +258,18 @@ def source_files(item: Mapping[str, Any]) -> list[str]:
         value = item.get(key)
         paths.extend(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
     return paths
+
+
+def first_missing_file(items: Sequence[Mapping[str, Any]], root: str | os.PathLike = "") -> str | None:
+    """The first source file (:func:`source_files`) of datalist ``items`` that is not a file, each path taken under
+    ``root`` (an absolute path as it is), or ``None`` when every one is there.
+
+    Example:
+        >>> first_missing_file([{"image": "/nowhere/ct.nii.gz", "label": "/nowhere/seg.nii.gz"}])
+        '/nowhere/ct.nii.gz'
+    """
+    paths = (os.path.join(root, path) for item in items for path in source_files(item))
+    return next((path for path in paths if not os.path.isfile(path)), None)
 
 
 def _resolve(item: dict[str, Any], base_dir: Path) -> dict[str, Any]:

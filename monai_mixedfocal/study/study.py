@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from monai_mixedfocal.bundle.config_ids import unknown_id_hint
 from monai_mixedfocal.data import brats20_datalist, kits19_datalist, read_datalist, write_datalist
-from monai_mixedfocal.data.datalist import recorded_root, source_files
+from monai_mixedfocal.data.datalist import dataset_root_entry, first_missing_file, recorded_root, source_files
 from monai_mixedfocal.data.kits19 import data_set_folder
 from monai_mixedfocal.losses import LOSS_NAMES
 from monai_mixedfocal.report import write_report
@@ -277,8 +277,8 @@ def check_datalist(spec: StudySpec) -> bool:
     recorded = recorded_root(spec.datalist_path, content)
     if data_set_folder(spec.dataset, recorded) == data_set_folder(spec.dataset, spec.data_root):
         return True
-    missing = _first_missing(Path(os.path.abspath(spec.data_root)), content["training"])
-    if missing is not None and _first_missing(recorded, content["training"][:1]) is not None:
+    missing = first_missing_file(content["training"], os.path.abspath(spec.data_root))
+    if missing is not None and first_missing_file(content["training"][:1], recorded) is not None:
         raise ValueError(
             f"{spec.datalist_path} lists its cases under {recorded}, which does not hold them (was the study folder "
             f"moved?), and --data {spec.data_root} does not hold them all either (no {missing}): pass the folder of "
@@ -303,11 +303,9 @@ def follow_the_data(spec: StudySpec) -> bool:
     items = [_with_own_mask(item, root, labels_dir) for item in content["training"]]
     if moved_root is None and items == content["training"]:
         return False
-    # relative to the folder's real path, as datalist_to_json records it
-    dataset_root = os.path.relpath(root, os.path.realpath(spec.datalist_path.parent))
     updated = {**content, "training": items}
     if moved_root is not None:
-        updated["dataset_root"] = Path(dataset_root).as_posix()
+        updated["dataset_root"] = dataset_root_entry(moved_root, spec.datalist_path.parent)
     atomic_write_json(spec.datalist_path, updated)
     return True
 
@@ -337,13 +335,7 @@ def _moved_data_root(spec: StudySpec, content: Mapping[str, Any]) -> Path | None
     roots = [given, data_set_folder(spec.dataset, given)]
     if spec.dataset == "kits19":
         roots.append(roots[-1] / "data")
-    return next((root for root in dict.fromkeys(roots) if not _first_missing(root, items)), None)
-
-
-def _first_missing(root: Path, items: Sequence[Mapping[str, Any]]) -> Path | None:
-    """The first source file of ``items`` (:func:`~monai_mixedfocal.data.datalist.source_files`) missing under
-    ``root``, or ``None``."""
-    return next((root / path for item in items for path in source_files(item) if not (root / path).is_file()), None)
+    return next((root for root in dict.fromkeys(roots) if first_missing_file(items, root) is None), None)
 
 
 def _overlay_case(spec: StudySpec, runs: Sequence[Run]) -> tuple[str, dict] | None:
